@@ -1,0 +1,7 @@
+"""`python -m lowloss` runs the CLI."""
+
+import sys
+
+from lowloss.cli import main
+
+sys.exit(main())

@@ -1,0 +1,64 @@
+"""The `lowloss` command: one subcommand per module in `lowloss.commands`.
+
+Every error reaches the user as one line, `lowloss: error: …`, and exit status 2; set
+LOWLOSS_DEBUG=1 to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from lowloss import __version__
+from lowloss.commands import COMMANDS
+from lowloss.errors import LowlossError
+
+EXIT_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage, so usage errors are one line too."""
+
+    def error(self, message: str):
+        raise LowlossError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lowloss", description="Low-loss connection of neural-network weight vectors.")
+    parser.add_argument("--version", action="version", version=f"lowloss {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for command in COMMANDS:
+        command_parser = sub.add_parser(command.NAME, help=command.HELP, description=command.__doc__)
+        command.add_arguments(command_parser)
+        command_parser.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                            format="%(levelname)s %(name)s: %(message)s")
+        return args.run(args) or 0
+    except LowlossError as exc:
+        return _fail(str(exc), exc)
+    except KeyboardInterrupt:
+        print("lowloss: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line for the user, whatever broke; LOWLOSS_DEBUG shows the trace
+        return _fail(f"{type(exc).__name__}: {exc}", exc)
+
+
+def _fail(message: str, exc: BaseException) -> int:
+    if os.environ.get("LOWLOSS_DEBUG"):
+        raise exc
+    print(f"lowloss: error: {' '.join(message.split())}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Architectures, each with its Spec, built from a name and a few options.
+
+Adding an architecture = one nn.Module with a `spec()` method and one registry line. Input shapes come
+from the dataset: (channels, height, width).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lowloss.artifacts import Artifact, ArtifactError, load_weights
+from lowloss.errors import LowlossError
+from lowloss.spec import Spec, conv, dense
+
+
+class OneHidden(nn.Module):
+    """Paper Table 1: x -> ReLU(W1 x + b1) -> W2 h + b2."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int = 2000):
+        super().__init__()
+        self.fc1 = nn.Linear(math.prod(input_shape), width)
+        self.fc2 = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+    @staticmethod
+    def spec() -> Spec:
+        return Spec({**dense("fc1", None, "h1"), **dense("fc2", "h1", None)})
+
+
+class FC3(nn.Module):
+    """Paper Table 2 (FC3): three dense layers without biases, hidden widths 6144 and 2000."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, widths: tuple[int, int] = (6144, 2000)):
+        super().__init__()
+        self.fc1 = nn.Linear(math.prod(input_shape), widths[0], bias=False)
+        self.fc2 = nn.Linear(widths[0], widths[1], bias=False)
+        self.fc3 = nn.Linear(widths[1], num_classes, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x.flatten(1))))))
+
+    @staticmethod
+    def spec() -> Spec:
+        return Spec({**dense("fc1", None, "h1", bias=False), **dense("fc2", "h1", "h2", bias=False),
+                     **dense("fc3", "h2", None, bias=False)})
+
+
+class Conv2FC1(nn.Module):
+    """Paper Table 2 (Conv2FC1): two 5x5 conv + ReLU + max-pool blocks, then one linear layer."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, channels: tuple[int, int] = (32, 64)):
+        super().__init__()
+        c, h, w = input_shape
+        self.conv1 = nn.Conv2d(c, channels[0], 5, padding=2)
+        self.conv2 = nn.Conv2d(channels[0], channels[1], 5, padding=2)
+        self.fc = nn.Linear(channels[1] * (h // 4) * (w // 4), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc(x.flatten(1))
+
+    @staticmethod
+    def spec() -> Spec:
+        return Spec({**conv("conv1", None, "c1"), **conv("conv2", "c1", "c2"), **dense("fc", "c2", None)})
+
+
+VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+class VGG16(nn.Module):
+    """The 13-conv VGG16 without batch norm of Garipov et al.'s code, with a width multiplier.
+
+    Pools use ceil_mode so that any input of at least 1x1 (digits 8x8, MNIST 28x28, CIFAR 32x32)
+    ends at 1x1 after the five pools.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, width_multiplier: float = 1.0):
+        super().__init__()
+        channels = [max(1, round(c * width_multiplier)) for c in VGG16_LAYOUT if c != "M"]
+        self.conv_names = [f"conv{i + 1}" for i in range(len(channels))]
+        previous = input_shape[0]
+        for name, out in zip(self.conv_names, channels):
+            setattr(self, name, nn.Conv2d(previous, out, 3, padding=1))
+            previous = out
+        hidden = max(1, round(512 * width_multiplier))
+        self.fc1 = nn.Linear(previous, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, num_classes)
+        self.dropout = nn.Dropout(0.5)
+        for name in self.conv_names:  # Garipov et al.'s He initialisation; torch's default leaves a thin VGG dead
+            layer = getattr(self, name)
+            fan_out = layer.kernel_size[0] * layer.kernel_size[1] * layer.out_channels
+            nn.init.normal_(layer.weight, 0.0, math.sqrt(2.0 / fan_out))
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        names = iter(self.conv_names)
+        for item in VGG16_LAYOUT:
+            if item == "M":
+                x = F.max_pool2d(x, 2, ceil_mode=True)
+            else:
+                x = F.relu(getattr(self, next(names))(x))
+        x = F.relu(self.fc1(self.dropout(x.flatten(1))))
+        x = F.relu(self.fc2(self.dropout(x)))
+        return self.fc3(x)
+
+    def spec(self) -> Spec:
+        entries = {}
+        previous = None
+        for i, name in enumerate(self.conv_names):
+            entries.update(conv(name, previous, f"c{i + 1}"))
+            previous = f"c{i + 1}"
+        entries.update(dense("fc1", previous, "f1"))
+        entries.update(dense("fc2", "f1", "f2"))
+        entries.update(dense("fc3", "f2", None))
+        return Spec(entries)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A registered architecture: its module class and the options it accepts (with defaults)."""
+
+    cls: type[nn.Module]
+    defaults: dict
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "onehidden": Architecture(OneHidden, {"width": 2000}),
+    "fc3": Architecture(FC3, {"widths": [6144, 2000]}),
+    "conv2fc1": Architecture(Conv2FC1, {"channels": [32, 64]}),
+    "vgg16": Architecture(VGG16, {"width_multiplier": 1.0}),
+}
+
+
+def arch_options(arch: str, options: dict | None = None) -> dict:
+    """The architecture's defaults updated with `options`; unknown names and options are errors."""
+    if arch not in ARCHITECTURES:
+        raise LowlossError(f"unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
+    defaults = ARCHITECTURES[arch].defaults
+    unknown = set(options or {}) - set(defaults)
+    if unknown:
+        raise LowlossError(f"architecture {arch!r} has no option(s) {sorted(unknown)} (it takes {sorted(defaults)})")
+    return {**defaults, **(options or {})}
+
+
+def build_model(arch: str, input_shape: tuple[int, ...], num_classes: int, options: dict | None = None) -> nn.Module:
+    """Instantiate `arch` for inputs of `input_shape` (C, H, W) and `num_classes` outputs."""
+    opts = {key: tuple(value) if isinstance(value, list) else value
+            for key, value in arch_options(arch, options).items()}
+    return ARCHITECTURES[arch].cls(tuple(input_shape), num_classes, **opts)
+
+
+def model_from_artifact(artifact: Artifact) -> nn.Module:
+    """Rebuild the network a weight file describes and load its tensors (strictly)."""
+    meta = artifact.meta
+    try:
+        model = build_model(meta["arch"], meta["input_shape"], meta["num_classes"], meta.get("arch_options"))
+    except KeyError as exc:
+        raise ArtifactError(f"{artifact.path}: sidecar lacks {exc.args[0]!r}; is this a trained model?") from None
+    expected = {key: tuple(t.shape) for key, t in model.state_dict().items()}
+    found = {key: tuple(t.shape) for key, t in artifact.tensors.items()}
+    if expected != found:
+        raise ArtifactError(f"{artifact.path}: tensors do not fit architecture {meta['arch']!r} "
+                            f"with options {meta.get('arch_options')}")
+    model.load_state_dict(artifact.tensors)
+    return model
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, Artifact]:
+    """Load a trained model file (validated) as an nn.Module on CPU in eval mode, with its artifact."""
+    artifact = load_weights(path)
+    if artifact.meta.get("kind") != "model":
+        raise ArtifactError(f"{path}: not a trained model (kind {artifact.meta.get('kind')!r})")
+    return model_from_artifact(artifact).eval(), artifact

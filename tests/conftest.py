@@ -1,0 +1,56 @@
+"""Shared fixtures: small trained digits endpoints (trained once per session) and CLI runner."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lowloss.data import load_dataset
+from lowloss.train import TrainConfig, train_endpoint
+
+torch.set_num_threads(2)
+
+
+def run_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m lowloss ARGS` and capture its output."""
+    result = subprocess.run([sys.executable, "-m", "lowloss", *map(str, args)], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"lowloss {' '.join(map(str, args))} failed:\n{result.stderr}")
+    return result
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """The CLI's error contract: exit 2, one stderr line starting `lowloss: error:`, no traceback."""
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("lowloss: error:"), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_endpoints(tmp_path_factory, digits) -> callable:
+    """`get(width, seed, epochs=20)` -> path of a trained onehidden digits endpoint, trained once."""
+    cache: dict[tuple[int, int, int], Path] = {}
+    folder = tmp_path_factory.mktemp("endpoints")
+
+    def get(width: int, seed: int, epochs: int = 20) -> Path:
+        key = (width, seed, epochs)
+        if key not in cache:
+            out = folder / f"w{width}-s{seed}-e{epochs}.safetensors"
+            train_endpoint("onehidden", {"width": width}, digits, TrainConfig(epochs=epochs, seed=seed), out,
+                           progress=False)
+            cache[key] = out
+        return cache[key]
+
+    return get

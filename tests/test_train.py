@@ -1,0 +1,61 @@
+"""Endpoint training: accuracy on digits, the schedule, determinism and resume-after-interrupt."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lowloss.train import TrainConfig, checkpoint_path, learning_rate, train_endpoint
+
+
+def test_digits_onehidden_reaches_95_percent(digits_endpoints):
+    from lowloss.artifacts import read_meta
+
+    meta = read_meta(digits_endpoints(256, 0, 20))
+    assert meta["test_acc"] >= 0.95
+    assert 0.0 <= meta["train_acc"] <= 1.0
+
+
+def test_schedule_is_constant_then_linear_to_one_percent():
+    config = TrainConfig(epochs=100, lr=0.1)
+    assert learning_rate(0, config) == learning_rate(50, config) == 0.1
+    assert learning_rate(70, config) == pytest.approx(0.1 * (1 - 0.5 * 0.99))
+    assert learning_rate(90, config) == pytest.approx(0.001)
+    assert learning_rate(99, config) == pytest.approx(0.001)
+
+
+def _train(digits, out, epochs=4, interrupt_after=None, seed=3):
+    def stop(epoch, row):
+        if epoch == interrupt_after:
+            raise KeyboardInterrupt
+
+    return train_endpoint("onehidden", {"width": 64}, digits, TrainConfig(epochs=epochs, seed=seed), out,
+                          on_epoch_end=stop, progress=False)
+
+
+def test_same_seed_gives_bit_identical_weights(digits, tmp_path):
+    _train(digits, tmp_path / "a.safetensors")
+    _train(digits, tmp_path / "b.safetensors")
+    a, b = load_file(tmp_path / "a.safetensors"), load_file(tmp_path / "b.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = load_file(_train_other_seed(digits, tmp_path))
+    assert not torch.equal(a["fc1.weight"], c["fc1.weight"])
+
+
+def _train_other_seed(digits, tmp_path):
+    out = tmp_path / "c.safetensors"
+    _train(digits, out, seed=4)
+    return out
+
+
+def test_interrupted_run_resumes_to_the_same_weights(digits, tmp_path):
+    whole = tmp_path / "whole.safetensors"
+    _train(digits, whole)
+    resumed = tmp_path / "resumed.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        _train(digits, resumed, interrupt_after=2)
+    assert not resumed.exists() and checkpoint_path(resumed).exists()
+    meta = _train(digits, resumed)
+    assert [row["epoch"] for row in meta["history"]] == [1, 2, 3, 4]
+    a, b = load_file(whole), load_file(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not checkpoint_path(resumed).exists()
