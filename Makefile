@@ -25,3 +25,6 @@ test: $(STAMP)
 
 clean:
 	rm -rf results logs .snakemake
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run $(BENCH)

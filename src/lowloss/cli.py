@@ -1,12 +1,14 @@
 """The `lowloss` command: one subcommand per module in `lowloss.commands`.
 
-Every error reaches the user as one line, `lowloss: error: …`, and exit status 2; set
-LOWLOSS_DEBUG=1 to see the traceback instead.
+A subcommand's `run(args)` returns a summary dict (or None); it is printed as the LAST line of stdout,
+one JSON object, which scripts and the workflow read. Every error reaches the user as one line,
+`lowloss: error: …`, and exit status 2; set LOWLOSS_DEBUG=1 to see the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -43,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                             format="%(levelname)s %(name)s: %(message)s")
-        return args.run(args) or 0
+        summary = args.run(args)
+        if summary is not None:
+            print(json.dumps(summary), flush=True)
+        return 0
     except LowlossError as exc:
         return _fail(str(exc), exc)
     except KeyboardInterrupt:

@@ -18,14 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the whole sidecar as JSON")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> None:
     artifact = load_weights(args.file)
     if args.json:
         print(json.dumps(artifact.meta, indent=2, sort_keys=True))
-        return 0
+        return None
     n_params = sum(t.numel() for t in artifact.tensors.values())
     print(f"{args.file}: {len(artifact.tensors)} tensors, {n_params:,} parameters")
     for key, value in artifact.meta.items():
         if key not in SUMMARY_SKIP:
             print(f"  {key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
-    return 0
+    return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from lowloss.commands.options import (add_arch_options, add_dataset_options, add_device_option,
@@ -28,12 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> dict:
     options = arch_options_from_args(args)
     data = dataset_from_args(args)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          weight_decay=args.weight_decay, seed=args.seed)
     meta = train_endpoint(args.arch, options, data, config, args.out, progress=not args.no_progress)
     summary = {key: meta[key] for key in ("arch", "dataset", "seed", "epochs", "train_acc", "test_acc")}
-    print(json.dumps({"out": str(args.out), **summary}))
-    return 0
+    return {"out": str(args.out), **summary}

@@ -1,0 +1,1 @@
+"""Connection methods. Importing this package registers every method in `registry.METHODS`."""

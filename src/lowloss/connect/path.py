@@ -1,0 +1,105 @@
+"""A path is an ordered list of legs; a leg maps t in [0, 1] to a full parameter set.
+
+Every leg returns its breakpoints *exactly* at t = 0 and t = 1 (checked in one place, `Leg.at`), so a
+path built from legs starts at Θ^A and ends at Θ^B bit for bit. Points are produced in batches: `at`
+takes a vector of t and returns every tensor stacked along a new leading axis, ready for `vmap`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from lowloss.spec import Params
+
+
+def interpolate(theta_a: Params, theta_b: Params, t: torch.Tensor) -> Params:
+    """(1 - t) θ_A + t θ_B for a vector of t, stacked; exact at t = 0 and 1 in floating point."""
+    out = {}
+    for key, a in theta_a.items():
+        t_key = t.reshape(-1, *([1] * a.dim())).to(a)
+        out[key] = (1 - t_key) * a + t_key * theta_b[key]
+    return out
+
+
+def stack_params(params: Sequence[Params]) -> Params:
+    """A list of parameter sets -> one stacked set (leading axis = point)."""
+    return {key: torch.stack([p[key] for p in params]) for key in params[0]}
+
+
+def unstack_params(stacked: Params, index: int) -> Params:
+    """One point of a stacked parameter set."""
+    return {key: value[index] for key, value in stacked.items()}
+
+
+@dataclass
+class Leg:
+    """One piece of a path: `start` at t = 0, `end` at t = 1, `fn(t) -> stacked params` between.
+
+    `fn` defaults to the straight segment. `eval_ts` overrides the evaluation grid (a permutation-stage
+    swap is evaluated at its midpoint only). `meta` carries what an evaluator may exploit (e.g. which
+    hidden units change on this leg).
+    """
+
+    start: Params
+    end: Params
+    name: str = "leg"
+    fn: Callable[[torch.Tensor], Params] | None = None
+    eval_ts: tuple[float, ...] | None = None
+    meta: dict = field(default_factory=dict)
+
+    def at(self, t: torch.Tensor | Sequence[float]) -> Params:
+        """Stacked parameters at each t; rows with t == 0 or t == 1 are the breakpoints themselves."""
+        t = torch.as_tensor(t, dtype=torch.float64).flatten()
+        if self.fn is None:
+            return interpolate(self.start, self.end, t)
+        points = self.fn(t)
+        at_start, at_end = t == 0, t == 1
+        for key, value in points.items():
+            shape = (-1,) + (1,) * (value.dim() - 1)
+            value = torch.where(at_start.reshape(shape).to(value.device), self.start[key].to(value), value)
+            points[key] = torch.where(at_end.reshape(shape).to(value.device), self.end[key].to(value), value)
+        return points
+
+
+@dataclass
+class Path:
+    """Ordered legs from Θ^A to Θ^B; `method` names what built it."""
+
+    legs: list[Leg]
+    method: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.legs:
+            raise ValueError("a path needs at least one leg")
+
+    def __iter__(self) -> Iterator[Leg]:
+        return iter(self.legs)
+
+    def __len__(self) -> int:
+        return len(self.legs)
+
+    @property
+    def theta_a(self) -> Params:
+        return self.legs[0].start
+
+    @property
+    def theta_b(self) -> Params:
+        return self.legs[-1].end
+
+    def breakpoints(self) -> list[Params]:
+        """Θ^A, every joint between legs, Θ^B."""
+        return [self.legs[0].start] + [leg.end for leg in self.legs]
+
+    def is_continuous(self) -> bool:
+        """True when every leg ends exactly where the next one starts."""
+        return all(all(torch.equal(prev.end[k], nxt.start[k]) for k in prev.end)
+                   for prev, nxt in zip(self.legs, self.legs[1:]))
+
+
+def chain(breakpoints: Sequence[Params], names: Sequence[str] | None = None) -> list[Leg]:
+    """Straight legs through consecutive breakpoints (a polyline in weight space)."""
+    names = names or [f"leg{i}" for i in range(len(breakpoints) - 1)]
+    return [Leg(a, b, name) for a, b, name in zip(breakpoints, breakpoints[1:], names)]
