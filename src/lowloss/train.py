@@ -25,6 +25,9 @@ from lowloss.models import arch_options, build_model
 EVAL_BATCH = 2048
 MOMENTUM_PREFIX = "momentum::"
 
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+"""(x, y, generator) -> (loss to minimise, logits) for one minibatch."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -75,14 +78,27 @@ def config_hash(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def cross_entropy_of(model: nn.Module) -> Objective:
+    """The endpoint objective: cross-entropy of `model(x)` (weight decay is the optimizer's)."""
+    def objective(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(x)
+        return F.cross_entropy(logits, y), logits
+
+    return objective
+
+
 def train(model: nn.Module, data: Dataset, config: TrainConfig, checkpoint: Path | None = None,
           identity: str = "", on_epoch_end: Callable[[int, dict], None] | None = None,
-          progress: bool = True) -> list[dict]:
+          progress: bool = True, objective: Objective | None = None, desc: str = "training") -> list[dict]:
     """Train `model` in place on `data` (both on the same device); return per-epoch history.
 
     With `checkpoint`, the model and optimizer state are saved after every epoch and a matching
     checkpoint (same `identity`) is resumed from. `on_epoch_end(epoch, row)` runs after the save.
+    `objective` (default: cross-entropy of `model(x)`) lets another trainable module reuse this loop:
+    curve training draws t per batch from the generator it is given, seeded by (seed, epoch) like the
+    shuffle, so a resumed run stays bit-identical.
     """
+    objective = objective or cross_entropy_of(model)
     device = data.x_train.device
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
@@ -91,7 +107,7 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, checkpoint: Path
     if checkpoint is not None and checkpoint.exists():
         start, history = _resume(checkpoint, identity, model, optimizer, device)
     n = len(data.x_train)
-    bar = tqdm(range(start, config.epochs), desc="training", unit="epoch", initial=start,
+    bar = tqdm(range(start, config.epochs), desc=desc, unit="epoch", initial=start,
                total=config.epochs, disable=not progress)
     for epoch in bar:
         lr = learning_rate(epoch, config)
@@ -100,6 +116,7 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, checkpoint: Path
         torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout masks
         order = torch.randperm(n, generator=epoch_generator(config.seed, epoch)).to(device)
         augment_gen = epoch_generator(config.seed, epoch, salt=1)
+        objective_gen = epoch_generator(config.seed, epoch, salt=2)
         model.train()
         loss_sum, correct = 0.0, 0
         for begin in range(0, n, config.batch_size):
@@ -107,8 +124,7 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, checkpoint: Path
             x, y = data.x_train[index], data.y_train[index]
             if data.augment:
                 x = augment_batch(x, augment_gen)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss, logits = objective(x, y, objective_gen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -155,6 +171,13 @@ def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.stem + ".ckpt.safetensors")
 
 
+def discard_checkpoint(out: Path) -> None:
+    """Remove the checkpoint of `out` (and its sidecar) once `out` itself is written."""
+    ckpt = checkpoint_path(out)
+    ckpt.unlink(missing_ok=True)
+    sidecar_path(ckpt).unlink(missing_ok=True)
+
+
 def train_endpoint(arch: str, options: dict, data: Dataset, config: TrainConfig, out: Path,
                    on_epoch_end: Callable[[int, dict], None] | None = None, progress: bool = True) -> dict:
     """Train one endpoint from seed `config.seed`, save it as `out` (+ sidecar), return the sidecar."""
@@ -163,8 +186,7 @@ def train_endpoint(arch: str, options: dict, data: Dataset, config: TrainConfig,
     model = build_model(arch, data.input_shape, data.num_classes, options).to(data.x_train.device)
     produced_by = {"arch": arch, "arch_options": options, "dataset": data.name, "train": asdict(config)}
     identity = config_hash(produced_by)
-    ckpt = checkpoint_path(out)
-    history = train(model, data, config, ckpt, identity, on_epoch_end, progress)
+    history = train(model, data, config, checkpoint_path(out), identity, on_epoch_end, progress)
     train_loss, train_acc = evaluate_model(model, data.x_train, data.y_train)
     test_loss, test_acc = evaluate_model(model, data.x_test, data.y_test)
     meta = {
@@ -173,6 +195,5 @@ def train_endpoint(arch: str, options: dict, data: Dataset, config: TrainConfig,
         "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
     }
     save_weights(out, model.state_dict(), meta)
-    ckpt.unlink(missing_ok=True)
-    sidecar_path(ckpt).unlink(missing_ok=True)
+    discard_checkpoint(out)
     return meta

@@ -1,0 +1,53 @@
+"""Fit a Garipov et al. curve (PolyChain or Bezier) between two trained endpoints (resumable).
+
+The curve file holds only the trained bends; `lowloss connect A B --method garipov-polychain-3
+--curve CURVE.safetensors` evaluates it like any other method.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lowloss.commands.options import add_dataset_options, add_device_option, dataset_from_args
+from lowloss.connect.curves import COEFFICIENTS, METHODS, fit_curve, paper_epochs
+from lowloss.errors import LowlossError
+from lowloss.models import load_model
+from lowloss.train import TrainConfig
+
+NAME = "fit-curve"
+HELP = "train a Garipov et al. polychain or Bezier curve between two endpoints"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_a", type=Path, metavar="A", help="endpoint Θ^A (.safetensors)")
+    parser.add_argument("model_b", type=Path, metavar="B", help="endpoint Θ^B (.safetensors)")
+    parser.add_argument("--curve", choices=sorted(COEFFICIENTS), default="polychain", help="curve family")
+    parser.add_argument("--points", type=int, choices=(3, 5), default=3,
+                        help="control points including both endpoints (3 = one bend)")
+    add_dataset_options(parser)
+    add_device_option(parser)
+    defaults = TrainConfig()
+    parser.add_argument("--epochs", type=int, help="default: the paper's budget, 200 on cifar10, 60 otherwise")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="on w(t)")
+    parser.add_argument("--out", type=Path, required=True, help="output curve .safetensors (sidecar beside it)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> dict:
+    method = f"garipov-{args.curve}-{args.points}"
+    if method not in METHODS:
+        raise LowlossError(f"--curve {args.curve} --points {args.points}: no method evaluates it "
+                           f"(fit one of: {', '.join(METHODS)})")
+    _, model_a = load_model(args.model_a)
+    _, model_b = load_model(args.model_b)
+    data = dataset_from_args(args)
+    config = TrainConfig(epochs=args.epochs or paper_epochs(data.name), lr=args.lr, batch_size=args.batch_size,
+                         weight_decay=args.weight_decay, seed=args.seed)
+    meta = fit_curve(args.curve, args.points, model_a, model_b, data, config, args.out,
+                     progress=not args.no_progress)
+    return {"out": str(args.out), "method": method, "epochs": config.epochs,
+            "train_loss": meta["history"][-1]["train_loss"], "train_acc": meta["history"][-1]["train_acc"]}
