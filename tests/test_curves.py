@@ -187,3 +187,26 @@ def test_fit_curve_errors_are_one_line(small_pair, tmp_path, args, fragment):
     out = tmp_path / "x.safetensors"
     assert_one_line_error(run_cli("fit-curve", a, b, "--epochs", "1", "--out", out, *args), fragment)
     assert not out.exists()
+
+
+def test_connect_cli_evaluates_a_fitted_curve(small_pair, tmp_path):
+    (a, b, _), curve = small_pair
+    out = tmp_path / "path.csv"
+    result = run_cli("connect", a, b, "--method", "garipov-polychain-3", "--curve", curve, "--points", "3",
+                     "--out", out, "--no-progress", check=True)
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert (summary["method"], summary["legs"], summary["points"]) == ("garipov-polychain-3", 2, 6)
+    assert summary["worst_test_acc"] <= summary["endpoint_test_acc"]
+    assert out.exists()
+
+
+@pytest.mark.parametrize("method,other_end,fragment", [
+    ("garipov-polychain-3", True, "fitted on other endpoints"),
+    ("garipov-polychain-5", False, "is a polychain curve with 3 points"),
+])
+def test_connect_cli_refuses_a_curve_that_does_not_fit(small_pair, tmp_path, method, other_end, fragment):
+    (a, b, c), curve = small_pair
+    out = tmp_path / "path.csv"
+    result = run_cli("connect", a, c if other_end else b, "--method", method, "--curve", curve, "--out", out)
+    assert_one_line_error(result, f"{curve}: {fragment}")
+    assert not out.exists()
