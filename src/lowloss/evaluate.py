@@ -90,7 +90,8 @@ def evaluate_path(model: nn.Module, path: Path, data: Dataset, points: int = 21,
                   budget: int = MEMORY_BUDGET, incremental: bool = True) -> pd.DataFrame:
     """Tidy table with one row per (leg, t, split): loss and accuracy (a fraction) along the path.
 
-    `position` is leg index + t, so leg k spans [k, k + 1] (as in the paper's Fig. 5). Runs of
+    Rows run along the path (by leg, then t; splits in the order given). `position` is leg index + t,
+    so leg k spans [k, k + 1] (as in the paper's Fig. 5). Runs of
     permutation-stage swap legs are evaluated incrementally when the network allows it (see
     `SwapReadout`), else like any other leg.
     """
@@ -121,7 +122,7 @@ def evaluate_path(model: nn.Module, path: Path, data: Dataset, points: int = 21,
                                        split, loss, acc)
                 bar.update(len(t_chunk))
     bar.close()
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=COLUMNS).sort_values(["leg", "t"], kind="stable", ignore_index=True)
 
 
 def table_rows(method: str, indices: Sequence[int], names: Sequence[str], ts: Sequence[float], split: str,

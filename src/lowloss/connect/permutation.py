@@ -14,7 +14,7 @@ every √L-th step and replayed from there, O(√L) per breakpoint in O(n√L) m
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -24,6 +24,8 @@ from lowloss.connect.matching import matching_for
 from lowloss.connect.path import Leg, Path
 from lowloss.connect.registry import Context, one_hidden_layer, register
 from lowloss.spec import Params, Spec, permute
+
+CACHED_BREAKPOINTS = 3
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class PermutationStage:
     units: Tensor
     checkpoints: Tensor
     stride: int
+    recent: dict[int, Params] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -53,10 +56,18 @@ class PermutationStage:
         return order
 
     def params(self, step: int) -> Params:
-        """The breakpoint before leg `step`; after the last leg it is `base` itself."""
+        """The breakpoint before leg `step`; after the last leg it is `base` itself.
+
+        The last few are cached: a leg's end is the next leg's start, and callers index tensors one
+        key at a time.
+        """
         if step == len(self):
             return self.base
-        return permute(self.base, self.spec, {self.group: self.order(step)})
+        if step not in self.recent:
+            if len(self.recent) >= CACHED_BREAKPOINTS:
+                del self.recent[next(iter(self.recent))]
+            self.recent[step] = permute(self.base, self.spec, {self.group: self.order(step)})
+        return self.recent[step]
 
     def legs(self) -> list[Leg]:
         return [SwapLeg(self, step) for step in range(len(self))]

@@ -1,0 +1,104 @@
+"""`lowloss connect`, `match` and `methods` end to end on digits: the paper's ordering and one-line errors."""
+
+import json
+import subprocess
+
+import pytest
+import torch
+
+from lowloss.artifacts import load_weights
+from lowloss.cli import main
+from lowloss.data import load_dataset
+from lowloss.train import TrainConfig, train_endpoint
+from tests.conftest import assert_one_line_error, run_cli
+
+METHODS = ["linear", "arc", "ot", "linear+wa", "arc+wa", "ot+wa"]
+SUMMARY_KEYS = {"method", "worst_train_acc", "worst_test_acc", "endpoint_test_acc", "seconds", "worst_train_loss",
+                "worst_test_loss", "legs", "points", "out"}
+
+
+def run_main(capsys, *args) -> subprocess.CompletedProcess:
+    """The CLI in this process (no interpreter start-up), captured like `run_cli`."""
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+def summary(result: subprocess.CompletedProcess) -> dict:
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    assert SUMMARY_KEYS <= set(line)
+    return line
+
+
+@pytest.fixture(scope="module")
+def pair(digits_endpoints):
+    return digits_endpoints(512, 0), digits_endpoints(512, 1)
+
+
+def test_every_method_runs_and_keeps_the_papers_ordering(pair, tmp_path, capsys):
+    matching = tmp_path / "match.safetensors"
+    assert run_main(capsys, "match", *pair, "--out", matching).returncode == 0
+    worst = {}
+    for method in METHODS:
+        shared = ["--matching", matching] if method.startswith("ot") else []  # ot and ot+wa share it
+        out = tmp_path / f"{method}.csv"
+        line = summary(run_main(capsys, "connect", *pair, "--method", method, "--out", out, "--no-progress", *shared))
+        assert line["method"] == method and out.exists() and line["seconds"] > 0
+        worst[method], endpoint = line["worst_test_acc"], line["endpoint_test_acc"]
+    assert worst["arc"] >= worst["linear"]
+    for method in ("ot+wa", "arc+wa"):
+        assert worst[method] >= endpoint - 0.02, (method, worst[method], endpoint)
+
+
+def test_connect_json_line_and_saved_breakpoints(pair, tmp_path):
+    out, folder = tmp_path / "arc.csv", tmp_path / "path"
+    line = summary(run_cli("connect", *pair, "--method", "arc+wa", "--points", "5", "--wa-breakpoints", "3",
+                           "--wa-samples", "600", "--out", out, "--save-path", folder, "--no-progress", check=True))
+    assert line["legs"] == 4 and line["points"] == 4 * 5 and out.exists()
+    manifest = json.loads((folder / "path.json").read_text())
+    assert [leg["name"] for leg in manifest["legs"]] == ["wa-start", "wa-1", "wa-2", "wa-end"]
+    first, last = (load_weights(folder / name) for name in ("breakpoint-0000.safetensors", "breakpoint-0004.safetensors"))
+    for saved, endpoint in ((first, pair[0]), (last, pair[1])):
+        assert all(torch.equal(saved.tensors[k], v) for k, v in load_weights(endpoint).tensors.items())
+
+
+def test_methods_lists_every_method_with_its_description(capsys):
+    result = run_main(capsys, "methods")
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    for method in METHODS:
+        assert len(lines[method].split()) > 3
+    assert "one hidden layer" in lines["ot+wa"]
+
+
+@pytest.fixture(scope="module")
+def odd_endpoints(tmp_path_factory):
+    """A narrower onehidden and an fc3 endpoint (one epoch each: only their shape matters)."""
+    folder, data = tmp_path_factory.mktemp("odd"), load_dataset("digits")
+    narrow, fc3 = folder / "narrow.safetensors", folder / "fc3.safetensors"
+    train_endpoint("onehidden", {"width": 32}, data, TrainConfig(epochs=1), narrow, progress=False)
+    train_endpoint("fc3", {"widths": [16, 8]}, data, TrainConfig(epochs=1), fc3, progress=False)
+    return narrow, fc3
+
+
+def test_bad_input_is_one_line_and_writes_nothing(pair, odd_endpoints, tmp_path, capsys):
+    narrow, fc3 = odd_endpoints
+    out = tmp_path / "p.csv"
+    cases = [
+        ([*pair, "--method", "spline"], "unknown method 'spline' (known: "),
+        ([pair[0], narrow, "--method", "linear"], "arch_options"),
+        ([fc3, fc3, "--method", "arc"], "method 'arc' applies to networks with one hidden layer, not to 'fc3'"),
+        ([*pair, "--method", "linear", "--dataset", "synthetic-mnist"], "expects inputs [1, 8, 8]"),
+        ([*pair, "--method", "ot+wa", "--wa-breakpoints", "1"], "--wa-breakpoints must be at least 2"),
+        ([*pair, "--method", "ot", "--matching", tmp_path / "none.safetensors"], "file not found"),
+    ]
+    for args, fragment in cases:
+        assert_one_line_error(run_main(capsys, "connect", *args, "--out", out, "--no-progress"), fragment)
+        assert not out.exists()
+
+
+def test_a_matching_of_other_endpoints_is_refused(pair, odd_endpoints, tmp_path, capsys):
+    matching = tmp_path / "m.safetensors"
+    assert run_main(capsys, "match", pair[1], pair[0], "--out", matching, "--ot-solver", "scipy").returncode == 0
+    result = run_main(capsys, "connect", *pair, "--method", "ot", "--matching", matching, "--out", tmp_path / "p.csv")
+    assert_one_line_error(result, "matching was computed for other endpoints")

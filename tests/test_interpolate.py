@@ -1,0 +1,102 @@
+"""Linear, arc and the generalised arc: the formulas, Proposition 1, and exact endpoints of every method."""
+
+import math
+
+import pytest
+import torch
+
+from lowloss.connect.interpolate import arc_leg, butterfly_leg, generalised_arc
+from lowloss.connect.neurons import butterflies
+from lowloss.connect.path import Path
+from lowloss.connect.registry import Context, get_method
+from lowloss.models import build_model
+
+METHODS = ["linear", "arc", "ot", "linear+wa", "arc+wa", "ot+wa"]
+
+
+def random_params(seed: int, width: int = 16, arch: str = "onehidden", options: dict | None = None) -> dict:
+    torch.manual_seed(seed)
+    model = build_model(arch, (1, 8, 8), 10, options or {"width": width})
+    return {key: value.detach() for key, value in model.state_dict().items()}
+
+
+def assert_path_joins(path: Path, theta_a: dict, theta_b: dict) -> None:
+    """A path starts at Θ^A and ends at Θ^B bit for bit, and every leg starts where the previous ended."""
+    for key in theta_a:
+        assert torch.equal(path.theta_a[key], theta_a[key]), key
+        assert torch.equal(path.theta_b[key], theta_b[key]), key
+        assert torch.equal(path.legs[0].at([0.0])[key][0], theta_a[key]), key
+        assert torch.equal(path.legs[-1].at([1.0])[key][0], theta_b[key]), key
+    assert path.is_continuous()
+    for leg in path.legs[:3] + path.legs[-2:]:
+        ends = leg.at([0.0, 1.0])
+        assert all(torch.equal(ends[k][0], leg.start[k]) and torch.equal(ends[k][1], leg.end[k]) for k in theta_a)
+
+
+def test_generalised_arc_maps_each_endpoint_once_and_the_mix_back_once():
+    x, y = torch.randn(5, 3), torch.randn(5, 3)
+    calls = {"forward": 0, "inverse": 0}
+
+    def forward(v):
+        calls["forward"] += 1
+        return 2 * v + 1
+
+    def inverse(z):
+        calls["inverse"] += 1
+        assert z.shape == (4 * 5, 3)
+        return (z - 1) / 2
+
+    t = torch.tensor([0.0, 0.3, 0.5, 1.0])
+    out = generalised_arc(x, y, t, forward, inverse)
+    assert out.shape == (4, 5, 3) and calls == {"forward": 2, "inverse": 1}
+    torch.testing.assert_close(out[0], x)
+    torch.testing.assert_close(out[-1], y)
+    c, s = math.cos(0.15 * math.pi), math.sin(0.15 * math.pi)
+    torch.testing.assert_close(out[1], (c * (2 * x + 1) + s * (2 * y + 1) - 1) / 2)
+
+
+def test_proposition_1_arc_keeps_the_covariance_and_linear_shrinks_it():
+    gen = torch.Generator().manual_seed(0)
+    root = torch.tensor([[1.0, 0.0, 0.0], [0.5, 2.0, 0.0], [-0.3, 0.4, 0.7]], dtype=torch.float64)
+    sigma = root @ root.T
+    x = torch.randn(200_000, 3, generator=gen, dtype=torch.float64) @ root.T
+    y = torch.randn(200_000, 3, generator=gen, dtype=torch.float64) @ root.T
+    t = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
+    arc = generalised_arc(x, y, t)
+    for k, tk in enumerate(t.tolist()):
+        linear = (1 - tk) * x + tk * y
+        torch.testing.assert_close(arc[k].T.cov(), sigma, atol=0.05, rtol=0.03)
+        torch.testing.assert_close(linear.T.cov(), ((1 - tk) ** 2 + tk ** 2) * sigma, atol=0.05, rtol=0.03)
+    assert torch.linalg.det(((0.5 * x + 0.5 * y).T.cov())) < 0.2 * torch.linalg.det(sigma)
+
+
+def test_arc_follows_eq_6_around_the_pooled_mean_and_moves_the_output_bias_linearly():
+    theta_a, theta_b = random_params(0), random_params(1)
+    spec = build_model("onehidden", (1, 8, 8), 10, {"width": 16}).spec()
+    x, y = butterflies(theta_a, spec, "h1"), butterflies(theta_b, spec, "h1")
+    mu = torch.cat([x, y]).mean(0)
+    t = 0.3
+    point = {k: v[0] for k, v in arc_leg(theta_a, theta_b, spec, "h1").at([t]).items()}
+    c, s = math.cos(math.pi * t / 2), math.sin(math.pi * t / 2)
+    torch.testing.assert_close(butterflies(point, spec, "h1"), mu + c * (x - mu) + s * (y - mu))
+    torch.testing.assert_close(point["fc2.bias"], (1 - t) * theta_a["fc2.bias"] + t * theta_b["fc2.bias"])
+
+
+def test_butterfly_leg_is_exact_at_the_ends_even_when_the_curve_is_not():
+    theta_a, theta_b = random_params(0), random_params(1)
+    spec = build_model("onehidden", (1, 8, 8), 10, {"width": 16}).spec()
+    leg = butterfly_leg(theta_a, theta_b, spec, "h1",
+                        lambda t: torch.ones(len(t), 16, 64 + 1 + 10), "ones")
+    ends = leg.at([0.0, 0.5, 1.0])
+    for key in theta_a:
+        assert torch.equal(ends[key][0], theta_a[key]) and torch.equal(ends[key][2], theta_b[key])
+    assert torch.equal(ends["fc1.weight"][1], torch.ones(16, 64))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_starts_and_ends_exactly_at_the_endpoints(name, digits):
+    theta_a, theta_b = random_params(0), random_params(1)
+    model = build_model("onehidden", (1, 8, 8), 10, {"width": 16})
+    ctx = Context(model, model.spec(), digits, {"wa_breakpoints": 3, "wa_samples": 64})
+    path = get_method(name).build(theta_a, theta_b, ctx)
+    assert_path_joins(path, theta_a, theta_b)
