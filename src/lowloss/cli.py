@@ -3,6 +3,8 @@
 A subcommand's `run(args)` returns a summary dict (or None); it is printed as the LAST line of stdout,
 one JSON object, which scripts and the workflow read. Every error reaches the user as one line,
 `lowloss: error: …`, and exit status 2; set LOWLOSS_DEBUG=1 to see the traceback instead.
+With `--mlflow-experiment` (or $LOWLOSS_MLFLOW_EXPERIMENT) every command is logged as one MLflow run
+(`lowloss.tracking`).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import json
 import logging
 import os
 import sys
+import time
 
-from lowloss import __version__
+from lowloss import __version__, tracking
 from lowloss.commands import COMMANDS
 from lowloss.errors import LowlossError
 
@@ -31,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lowloss", description="Low-loss connection of neural-network weight vectors.")
     parser.add_argument("--version", action="version", version=f"lowloss {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    tracking.add_tracking_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for command in COMMANDS:
         command_parser = sub.add_parser(command.NAME, help=command.HELP, description=command.__doc__)
@@ -41,24 +45,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    start, args = time.time(), None
     try:
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                             format="%(levelname)s %(name)s: %(message)s")
         summary = args.run(args)
+        tracking.log_command(args, summary, start)
         if summary is not None:
             print(json.dumps(summary), flush=True)
         return 0
     except LowlossError as exc:
-        return _fail(str(exc), exc)
+        return _fail(str(exc), exc, args, start)
     except KeyboardInterrupt:
         print("lowloss: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one line for the user, whatever broke; LOWLOSS_DEBUG shows the trace
-        return _fail(f"{type(exc).__name__}: {exc}", exc)
+        return _fail(f"{type(exc).__name__}: {exc}", exc, args, start)
 
 
-def _fail(message: str, exc: BaseException) -> int:
+def _fail(message: str, exc: BaseException, args: argparse.Namespace | None, start: float) -> int:
+    if args is not None:
+        tracking.log_command(args, None, start, error=message)
     if os.environ.get("LOWLOSS_DEBUG"):
         raise exc
     print(f"lowloss: error: {' '.join(message.split())}", file=sys.stderr)

@@ -1,5 +1,5 @@
 """Subcommands of `lowloss`: each module has NAME, HELP, add_arguments(parser) and run(args)."""
 
-from lowloss.commands import connect, fit_connector, fit_curve, info, match, methods, model_set, train
+from lowloss.commands import connect, fit_connector, fit_curve, info, match, methods, model_set, report, train
 
-COMMANDS = [train, fit_curve, model_set, fit_connector, match, connect, methods, info]
+COMMANDS = [train, fit_curve, model_set, fit_connector, match, connect, methods, report, info]

@@ -1,0 +1,25 @@
+# lowloss workflow: train endpoints -> model set V -> connectors, matchings, curves -> every method on
+# every pair -> report. Each rule is one `lowloss` command; see rules/ (one stage per file) and
+# config.yaml (the default run). `make run` runs it with profiles/local; profiles/slurm targets Slurm.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/train.smk"
+include: "rules/model_set.smk"
+include: "rules/connectors.smk"
+include: "rules/matchings.smk"
+include: "rules/curves.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        report_outputs,

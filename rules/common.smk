@@ -1,0 +1,252 @@
+# Config validation, the pair and method tables, wildcard constraints and every input function.
+# Rules refer to these functions by name; no rule holds logic of its own.
+
+import os
+from pathlib import Path
+from shlex import quote
+
+import jsonschema
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
+
+# What a method reads besides its two endpoints: the `lowloss connect` flag and the file, relative to
+# results/{exp}/, that another rule makes. Methods not listed need nothing else. Adding a method is one
+# line in the config (plus one line here when it needs a fitted file).
+METHOD_INPUTS = {
+    "ot": ("matching", "matchings/{pair}.safetensors"),
+    "ot+wa": ("matching", "matchings/{pair}.safetensors"),
+    "realnvp-flow": ("connector", "connectors/realnvp-flow.safetensors"),
+    "iaf-flow": ("connector", "connectors/iaf-flow.safetensors"),
+    "realnvp-bijection": ("connector", "connectors/realnvp-bijection.safetensors"),
+    "garipov-polychain-3": ("curve", "curves/polychain-3/{pair}.safetensors"),
+    "garipov-polychain-5": ("curve", "curves/polychain-5/{pair}.safetensors"),
+    "garipov-bezier-3": ("curve", "curves/bezier-3/{pair}.safetensors"),
+}
+EMBEDDED_DATASETS = {"digits", "synthetic-mnist", "synthetic-cifar"}
+
+
+def check_config(config):
+    """Validate `config` and fill in defaults; stop before any job with a message naming the key.
+
+    snakemake's own validation message buries the key in a dump of the schema, so the first error is
+    reported here as `config: <key path>: <problem>`; the cross-key rules follow.
+    """
+    with open(SCHEMA) as handle:
+        schema = yaml.safe_load(handle)
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        key = ".".join(map(str, error.absolute_path)) or "(top level)"
+        raise WorkflowError(f"config: {key}: {error.message}")
+    validate(config, str(SCHEMA))  # fills in the schema's defaults
+    for name, exp in config["experiments"].items():
+        key = f"config: experiments.{name}"
+        seen = set(exp["model_set_seeds"])
+        for a, b in exp["pairs"]:
+            if a == b:
+                raise WorkflowError(f"{key}.pairs: [{a}, {b}] connects a model with itself")
+            if {a, b} & seen:
+                raise WorkflowError(f"{key}.pairs: seed {sorted({a, b} & seen)[0]} is also in model_set_seeds "
+                                    f"(evaluation pairs must be endpoints outside the model set V)")
+        learned = [m for m in methods(name) if METHOD_INPUTS.get(m, ("",))[0] == "connector"]
+        if learned and len(seen) < 2:
+            raise WorkflowError(f"{key}.model_set_seeds: {', '.join(learned)} need a model set V of at least "
+                                f"two seeds, got {len(seen)}")
+
+
+def job_prefix(config):
+    """What every job's shell runs first: bash strict mode, this workflow's lowloss on PYTHONPATH
+    (rules call `python -m lowloss`, so a conda env from envs/lowloss.yaml needs no install of it),
+    and the MLflow experiment and store the `lowloss` CLI logs to.
+
+    A shell prefix is not part of a rule's recorded code, so renaming the experiment or moving the
+    workflow does not rerun finished jobs. Braces are doubled: snakemake formats the prefix.
+    """
+    src = Path(workflow.basedir) / "src"
+    parts = ["set -euo pipefail", f"export PYTHONPATH={quote(str(src))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"]
+    settings = config["mlflow"]
+    if settings["enabled"]:
+        parts.append(f"export LOWLOSS_MLFLOW_EXPERIMENT={quote(settings['experiment'] or config['name'])}")
+        if settings["tracking_uri"]:
+            parts.append(f"export MLFLOW_TRACKING_URI={quote(settings['tracking_uri'])}")
+    else:
+        parts.append("unset LOWLOSS_MLFLOW_EXPERIMENT")
+    return "; ".join(parts) + "; "
+
+
+# ---- tables -------------------------------------------------------------------------------------
+
+def experiment(name):
+    return config["experiments"][name]
+
+
+def methods(name):
+    """The methods evaluated on experiment `name`, in table order."""
+    return experiment(name).get("methods") or config["methods"]
+
+
+def all_methods():
+    """Every configured method once, in first-appearance order (the table's rows)."""
+    return list(dict.fromkeys(m for name in config["experiments"] for m in methods(name)))
+
+
+def pair_name(a, b):
+    return f"{a}-{b}"
+
+
+def pair_seeds(pair):
+    a, b = pair.split("-")
+    return int(a), int(b)
+
+
+def pairs(name):
+    return [pair_name(a, b) for a, b in experiment(name)["pairs"]]
+
+
+def model_path(name, seed):
+    return f"results/{name}/models/seed{seed}.safetensors"
+
+
+def path_table(name, method, pair):
+    return f"results/{name}/paths/{method}/{pair}.csv"
+
+
+def report_dir():
+    return f"results/report/{config['name']}"
+
+
+REPORT_FILES = ["table1.csv", "table1.md", "table1.tex", "worst_points.csv", "paths.png", "paths.svg"]
+
+
+# ---- input functions ----------------------------------------------------------------------------
+
+def report_outputs(wildcards=None):
+    return [f"{report_dir()}/{file}" for file in REPORT_FILES]
+
+
+def output_folder(wildcards, output):
+    """The folder of a rule's first output (for commands that take a folder)."""
+    return os.path.dirname(output[0])
+
+
+def report_paths(wildcards):
+    """Every path table of the run, experiments in config order, methods in table order."""
+    return [path_table(name, method, pair) for name in config["experiments"]
+            for method in methods(name) for pair in pairs(name)]
+
+
+def report_endpoints(wildcards):
+    """The endpoints' sidecars, read for the table's End Points row."""
+    return sorted({f"results/{name}/models/seed{seed}.json"
+                   for name in config["experiments"] for pair in pairs(name) for seed in pair_seeds(pair)})
+
+
+def first_seed_model(wildcards):
+    """Datasets that are downloaded or unpacked into data_root are prepared by one job first.
+
+    Training jobs of other seeds wait for the experiment's first pair's first model, so no two jobs
+    write the same dataset files at once; `ancient` keeps that model's age from retriggering them.
+    """
+    exp = experiment(wildcards.exp)
+    first = exp["pairs"][0][0]
+    if exp["dataset"] in EMBEDDED_DATASETS or int(wildcards.seed) == first:
+        return []
+    return [ancient(model_path(wildcards.exp, first))]
+
+
+def model_set_models(wildcards):
+    return [model_path(wildcards.exp, seed) for seed in experiment(wildcards.exp)["model_set_seeds"]]
+
+
+def pair_models(wildcards):
+    a, b = pair_seeds(wildcards.pair)
+    return {"a": model_path(wildcards.exp, a), "b": model_path(wildcards.exp, b)}
+
+
+def method_input(wildcards):
+    """The fitted file (METHOD_INPUTS) that method `wildcards.method` reads for pair `wildcards.pair`."""
+    pattern = METHOD_INPUTS[wildcards.method][1]
+    return os.path.join("results", wildcards.exp, pattern.format(pair=wildcards.pair))
+
+
+def connect_inputs(wildcards):
+    """Both endpoints plus, from METHOD_INPUTS, the file the method needs (connector, curve, matching)."""
+    inputs = pair_models(wildcards)
+    if wildcards.method in METHOD_INPUTS:
+        inputs[METHOD_INPUTS[wildcards.method][0]] = method_input(wildcards)
+    return inputs
+
+
+# ---- command-line arguments (params) ------------------------------------------------------------
+
+def flags(options):
+    """{"batch_size": 128, "t_uniform": True} -> "--batch-size 128 --t-uniform"; None values are left out."""
+    parts = []
+    for key, value in options.items():
+        flag = f"--{key.replace('_', '-')}"
+        if value is True:
+            parts.append(flag)
+        elif value is not None and value is not False:
+            parts.append(f"{flag} {','.join(map(str, value)) if isinstance(value, list) else value}")
+    return " ".join(parts)
+
+
+def data_args(wildcards):
+    """Dataset and device options shared by every command that reads data."""
+    exp = experiment(wildcards.exp)
+    return (f"--dataset {exp['dataset']} --data-root {exp['data_root']}"
+            f"{' --download' if exp['download'] else ''} --device {config['device']}")
+
+
+def train_args(wildcards):
+    exp = experiment(wildcards.exp)
+    return f"--arch {exp['arch']} {flags(exp['arch_options'])} {flags(exp['train'])}"
+
+
+def connector_args(wildcards):
+    return flags(experiment(wildcards.exp)["connectors"].get(wildcards.kind, {}))
+
+
+def curve_args(wildcards):
+    return flags(experiment(wildcards.exp)["curves"])
+
+
+def matching_args(wildcards):
+    return flags(experiment(wildcards.exp)["matching"])
+
+
+def connect_args(wildcards):
+    """Evaluation points, the weight-adjustment options for +wa methods, and the method's extra file."""
+    settings = experiment(wildcards.exp)["connect"]
+    options = {"points": settings["points"]}
+    if wildcards.method.split("+")[-1] == "wa":  # weight-adjusted methods, §3.5
+        options.update(wa_breakpoints=settings["wa_breakpoints"], wa_samples=settings["wa_samples"])
+    if wildcards.method in METHOD_INPUTS:
+        options[METHOD_INPUTS[wildcards.method][0]] = method_input(wildcards)
+    return flags(options)
+
+
+def tags(wildcards):
+    """MLflow tags of a job: experiment, dataset, architecture and every wildcard (seed, pair, method …)."""
+    exp = experiment(wildcards.exp) if "exp" in wildcards.keys() else None
+    values = dict(wildcards.items())
+    if exp is not None:
+        values = {"experiment": wildcards.exp, "dataset": exp["dataset"], "arch": exp["arch"],
+                  **{k: v for k, v in values.items() if k != "exp"}}
+    return " ".join(f"--mlflow-tag {key}={value}" for key, value in values.items())
+
+
+check_config(config)
+shell.prefix(job_prefix(config))
+
+
+wildcard_constraints:
+    exp=r"[a-z0-9][a-z0-9._-]*",
+    seed=r"\d+",
+    pair=r"\d+-\d+",
+    method=r"[a-z0-9][a-z0-9+-]*",
+    kind=r"[a-z0-9-]+",
+    curve=r"[a-z]+",
+    points=r"\d+",

@@ -1,0 +1,21 @@
+# Stage 3: learned connectors ν (paper §3.3), one per kind, fitted once on V and used for every pair.
+
+
+rule fit_connector:
+    """Fit the connector of one learned method (realnvp-flow, iaf-flow, realnvp-bijection) on V."""
+    input:
+        "results/{exp}/model_set/V.json",
+    output:
+        weights="results/{exp}/connectors/{kind}.safetensors",
+        sidecar="results/{exp}/connectors/{kind}.json",
+    params:
+        data=data_args,
+        options=connector_args,
+        tags=tags,
+    log:
+        "logs/{exp}/connectors/{kind}.log",
+    conda:
+        "../envs/lowloss.yaml"
+    shell:
+        "python -m lowloss {params.tags} --mlflow-tag rule=fit_connector fit-connector --kind {wildcards.kind} "
+        "--model-set {input} {params.data} {params.options} --out {output.weights} --no-progress > {log} 2>&1"

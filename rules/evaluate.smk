@@ -1,0 +1,20 @@
+# Stage 6: every configured method on every pair, evaluated along its path on train and test.
+
+
+rule connect:
+    """Build one method's path between a pair's endpoints and write its accuracy/loss table."""
+    input:
+        unpack(connect_inputs),
+    output:
+        "results/{exp}/paths/{method}/{pair}.csv",
+    params:
+        data=data_args,
+        options=connect_args,
+        tags=tags,
+    log:
+        "logs/{exp}/paths/{method}/{pair}.log",
+    conda:
+        "../envs/lowloss.yaml"
+    shell:
+        "python -m lowloss {params.tags} --mlflow-tag rule=connect connect {input.a} {input.b} --method {wildcards.method} "
+        "{params.data} {params.options} --out {output} --no-progress > {log} 2>&1"
