@@ -180,7 +180,7 @@ def test_fit_curve_cli_writes_the_curve_and_its_sidecar(small_pair, tmp_path):
     (["--curve", "spline"], "invalid choice: 'spline'"),
     (["--points", "4"], "invalid choice: 4"),
     (["--curve", "bezier", "--points", "5"], "no method evaluates it"),
-    (["--dataset", "synthetic-mnist"], "trained on 'digits', not on --dataset synthetic-mnist"),
+    (["--dataset", "synthetic-mnist"], "dataset 'synthetic-mnist' has [1, 28, 28]"),
 ])
 def test_fit_curve_errors_are_one_line(small_pair, tmp_path, args, fragment):
     (a, b, _), _ = small_pair

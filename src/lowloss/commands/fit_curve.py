@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lowloss.commands.connect import check_dataset, load_endpoints
 from lowloss.commands.options import add_dataset_options, add_device_option, dataset_from_args
 from lowloss.connect.curves import COEFFICIENTS, METHODS, fit_curve, paper_epochs
 from lowloss.errors import LowlossError
-from lowloss.models import load_model
 from lowloss.train import TrainConfig
 
 NAME = "fit-curve"
@@ -42,9 +42,9 @@ def run(args: argparse.Namespace) -> dict:
     if method not in METHODS:
         raise LowlossError(f"--curve {args.curve} --points {args.points}: no method evaluates it "
                            f"(fit one of: {', '.join(METHODS)})")
-    _, model_a = load_model(args.model_a)
-    _, model_b = load_model(args.model_b)
+    _, model_a, model_b = load_endpoints(args.model_a, args.model_b)
     data = dataset_from_args(args)
+    check_dataset(data, model_a)
     config = TrainConfig(epochs=args.epochs or paper_epochs(data.name), lr=args.lr, batch_size=args.batch_size,
                          weight_decay=args.weight_decay, seed=args.seed)
     meta = fit_curve(args.curve, args.points, model_a, model_b, data, config, args.out,

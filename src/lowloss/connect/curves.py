@@ -27,7 +27,7 @@ from lowloss.data import Dataset
 from lowloss.errors import LowlossError
 from lowloss.models import model_from_artifact
 from lowloss.spec import Params
-from lowloss.train import (Objective, TrainConfig, checkpoint_path, config_hash, discard_checkpoint, train)
+from lowloss.train import Objective, TrainConfig, checkpoint_path, config_hash, discard_checkpoint, train
 
 PAPER_EPOCHS = {"cifar10": 200}  # the paper's curve budgets: 200 epochs on CIFAR-10, 60 otherwise
 DEFAULT_EPOCHS = 60
@@ -133,28 +133,17 @@ def paper_epochs(dataset: str) -> int:
     return PAPER_EPOCHS.get(dataset, DEFAULT_EPOCHS)
 
 
-def check_pair(model_a: Artifact, model_b: Artifact, data: Dataset) -> None:
-    """Both endpoints are the same architecture, trained on `data`; else a one-line error."""
-    for key in ("arch", "arch_options"):
-        if model_a.meta.get(key) != model_b.meta.get(key):
-            raise LowlossError(f"{model_b.path}: {key} {model_b.meta.get(key)} differs from "
-                               f"{model_a.path}'s {model_a.meta.get(key)}")
-    for model in (model_a, model_b):
-        if model.meta.get("dataset") != data.name:
-            raise LowlossError(f"{model.path}: trained on {model.meta.get('dataset')!r}, not on --dataset {data.name}")
-
-
 def fit_curve(kind: str, n_points: int, model_a: Artifact, model_b: Artifact, data: Dataset, config: TrainConfig,
               out: FilePath, on_epoch_end: Callable[[int, dict], None] | None = None, progress: bool = True) -> dict:
     """Train the bends of a `kind` curve with `n_points` control points between two endpoint files.
 
     SGD with the endpoint schedule (`learning_rate`); weight decay acts on w(t), not on the bends,
     so the optimizer itself gets none. Resumable from `out`'s checkpoint; same seed, same curve.
-    Saves `out` (bends + sidecar) and returns the sidecar.
+    The endpoints must share architecture and options (`lowloss.commands.connect.load_endpoints`
+    checks that for the CLI). Saves `out` (bends + sidecar) and returns the sidecar.
     """
     if n_points < 3:
         raise LowlossError(f"a curve needs at least 3 points (one bend), got {n_points}")
-    check_pair(model_a, model_b, data)
     device = data.x_train.device
     net = model_from_artifact(model_a).to(device).train()  # train mode: dropout as in endpoint training
     theta_a, theta_b = ({k: v.to(device) for k, v in m.tensors.items()} for m in (model_a, model_b))
