@@ -4,9 +4,10 @@ import pandas as pd
 import pytest
 import torch
 
+from lowloss.connect.interpolate import arc_leg
 from lowloss.connect.path import Leg, Path, stack_params
 from lowloss.connect.permutation import permutation_legs
-from lowloss.evaluate import SwapReadout, evaluate_path, evaluate_stacked, worst_points
+from lowloss.evaluate import OneHiddenForm, evaluate_path, evaluate_stacked, worst_points
 from lowloss.models import build_model
 from tests.test_interpolate import random_params
 
@@ -30,7 +31,7 @@ def test_points_evaluated_together_equal_points_evaluated_alone(digits):
 
 
 @pytest.mark.parametrize("grid", [None, (0.0, 0.3, 1.0)])
-def test_incremental_swap_legs_equal_a_full_forward_pass_on_every_leg(digits, grid):
+def test_fast_paths_equal_a_full_forward_pass_on_every_leg(digits, grid):
     model = build_model("onehidden", (1, 8, 8), 10, {"width": 24}).eval()
     theta_a, theta_b = random_params(0, 24), random_params(1, 24)
     perm = torch.randperm(24, generator=torch.Generator().manual_seed(0))
@@ -38,10 +39,10 @@ def test_incremental_swap_legs_equal_a_full_forward_pass_on_every_leg(digits, gr
     if grid is not None:
         for leg in swaps:
             leg.eval_ts = grid
-    path = Path([Leg(theta_a, swaps[0].start, "ot"), *swaps], "ot")
-    assert SwapReadout.of(model, swaps[0], digits) is not None
+    path = Path([arc_leg(theta_a, swaps[0].start, model.spec(), "h1"), *swaps], "ot")
+    assert OneHiddenForm.of(model, theta_b, digits.x_train[:64]) is not None
     incremental = evaluate_path(model, path, digits, points=5, progress=False)
-    full = evaluate_path(model, path, digits, points=5, progress=False, incremental=False)
+    full = evaluate_path(model, path, digits, points=5, progress=False, fast=False)
     assert len(incremental) == 2 * (5 + len(swaps) * (len(grid) if grid else 1))
     assert_same_tables(incremental, full)
 
@@ -51,7 +52,7 @@ def test_architectures_without_the_one_hidden_readout_fall_back_to_full_passes(d
     model = build_model("fc3", (1, 8, 8), 10, options).eval()
     theta_b = random_params(0, arch="fc3", options=options)
     swaps = permutation_legs(theta_b, model.spec(), {"h1": torch.roll(torch.arange(10), 1), "h2": torch.arange(6)})
-    assert SwapReadout.of(model, swaps[0], digits) is None
+    assert OneHiddenForm.of(model, theta_b, digits.x_train[:64]) is None
     table = evaluate_path(model, Path(swaps, "ot"), digits, progress=False)
     assert len(table) == 2 * len(swaps)
     midpoint = {k: v[0] for k, v in swaps[0].at([0.5]).items()}

@@ -9,7 +9,7 @@ are derived from a memory budget and the model's per-sample activation size.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -19,7 +19,6 @@ from torch import nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from lowloss.connect.adjust import layer_io
 from lowloss.connect.path import Leg, Path
 from lowloss.data import Dataset
 from lowloss.spec import Params
@@ -66,16 +65,135 @@ def evaluate_stacked(model: nn.Module, stacked: Params, x: torch.Tensor, y: torc
         return functional_call(model, params, (inputs,))
 
     batched = vmap(logits_of, in_dims=(0, None))
-    n_points = next(iter(stacked.values())).shape[0]
-    loss_sum = torch.zeros(n_points, dtype=torch.float64, device=x.device)
-    correct = torch.zeros(n_points, dtype=torch.float64, device=x.device)
-    for start in range(0, len(x), batch):
-        xb, yb = x[start:start + batch], y[start:start + batch]
-        logits = batched(stacked, xb)  # (T, B, C)
-        losses = F.cross_entropy(logits.flatten(0, 1), yb.repeat(n_points), reduction="none")
-        loss_sum += losses.view(n_points, -1).sum(1).double()
-        correct += (logits.argmax(-1) == yb).sum(1).double()
-    return loss_sum / len(x), correct / len(x)
+    return mean_scores((batched(stacked, x[start:start + batch]) for start in range(0, len(x), batch)), y)
+
+
+def mean_scores(logits_batches: Iterable[torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy and accuracy per point from (T, B, C) logits of consecutive batches of y."""
+    loss_sum = correct = 0
+    start = 0
+    for logits in logits_batches:
+        yb = y[start:start + logits.shape[1]]
+        start += logits.shape[1]
+        losses = F.cross_entropy(logits.flatten(0, 1), yb.repeat(len(logits)), reduction="none")
+        loss_sum = loss_sum + losses.view(len(logits), -1).sum(1).double()
+        correct = correct + (logits.argmax(-1) == yb).sum(1).double()
+    return loss_sum / len(y), correct / len(y)
+
+
+def low_rank(rows: torch.Tensor, tol: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
+    """rows (T, P) = coeffs (T, r) @ basis (r, P), r the numerical rank (eigenvalues of the Gram > tol·max).
+
+    A straight leg has rank 2, an arc or a quadratic Bezier curve rank 3, whatever T is. The discarded
+    directions are below float32 rounding of the rows.
+    """
+    m = rows.double()
+    eigval, eigvec = torch.linalg.eigh(m @ m.T)
+    coeffs = eigvec[:, eigval > tol * eigval[-1].clamp_min(torch.finfo(m.dtype).tiny)]
+    return coeffs.float(), (coeffs.T @ m).float()
+
+
+@dataclass(frozen=True)
+class OneHiddenForm:
+    """A network that computes logits = W2 relu(W1 flatten(x) + b1) + b2, its tensors named by the spec.
+
+    Two fast paths use it. (1) The first layer is linear in (W1, b1): if a chunk of points has
+    first-layer parameters of rank r (2 on a straight leg, 3 on an arc), r products with the data give
+    every point's pre-activations, instead of T — the first layer is most of the work. (2) Along a
+    permutation-stage swap leg only two hidden units change, each a straight mix of two of the base's
+    units u, v, so the logits are the base's plus four rank-one terms: O(B·C) per leg, not a forward pass.
+    """
+
+    w1: str
+    b1: str | None
+    w2: str
+    b2: str | None
+
+    @classmethod
+    def of(cls, model: nn.Module, params: Params, x: torch.Tensor) -> OneHiddenForm | None:
+        """The form of `model`, or None when it is not one (checked on inputs x with `params`)."""
+        spec = model.spec()
+        if len(spec.groups) != 1:
+            return None
+        group = spec.groups[0]
+        layers = [{key.rsplit(".", 1)[0] for key in keys} for keys in (spec.incoming(group), spec.outgoing(group))]
+        if any(len(names) != 1 or not isinstance(model.get_submodule(next(iter(names))), nn.Linear)
+               for names in layers):
+            return None
+        (first,), (second,) = layers
+        form = cls(f"{first}.weight", f"{first}.bias" if f"{first}.bias" in params else None,
+                   f"{second}.weight", f"{second}.bias" if f"{second}.bias" in params else None)
+        if set(spec.outgoing(group)) != {form.w2}:
+            return None
+        with torch.no_grad():
+            stacked = {key: value[None] for key, value in params.items()}
+            expected = functional_call(model, params, (x,))
+            got = form.logits(stacked, form.pre_activations(*low_rank(form.first_layer(stacked)), x))[0]
+        return form if torch.allclose(got, expected, rtol=1e-4, atol=1e-4) else None
+
+    def first_layer(self, stacked: Params) -> torch.Tensor:
+        """(T, P1): each point's first-layer parameters as one row."""
+        parts = [stacked[self.w1].flatten(1)] + ([stacked[self.b1]] if self.b1 else [])
+        return torch.cat(parts, 1)
+
+    def pre_activations(self, coeffs: torch.Tensor, basis: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(T, B, n) hidden pre-activations of every point from the r basis first layers (see `low_rank`)."""
+        x1 = x.flatten(1)
+        d = x1.shape[1]
+        n = basis.shape[1] // (d + 1 if self.b1 else d)
+        per_basis = torch.einsum("bd,rnd->rbn", x1, basis[:, :n * d].reshape(len(basis), n, d))
+        if self.b1:
+            per_basis = per_basis + basis[:, None, n * d:]
+        return torch.einsum("tr,rbn->tbn", coeffs, per_basis)
+
+    def logits(self, stacked: Params, hidden: torch.Tensor) -> torch.Tensor:
+        """(T, B, C) logits from pre-activations (T, B, n), overwritten by their ReLU, and each point's output layer."""
+        out = torch.relu_(hidden) @ stacked[self.w2].transpose(1, 2)
+        return out + stacked[self.b2][:, None, :] if self.b2 else out
+
+    @torch.no_grad()
+    def evaluate(self, stacked: Params, x: torch.Tensor, y: torch.Tensor, batch: int,
+                 factors: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like `evaluate_stacked`, with the first layer computed once per basis point.
+
+        `factors` = `low_rank(self.first_layer(stacked))`, when the caller evaluates several splits.
+        """
+        coeffs, basis = factors or low_rank(self.first_layer(stacked))
+        return mean_scores((self.logits(stacked, self.pre_activations(coeffs, basis, x[s:s + batch]))
+                            for s in range(0, len(x), batch)), y)
+
+    def swap_logits(self, base: Params, hidden: torch.Tensor, logits: torch.Tensor, units: torch.Tensor,
+                    t: torch.Tensor) -> torch.Tensor:
+        """(P, B, C) logits at P points: base units units[p] = (u, v) trade places, a fraction t[p] of the way."""
+        u, v = units[:, 0], units[:, 1]
+        h_u, h_v = hidden[:, u].T, hidden[:, v].T  # (P, B)
+        readout = base[self.w2].T
+        c_u, c_v = readout[u], readout[v]  # (P, C)
+        s = t[:, None]
+        acts = torch.stack([torch.relu((1 - s) * h_u + s * h_v), torch.relu((1 - s) * h_v + s * h_u),
+                            -torch.relu(h_u), -torch.relu(h_v)], dim=2)  # (P, B, 4)
+        weights = torch.stack([(1 - s) * c_u + s * c_v, (1 - s) * c_v + s * c_u, c_u, c_v], dim=1)  # (P, 4, C)
+        return torch.baddbmm(logits.expand(len(units), -1, -1), acts, weights)
+
+    @torch.no_grad()
+    def evaluate_swaps(self, base: Params, units: torch.Tensor, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                       batch: int, per_chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and accuracy at P swap-leg points from one forward pass of the base per data batch."""
+        stacked = {key: value[None] for key, value in base.items()}
+        coeffs, basis = low_rank(self.first_layer(stacked))
+
+        def batches():
+            for start in range(0, len(x), batch):
+                hidden = self.pre_activations(coeffs, basis, x[start:start + batch])
+                logits = self.logits(stacked, hidden.clone())[0]
+                yield torch.cat([self.swap_logits(base, hidden[0], logits, units[c:c + per_chunk], t[c:c + per_chunk])
+                                 for c in range(0, len(units), per_chunk)])
+
+        return mean_scores(batches(), y)
+
+
+def on_device(params: Params, device: torch.device) -> Params:
+    return {key: value.to(device, torch.float32) for key, value in params.items()}
 
 
 def leg_ts(leg: Leg, points: int) -> list[float]:
@@ -87,16 +205,17 @@ def leg_ts(leg: Leg, points: int) -> list[float]:
 
 def evaluate_path(model: nn.Module, path: Path, data: Dataset, points: int = 21,
                   splits: Sequence[str] = ("train", "test"), progress: bool = True,
-                  budget: int = MEMORY_BUDGET, incremental: bool = True) -> pd.DataFrame:
+                  budget: int = MEMORY_BUDGET, fast: bool = True) -> pd.DataFrame:
     """Tidy table with one row per (leg, t, split): loss and accuracy (a fraction) along the path.
 
     Rows run along the path (by leg, then t; splits in the order given). `position` is leg index + t,
-    so leg k spans [k, k + 1] (as in the paper's Fig. 5). Runs of
-    permutation-stage swap legs are evaluated incrementally when the network allows it (see
-    `SwapReadout`), else like any other leg.
+    so leg k spans [k, k + 1] (as in the paper's Fig. 5). One-hidden-layer networks take the fast
+    paths of `OneHiddenForm` (`fast=False` turns them off); every other network the vmapped
+    functional call.
     """
     device = data.x_train.device
     model = model.to(device).eval()
+    form = OneHiddenForm.of(model, on_device(path.theta_a, device), data.x_train[:256]) if fast else None
     grids = [leg_ts(leg, points) for leg in path]
     points_per_chunk, batch = chunk_sizes(model, data.input_shape, max(len(g) for g in grids), budget)
     rows = []
@@ -104,20 +223,33 @@ def evaluate_path(model: nn.Module, path: Path, data: Dataset, points: int = 21,
                disable=not progress)
     for indices in swap_runs(path):
         legs = [path.legs[i] for i in indices]
-        readout = SwapReadout.of(model, legs[0], data) if incremental and "swap_base" in legs[0].meta else None
-        if readout is not None:
-            rows += readout.evaluate(path.method, indices, legs, [grids[i] for i in indices], data, splits,
-                                     batch, budget)
-            bar.update(sum(len(grids[i]) for i in indices))
+        if form is not None and "swap_base" in legs[0].meta:  # a run of swap legs sharing one base
+            point_leg = [(index, leg) for index, leg in zip(indices, legs) for _ in grids[index]]
+            ts = [t for index in indices for t in grids[index]]
+            units = torch.tensor([leg.meta["swap_units"] for _, leg in point_leg], device=device)
+            t_points = torch.tensor(ts, dtype=torch.float32, device=device)
+            n_classes = legs[0].meta["swap_base"][form.w2].shape[0]
+            per_chunk = max(1, budget // (4 * batch * (3 * n_classes + 8)))
+            base = on_device(legs[0].meta["swap_base"], device)
+            for split in splits:
+                loss, acc = form.evaluate_swaps(base, units, t_points,
+                                                *data.split(split), batch, per_chunk)
+                rows += table_rows(path.method, [i for i, _ in point_leg], [leg.name for _, leg in point_leg], ts,
+                                   split, loss, acc)
+            bar.update(len(ts))
             continue
         for index, leg in zip(indices, legs):
             ts = grids[index]
             for begin in range(0, len(ts), points_per_chunk):
                 t_chunk = ts[begin:begin + points_per_chunk]
-                stacked = {k: v.to(device, torch.float32) for k, v in leg.at(t_chunk).items()}
+                stacked = on_device(leg.at(t_chunk), device)
+                factors = low_rank(form.first_layer(stacked)) if form is not None else None
                 for split in splits:
                     x, y = data.split(split)
-                    loss, acc = evaluate_stacked(model, stacked, x, y, batch)
+                    if form is not None:
+                        loss, acc = form.evaluate(stacked, x, y, batch, factors)
+                    else:
+                        loss, acc = evaluate_stacked(model, stacked, x, y, batch)
                     rows += table_rows(path.method, [index] * len(t_chunk), [leg.name] * len(t_chunk), t_chunk,
                                        split, loss, acc)
                 bar.update(len(t_chunk))
@@ -145,87 +277,6 @@ def swap_runs(path: Path) -> list[list[int]]:
             runs.append([index])
         previous = base
     return runs
-
-
-@dataclass(frozen=True)
-class SwapReadout:
-    """A one-hidden-layer network as logits = relu(h) C + c, h the output of `hidden_module`.
-
-    Along a swap leg only two hidden units change, each a straight mix of two of the base's units u, v:
-    their pre-activations are the same mix of the base's columns h_u, h_v (the first layer is linear in
-    its weights), so the logits are the base's plus four rank-one terms. One forward pass of the base
-    per data batch serves every swap leg of the stage: O(B·C) per leg instead of a forward pass.
-    """
-
-    model: nn.Module
-    hidden_module: str
-    readout: torch.Tensor  # (n, C): unit i's outgoing weights
-    base: Params
-
-    @classmethod
-    def of(cls, model: nn.Module, leg: Leg, data: Dataset) -> SwapReadout | None:
-        """The readout of `leg`'s stage, or None when the network is not of that form (checked on data)."""
-        spec, group, base = model.spec(), leg.meta["swap_group"], leg.meta["swap_base"]
-        modules = {key.rsplit(".", 1)[0] for key in spec.incoming(group)}
-        outgoing = [(key, axis) for key, axis in spec.members(group) if axis != 0]
-        if spec.groups != [group] or len(modules) != 1 or len(outgoing) != 1 or outgoing[0][1] != 1:
-            return None
-        weight = base[outgoing[0][0]]
-        if weight.dim() != 2 or weight.shape[1] != spec.size(base, group):
-            return None
-        device = data.x_train.device
-        readout = cls(model, modules.pop(), weight.T.to(device, torch.float32),
-                      {k: v.to(device, torch.float32) for k, v in base.items()})
-        hidden, logits = readout.forward(data.x_train[:256])
-        rest = logits - torch.relu(hidden) @ readout.readout
-        return readout if torch.allclose(rest, rest[:1].expand_as(rest), rtol=1e-4, atol=1e-4) else None
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hidden pre-activations (B, n) and logits (B, C) of the base network."""
-        _, hidden, logits = layer_io(self.model, self.base, self.hidden_module, x)
-        return hidden, logits
-
-    def logits_at(self, hidden: torch.Tensor, logits: torch.Tensor, units: torch.Tensor,
-                  t: torch.Tensor) -> torch.Tensor:
-        """(P, B, C) logits at P points: units[p] = (u, v) trade places, a fraction t[p] of the way."""
-        u, v = units[:, 0], units[:, 1]
-        h_u, h_v = hidden[:, u].T, hidden[:, v].T  # (P, B)
-        c_u, c_v = self.readout[u], self.readout[v]  # (P, C)
-        s = t[:, None]
-        acts = torch.stack([torch.relu((1 - s) * h_u + s * h_v), torch.relu((1 - s) * h_v + s * h_u),
-                            -torch.relu(h_u), -torch.relu(h_v)], dim=2)  # (P, B, 4)
-        weights = torch.stack([(1 - s) * c_u + s * c_v, (1 - s) * c_v + s * c_u, c_u, c_v], dim=1)  # (P, 4, C)
-        return torch.baddbmm(logits.expand(len(units), -1, -1), acts, weights)
-
-    @torch.no_grad()
-    def evaluate(self, method: str, indices: Sequence[int], legs: Sequence[Leg], grids: Sequence[Sequence[float]],
-                 data: Dataset, splits: Sequence[str], batch: int, budget: int) -> list[dict]:
-        """Rows for every (leg, t) of a run of swap legs, from one base forward pass per data batch."""
-        device = data.x_train.device
-        point_leg = [k for k, grid in enumerate(grids) for _ in grid]
-        ts = [t for grid in grids for t in grid]
-        units = torch.tensor([legs[k].meta["swap_units"] for k in point_leg], device=device)
-        t_points = torch.tensor(ts, dtype=torch.float32, device=device)
-        n_classes = self.readout.shape[1]
-        per_chunk = max(1, budget // (4 * batch * (3 * n_classes + 8)))
-        rows = []
-        for split in splits:
-            x, y = data.split(split)
-            loss_sum = torch.zeros(len(ts), dtype=torch.float64, device=device)
-            correct = torch.zeros(len(ts), dtype=torch.float64, device=device)
-            for start in range(0, len(x), batch):
-                xb, yb = x[start:start + batch], y[start:start + batch]
-                hidden, logits = self.forward(xb)
-                for begin in range(0, len(ts), per_chunk):
-                    chunk = slice(begin, begin + per_chunk)
-                    out = self.logits_at(hidden, logits, units[chunk], t_points[chunk])
-                    losses = F.cross_entropy(out.flatten(0, 1), yb.repeat(len(out)), reduction="none")
-                    loss_sum[chunk] += losses.view(len(out), -1).sum(1).double()
-                    correct[chunk] += (out.argmax(-1) == yb).sum(1).double()
-            rows += table_rows(method, [indices[k] for k in point_leg], [legs[k].name for k in point_leg], ts,
-                               split, loss_sum / len(x), correct / len(x))
-        return rows
 
 
 def worst_points(table: pd.DataFrame) -> dict[str, dict]:
