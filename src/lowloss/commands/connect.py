@@ -117,7 +117,8 @@ def run(args: argparse.Namespace) -> dict:
     spec = model.spec()
     ctx = Context(model, spec, data,
                   {"wa_breakpoints": args.wa_breakpoints, "wa_samples": args.wa_samples,
-                   "ot_solver": args.ot_solver, "seed": args.seed, "allow_seen": args.allow_seen},
+                   "ot_solver": args.ot_solver, "seed": args.seed, "allow_seen": args.allow_seen,
+                   "progress": not args.no_progress},
                   (artifact_a, artifact_b), connector=optional_weights(args.connector),
                   curve=optional_weights(args.curve), matching=optional_weights(args.matching))
     method.check(spec, artifact_a.meta["arch"], ctx)

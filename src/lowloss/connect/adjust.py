@@ -20,6 +20,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+from tqdm.auto import tqdm
 
 from lowloss.connect.interpolate import ONE_HIDDEN, arc_leg
 from lowloss.connect.path import Leg, Path, chain, unstack_params
@@ -112,14 +113,16 @@ def adjust(params: Params, model: nn.Module, spec: Spec, group: str, x: Tensor, 
     return out
 
 
-def adjusted_legs(first: Leg, model: nn.Module, spec: Spec, group: str, x: Tensor, breakpoints: int) -> list[Leg]:
+def adjusted_legs(first: Leg, model: nn.Module, spec: Spec, group: str, x: Tensor, breakpoints: int,
+                  progress: bool = True) -> list[Leg]:
     """Θ^A -> P(t_0) -> … -> P(t_{K-1}) -> first.end, with P(t) = `first` at t with the next layer adjusted."""
     if breakpoints < 2:
         raise LowlossError(f"--wa-breakpoints must be at least 2 (got {breakpoints})")
     module_name = next_layer(model, spec, group)[0]
     targets = layer_io(model, first.start, module_name, x)[1]
     stacked = first.at(torch.linspace(0, 1, breakpoints, dtype=torch.float64))
-    points = [adjust(unstack_params(stacked, k), model, spec, group, x, targets) for k in range(breakpoints)]
+    points = [adjust(unstack_params(stacked, k), model, spec, group, x, targets)
+              for k in tqdm(range(breakpoints), desc="weight adjustment", unit="breakpoint", disable=not progress)]
     names = ["wa-start", *(f"wa-{k}" for k in range(1, breakpoints)), "wa-end"]
     return chain([first.start, *points, first.end], names)
 
@@ -129,7 +132,8 @@ def wa_samples(ctx: Context) -> Tensor:
     if ctx.data is None:
         raise LowlossError("weight adjustment needs a dataset (--dataset)")
     x = ctx.data.x_train
-    count = ctx.options.get("wa_samples") or len(x)
+    count = ctx.options.get("wa_samples")
+    count = len(x) if count is None else count
     if not 0 < count <= len(x):
         raise LowlossError(f"--wa-samples must be between 1 and {len(x)} (the training set), got {count}")
     if count == len(x):
@@ -164,7 +168,8 @@ def wa_path(first_layer: FirstLayer, name: str, theta_a: Params, theta_b: Params
     first, tail = first_layer(theta_a, theta_b, ctx)
     group = ctx.spec.groups[0]
     breakpoints = ctx.options.get("wa_breakpoints") or DEFAULT_BREAKPOINTS
-    legs = adjusted_legs(first, ctx.model.to(ctx.device), ctx.spec, group, wa_samples(ctx), breakpoints)
+    legs = adjusted_legs(first, ctx.model.to(ctx.device), ctx.spec, group, wa_samples(ctx), breakpoints,
+                         ctx.options.get("progress", True))
     return Path([*legs, *tail], name)
 
 
