@@ -22,6 +22,7 @@ from Arc and can only be judged against it.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path as FilePath
@@ -56,6 +57,9 @@ logger = logging.getLogger(__name__)
 
 OPTIMIZER_PREFIX = "optimizer::"
 STD_FLOOR = 1e-6
+SCALE_EPS = 1e-3
+UNIT_SCALE = math.log(math.expm1(1 - SCALE_EPS))
+"""softplus⁻¹(1 − ε): the scale softplus(u) + ε of nflows' autoregressive transform is 1 at u = UNIT_SCALE."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,19 @@ class FixedPointMAF(MaskedAffineAutoregressiveTransform):
         return outputs, logabsdet
 
 
+class UnitAffineCoupling(AffineCouplingTransform):
+    """nflows' affine coupling with its autoregressive transform's scale, softplus(u) + ε, at 1 for u = 0.
+
+    nflows' coupling scale, sigmoid(u + 2) + ε, never exceeds 1 + ε: every layer can only contract,
+    and a stack of them cannot Gaussianise a skewed distribution (see the lognormal test).
+    """
+
+    def _scale_and_shift(self, transform_params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        unconstrained_scale = transform_params[:, self.num_transform_features:, ...]
+        shift = transform_params[:, :self.num_transform_features, ...]
+        return F.softplus(unconstrained_scale + UNIT_SCALE) + SCALE_EPS, shift
+
+
 def _zero_last(layer: nn.Linear) -> None:
     nn.init.zeros_(layer.weight)
     nn.init.zeros_(layer.bias)
@@ -116,7 +133,7 @@ def realnvp_layers(shape: FlowShape) -> list[Transform]:
     layers: list[Transform] = []
     for i in range(shape.layers):
         mask = create_alternating_binary_mask(shape.features, even=i % 2 == 0)
-        layers += [RandomPermutation(shape.features), AffineCouplingTransform(mask, _coupling_net(shape.hidden))]
+        layers += [RandomPermutation(shape.features), UnitAffineCoupling(mask, _coupling_net(shape.hidden))]
     return layers
 
 
@@ -125,7 +142,10 @@ def iaf_layers(shape: FlowShape) -> list[Transform]:
     layers: list[Transform] = []
     for _ in range(shape.layers):
         maf = FixedPointMAF(shape.features, shape.hidden, num_blocks=2)
-        _zero_last(maf.autoregressive_net.final_layer)
+        final = maf.autoregressive_net.final_layer
+        _zero_last(final)
+        with torch.no_grad():  # outputs interleave (scale, shift) per feature; scale starts at exactly 1
+            final.bias[0::2] = UNIT_SCALE
         layers += [RandomPermutation(shape.features), InverseTransform(maf)]
     return layers
 
