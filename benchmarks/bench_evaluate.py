@@ -64,23 +64,23 @@ def matmul_gflops(rows: int, inner: int, cols: int, repeats: int) -> float:
     """GFLOP/s of a plain float32 matmul (rows × inner) @ (inner × cols) on this machine."""
     device = pick_device()
     a, b = torch.randn(rows, inner, device=device), torch.randn(inner, cols, device=device)
-    seconds = best_time(lambda: [a @ b for _ in range(repeats)])
+    seconds = best_time(lambda: [a @ b for _ in range(repeats)], 5)
     return 2 * rows * inner * cols * repeats / seconds / 1e9
 
 
-def leg_rows(label: str, shape: tuple[int, ...], width: int, samples: int) -> list[dict]:
+def leg_rows(label: str, shape: tuple[int, ...], width: int, samples: int, repeats: int) -> list[dict]:
     model, theta_a, theta_b, data = random_setup(shape, width, samples)
     legs = {"linear": Leg(theta_a, theta_b, "linear"), "arc": arc_leg(theta_a, theta_b, model.spec(), "h1")}
     rows = []
     for name, leg in legs.items():
         path = Path([leg], name)
-        engine = best_time(lambda: evaluate_path(model, path, data, POINTS, progress=False))
-        baseline = best_time(lambda: one_at_a_time(model, leg, data))
+        engine = best_time(lambda: evaluate_path(model, path, data, POINTS, progress=False), repeats)
+        baseline = best_time(lambda: one_at_a_time(model, leg, data), repeats)
         rows.append({"name": f"{label}: {name} leg, {POINTS} points together", "baseline": "one point at a time",
                      "value": engine, "baseline_value": baseline, "ratio": baseline / engine, "target": 3.0,
                      "note": f"seconds; width {width}, {samples} samples"})
     generic = best_time(lambda: evaluate_path(model, Path([legs["arc"]], "arc"), data, POINTS, progress=False,
-                                              fast=False))
+                                              fast=False), repeats)
     rows.append({"name": f"{label}: arc leg, generic vmapped engine (fast=False)", "baseline": "one point at a time",
                  "value": generic, "baseline_value": rows[-1]["baseline_value"],
                  "ratio": rows[-1]["baseline_value"] / generic, "note": "what networks without the one-hidden form get"})
@@ -96,4 +96,4 @@ def leg_rows(label: str, shape: tuple[int, ...], width: int, samples: int) -> li
 
 
 def run() -> list[dict]:
-    return leg_rows("MNIST shapes", (1, 28, 28), 2000, SAMPLES) + leg_rows("digits", (1, 8, 8), 512, 1797)
+    return leg_rows("MNIST shapes", (1, 28, 28), 2000, SAMPLES, 2) + leg_rows("digits", (1, 8, 8), 512, 1797, 7)
