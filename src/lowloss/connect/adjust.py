@@ -46,8 +46,8 @@ def next_layer(model: nn.Module, spec: Spec, group: str) -> tuple[str, str, str 
 
 
 @torch.no_grad()
-def layer_io(model: nn.Module, params: Params, module_name: str, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Input and output of one layer, and the network's output, when it runs with `params` on x."""
+def layer_io(model: nn.Module, params: Params, module_name: str, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Input and output of one layer when the network runs with `params` on x: (N, in), (N, out)."""
     captured = {}
 
     def hook(module, inputs, output):
@@ -55,10 +55,10 @@ def layer_io(model: nn.Module, params: Params, module_name: str, x: Tensor) -> t
 
     handle = model.get_submodule(module_name).register_forward_hook(hook)
     try:
-        logits = functional_call(model, params, (x,))
+        functional_call(model, params, (x,))
     finally:
         handle.remove()
-    return captured["in"], captured["out"], logits
+    return captured["in"], captured["out"]
 
 
 def with_ones(features: Tensor, bias: bool) -> Tensor:
