@@ -23,3 +23,4 @@ include: "rules/report.smk"
 rule all:
     input:
         report_outputs,
+        report_paths,  # targets themselves, so a deleted path table is made again

@@ -182,9 +182,12 @@ def connect_inputs(wildcards):
 # ---- command-line arguments (params) ------------------------------------------------------------
 
 def flags(options):
-    """{"batch_size": 128, "t_uniform": True} -> "--batch-size 128 --t-uniform"; None values are left out."""
+    """{"t_uniform": True, "batch_size": 128} -> "--batch-size 128 --t-uniform"; None values are left out.
+
+    Sorted, so reordering keys in a config file does not count as changed params (which reruns jobs).
+    """
     parts = []
-    for key, value in options.items():
+    for key, value in sorted(options.items()):
         flag = f"--{key.replace('_', '-')}"
         if value is True:
             parts.append(flag)

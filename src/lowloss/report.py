@@ -27,7 +27,7 @@ SPLITS = ("train", "test")
 TABLE_FILES = ("table1.csv", "table1.md", "table1.tex", "worst_points.csv")
 FIGURE_FILES = ("paths.png", "paths.svg")
 PATH_NAME = re.compile(r"(?P<a>\d+)-(?P<b>\d+)\.csv")
-MAX_MARKED_LEGS = 12  # legs of a stage with more legs than this are not ticked one by one
+MAX_STAGE_LEGS = 12  # longer runs of numbered legs (a permutation stage) share one part of the x axis
 
 
 @dataclass(frozen=True)
@@ -122,23 +122,25 @@ def to_latex(table: pd.DataFrame) -> str:
 def stage_positions(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """x in [0, 1] of every row of a path table, and the x of the breakpoints to mark.
 
-    Consecutive legs whose names differ only by a trailing number (`swap-h1-0`, `swap-h1-1`, …) form
-    one stage; every stage gets an equal share of the axis and its legs split it equally. So OT's
-    hundreds of swap legs take one share, as its interpolation leg does, instead of all of the axis.
-    Breakpoints are marked between stages and between the legs of stages of few legs.
+    Every leg gets an equal share of the axis, except that a run of more than MAX_STAGE_LEGS
+    consecutive legs whose names differ only by a trailing number (`swap-h1-0`, `swap-h1-1`, …) shares
+    one: OT's hundreds of swap legs then take as much room as its interpolation leg, not all of it.
+    Breakpoints are marked at the start of every share.
     """
     legs = table.drop_duplicates("leg").sort_values("leg")
-    stems = legs["leg_name"].astype(str).str.replace(r"-\d+$", "", regex=True)
-    stage = (stems != stems.shift()).cumsum().to_numpy() - 1
+    stems = legs["leg_name"].astype(str).str.replace(r"-\d+$", "", regex=True).to_numpy()
+    run = np.cumsum(np.r_[True, stems[1:] != stems[:-1]])
+    long_run = np.bincount(run)[run] > MAX_STAGE_LEGS
+    stage = np.cumsum(np.r_[True, (run[1:] != run[:-1]) | ~long_run[1:]]) - 1
     size = np.bincount(stage)[stage]
-    within = legs.groupby(stage).cumcount().to_numpy()
-    start = (stage + within / size) / (stage[-1] + 1)
-    width = 1 / (size * (stage[-1] + 1))
+    within = np.arange(len(stage)) - np.searchsorted(stage, stage)
+    shares = stage[-1] + 1
+    start = (stage + within / size) / shares
+    width = 1 / (size * shares)
     index = {leg: i for i, leg in enumerate(legs["leg"])}
     rows = table["leg"].map(index).to_numpy()
     x = start[rows] + table["t"].to_numpy() * width[rows]
-    marked = (within == 0) | (size <= MAX_MARKED_LEGS)
-    return x, start[marked & (start > 0)]
+    return x, start[(within == 0) & (start > 0)]
 
 
 def plot_paths(runs: Sequence[PathRun], endpoints: dict[tuple[str, int], dict[str, float]],

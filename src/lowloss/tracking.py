@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lowloss.artifacts import read_meta, sidecar_path
-from lowloss.errors import LowlossError
 
 logger = logging.getLogger(__name__)
 
@@ -47,19 +46,16 @@ def add_tracking_options(parser: argparse.ArgumentParser) -> None:
                         help=f"log this command as one MLflow run in experiment NAME (env {ENV_EXPERIMENT})")
     parser.add_argument("--mlflow-uri", metavar="URI",
                         help=f"tracking store or server (env {ENV_URI}; default {DEFAULT_URI})")
-    parser.add_argument("--mlflow-tag", metavar="KEY=VALUE", action="append", default=[],
+    parser.add_argument("--mlflow-tag", metavar="KEY=VALUE", action="append", default=[], type=tag,
                         help="tag of the run (repeatable)")
 
 
-def parse_tags(values: list[str]) -> dict[str, str]:
-    """['rule=train', 'seed=0'] -> {'rule': 'train', 'seed': '0'}."""
-    tags = {}
-    for value in values:
-        key, sep, text = value.partition("=")
-        if not sep or not key:
-            raise LowlossError(f"--mlflow-tag {value!r}: expected KEY=VALUE")
-        tags[key] = text
-    return tags
+def tag(text: str) -> tuple[str, str]:
+    """'rule=train' -> ('rule', 'train'); argparse reports anything else as a usage error."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
 
 
 def experiment_name(args: argparse.Namespace) -> str | None:
@@ -123,7 +119,7 @@ def run_tags(args: argparse.Namespace, summary: dict) -> dict[str, str]:
         value = summary.get(key, getattr(args, key, None))
         if value is not None and not isinstance(value, (dict, list)):
             tags[key] = str(value)
-    tags.update(parse_tags(getattr(args, "mlflow_tag", [])))
+    tags.update(getattr(args, "mlflow_tag", []))
     return tags
 
 

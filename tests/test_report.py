@@ -1,0 +1,138 @@
+"""`lowloss report`: Table 1's layout and numbers, the End Points row, the x axis of the figure, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lowloss.errors import LowlossError
+from lowloss.report import build_report, format_cell, stage_positions
+from tests.conftest import assert_one_line_error, run_cli
+
+ACCURACY = {0: (0.99, 0.97), 1: (0.98, 0.96), 2: (0.97, 0.95), 3: (0.995, 0.99)}  # seed: (train, test)
+
+
+def path_table(method: str, legs: list[str], acc: float, points: int = 5) -> pd.DataFrame:
+    """A path table with a dip to `acc` at the middle of the first leg and 0.9 elsewhere."""
+    rows = []
+    for leg, name in enumerate(legs):
+        ts = [0.5] if name.startswith("swap") else np.linspace(0, 1, points)
+        for t in ts:
+            for split in ("train", "test"):
+                value = acc if (leg == 0 and t == 0.5) else 0.9
+                rows.append(dict(method=method, leg=leg, leg_name=name, t=t, position=leg + t, split=split,
+                                 loss=1 - value, acc=value - (0.01 if split == "test" else 0)))
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def results(tmp_path) -> tuple[Path, list[Path]]:
+    """results/exp/models/seed*.json and path tables of two methods on pairs 0-1 and 2-3."""
+    root = tmp_path / "results" / "exp"
+    (root / "models").mkdir(parents=True)
+    for seed, (train, test) in ACCURACY.items():
+        (root / "models" / f"seed{seed}.json").write_text(json.dumps({"train_acc": train, "test_acc": test}))
+    csvs = []
+    worst = {("linear", "0-1"): 0.5, ("linear", "2-3"): 0.7, ("ot", "0-1"): 0.8, ("ot", "2-3"): 0.85}
+    legs = {"linear": ["linear"], "ot": ["ot"] + [f"swap-h1-{k}" for k in range(30)]}
+    for (method, pair), acc in worst.items():
+        csv = root / "paths" / method / f"{pair}.csv"
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        path_table(method, legs[method], acc).to_csv(csv, index=False)
+        csvs.append(csv)
+    return tmp_path / "out", csvs
+
+
+def test_table1_cells_are_mean_and_std_over_pairs_of_the_worst_point(results):
+    out, csvs = results
+    summary = build_report(csvs, out)
+    table = pd.read_csv(out / "table1.csv", header=[0, 1], index_col=0)
+    assert list(table.index) == ["linear", "ot", "End Points"]
+    assert list(table.columns) == [("exp", "train"), ("exp", "test")]
+    linear_train = [50.0, 70.0]
+    assert table.loc["linear", ("exp", "train")] == f"{np.mean(linear_train):.2f} ± {np.std(linear_train, ddof=1):.2f}"
+    ot_test = [79.0, 84.0]
+    assert table.loc["ot", ("exp", "test")] == f"{np.mean(ot_test):.2f} ± {np.std(ot_test, ddof=1):.2f}"
+    # End Points: per pair the lower of the two endpoints.
+    lower_test = [100 * min(ACCURACY[0][1], ACCURACY[1][1]), 100 * min(ACCURACY[2][1], ACCURACY[3][1])]
+    assert table.loc["End Points", ("exp", "test")] == (
+        f"{np.mean(lower_test):.2f} ± {np.std(lower_test, ddof=1):.2f}")
+    assert summary["paths"] == 4 and summary["methods"] == 2 and summary["experiments"] == 1
+    assert all(Path(f).stat().st_size > 0 for f in summary["files"])
+
+
+def test_markdown_latex_and_tidy_worst_points(results):
+    out, csvs = results
+    build_report(csvs, out)
+    markdown = (out / "table1.md").read_text()
+    assert "| End Points" in markdown and "exp train" in markdown
+    latex = (out / "table1.tex").read_text()
+    assert r"\multicolumn{2}{c}{exp}" in latex and r"$\pm$" in latex and r"\toprule" in latex
+    worst = pd.read_csv(out / "worst_points.csv")
+    row = worst[(worst["method"] == "linear") & (worst["pair"] == "0-1") & (worst["split"] == "train")]
+    assert row["worst_acc"].item() == pytest.approx(50.0) and row["position"].item() == pytest.approx(0.5)
+
+
+def test_rows_follow_the_order_of_the_tables_given(results):
+    out, csvs = results
+    build_report(list(reversed(csvs)), out)
+    assert list(pd.read_csv(out / "table1.csv", header=[0, 1], index_col=0).index) == ["ot", "linear", "End Points"]
+
+
+def test_a_single_pair_shows_no_spread():
+    assert format_cell(97.0, float("nan"), 1) == "97.00"
+    assert format_cell(97.0, 0.5, 3) == "97.00 ± 0.50"
+
+
+def test_stage_positions_give_a_permutation_stage_one_share_of_the_axis():
+    table = path_table("ot", ["ot"] + [f"swap-h1-{k}" for k in range(30)], 0.8)
+    x, breaks = stage_positions(table)
+    assert x.min() == 0 and x.max() < 1
+    first_leg = x[(table["leg"] == 0).to_numpy()]
+    assert first_leg.max() == pytest.approx(0.5)  # interpolation leg: one of two stages
+    swaps = x[(table["leg"] > 0).to_numpy()]
+    assert swaps.min() > 0.5 and np.all(np.diff(np.unique(swaps)) > 0)
+    assert list(breaks) == [pytest.approx(0.5)]  # 30 swap legs are not ticked one by one
+
+
+def test_stage_positions_tick_every_leg_of_a_short_path():
+    table = path_table("arc+wa", ["wa-start", "wa-1", "wa-2", "wa-end"], 0.8)
+    x, breaks = stage_positions(table)
+    assert x.max() == pytest.approx(1.0)
+    assert list(breaks) == pytest.approx([0.25, 0.5, 0.75])
+
+
+def test_figures_are_written_as_png_and_svg(results):
+    import matplotlib.image
+
+    out, csvs = results
+    build_report(csvs, out)
+    image = matplotlib.image.imread(out / "paths.png")
+    assert image.shape[0] > 500 and image.shape[1] > 500
+    assert (out / "paths.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_cli_prints_its_summary_last(results):
+    out, csvs = results
+    result = run_cli("report", *csvs, "--out-dir", out, check=True)
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["paths"] == 4 and len(summary["files"]) == 6
+
+
+def test_a_table_outside_the_results_layout_is_a_one_line_error(tmp_path):
+    stray = tmp_path / "path.csv"
+    path_table("linear", ["linear"], 0.5).to_csv(stray, index=False)
+    assert_one_line_error(run_cli("report", stray, "--out-dir", tmp_path / "out"),
+                          "expected a path table at <experiment>/paths/<method>/<seedA>-<seedB>.csv")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_endpoint_sidecar_is_named(results):
+    out, csvs = results
+    (csvs[0].parents[2] / "models" / "seed1.json").unlink()
+    with pytest.raises(LowlossError, match="seed1.json: cannot read the endpoint's accuracy"):
+        build_report(csvs, out)

@@ -1,0 +1,275 @@
+"""The workflow on configs/test-tiny.yaml: every output, the table, one MLflow run per job (in the store
+and through a real `mlflow server`), incremental re-runs, a run killed with SIGKILL, lint, and config
+validation. The tiny workflow runs once per module; later tests only dry-run or redo a few jobs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "test-tiny.yaml"
+EXPERIMENT = "digits-tiny"
+REPORT = Path("results/report/test-tiny")
+REPORT_FILES = ["table1.csv", "table1.md", "table1.tex", "worst_points.csv", "paths.png", "paths.svg"]
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake_command(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), *map(str, args)]
+
+
+def job_environment() -> dict[str, str]:
+    """PATH with this interpreter first (rules run `python -m lowloss`); the default MLflow store."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("LOWLOSS_MLFLOW_EXPERIMENT", None)
+    return env
+
+
+def snakemake(workdir: Path, *args: str | Path, config: Path = TINY, check: bool = True,
+              timeout: int = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run(snakemake_command("--configfile", config, "--profile", ROOT / "profiles" / "local",
+                                              "--cores", "2", *args),
+                            cwd=workdir, env=job_environment(), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def planned_jobs(workdir: Path, config: Path = TINY) -> Counter:
+    """Jobs per rule that a run would execute now (from a dry run's job stats); empty when up to date."""
+    result = snakemake(workdir, "--dry-run", config=config)
+    output = result.stdout + result.stderr
+    if "Nothing to be done" in output:
+        return Counter()
+    stats = output[output.index("Job stats:"):]
+    return Counter({rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M)
+                    if rule != "total"})
+
+
+def write_config(path: Path, change) -> Path:
+    """A copy of the tiny config with `change(config)` applied."""
+    config = yaml.safe_load(TINY.read_text())
+    change(config)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory):
+    """The tiny workflow, run once: (workdir, jobs per rule it ran)."""
+    workdir = tmp_path_factory.mktemp("workflow")
+    plan = planned_jobs(workdir)
+    snakemake(workdir)
+    return workdir, plan
+
+
+def report_table(workdir: Path) -> pd.DataFrame:
+    return pd.read_csv(workdir / REPORT / "table1.csv", header=[0, 1], index_col=0)
+
+
+def test_every_stage_runs_and_every_output_exists(workflow):
+    workdir, plan = workflow
+    config = yaml.safe_load(TINY.read_text())
+    pairs = ["0-1", "2-3"]
+    assert plan == Counter(train=6, model_set=1, fit_connector=1, match=2, fit_curve=2,
+                           connect=2 * len(config["methods"]), report=1, all=1)
+    results = workdir / "results" / EXPERIMENT
+    for seed in (0, 1, 2, 3, 10, 11):
+        assert (results / "models" / f"seed{seed}.safetensors").is_file()
+        assert not (results / "models" / f"seed{seed}.ckpt.safetensors").exists()
+    assert (results / "model_set" / "V.json").is_file()
+    assert (results / "connectors" / "realnvp-flow.safetensors").is_file()
+    for pair in pairs:
+        assert (results / "matchings" / f"{pair}.safetensors").is_file()
+        assert (results / "curves" / "polychain-3" / f"{pair}.safetensors").is_file()
+        for method in config["methods"]:
+            assert (results / "paths" / method / f"{pair}.csv").is_file()
+            assert (workdir / "logs" / EXPERIMENT / "paths" / method / f"{pair}.log").is_file()
+    for name in REPORT_FILES:
+        assert (workdir / REPORT / name).stat().st_size > 0
+
+
+def test_table_has_every_method_and_end_points_in_percent(workflow):
+    workdir, _ = workflow
+    methods = yaml.safe_load(TINY.read_text())["methods"]
+    table = report_table(workdir)
+    assert list(table.index) == [*methods, "End Points"]
+    assert list(table.columns) == [(EXPERIMENT, "train"), (EXPERIMENT, "test")]
+    for cell in table.to_numpy().ravel():
+        mean, std = (float(part) for part in cell.split(" ± "))
+        assert 0 <= mean <= 100 and 0 <= std <= 100 and math.isfinite(mean + std)
+    worst = pd.read_csv(workdir / REPORT / "worst_points.csv")
+    assert worst["worst_acc"].between(0, 100).all()
+    assert len(worst) == (len(methods) + 1) * 2 * 2  # (methods + End Points) × pairs × splits
+    assert "| End Points" in (workdir / REPORT / "table1.md").read_text()
+
+
+def mlflow_runs(workdir: Path) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir}/results/mlflow.db")
+    experiment = client.get_experiment_by_name("test-tiny")
+    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def test_every_job_logged_one_mlflow_run_with_tags_metrics_and_files(workflow):
+    workdir, plan = workflow
+    client, runs = mlflow_runs(workdir)
+    assert Counter(run.data.tags["rule"] for run in runs) == plan - Counter(all=1)
+    assert {run.info.status for run in runs} == {"FINISHED"}
+    for run in runs:
+        tags = run.data.tags
+        if tags["rule"] != "report":
+            assert tags["experiment"] == EXPERIMENT and tags["dataset"] == "digits" and tags["arch"] == "onehidden"
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"summary.json", "outputs.json", "outputs"} <= artifacts
+    train = next(r for r in runs if r.data.tags["rule"] == "train" and r.data.tags["seed"] == "0")
+    history = client.get_metric_history(train.info.run_id, "history/train_loss")
+    assert [m.step for m in history] == [1, 2, 3]  # one point per epoch
+    assert 0 <= train.data.metrics["test_acc"] <= 1
+    connect = next(r for r in runs if r.data.tags["rule"] == "connect" and r.data.tags.get("method") == "ot")
+    assert connect.data.tags["pair"] in {"0-1", "2-3"}
+    along = client.get_metric_history(connect.info.run_id, "path/test_acc")
+    table = pd.read_csv(workdir / "results" / EXPERIMENT / "paths" / "ot" / f"{connect.data.tags['pair']}.csv")
+    assert len(along) == (table["split"] == "test").sum()
+    assert min(m.value for m in along) == pytest.approx(connect.data.metrics["worst_test_acc"])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_mlflow_server_answers_the_rest_search(workflow, tmp_path):
+    workdir, plan = workflow
+    port = free_port()
+    server = subprocess.Popen([Path(sys.executable).parent / "mlflow", "server", "--host", "127.0.0.1",
+                               "--port", str(port), "--workers", "1",
+                               "--backend-store-uri", f"sqlite:///{workdir}/results/mlflow.db"],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/experiments/get-by-name?experiment_name=test-tiny",
+                                            timeout=5) as response:
+                    experiment = json.load(response)["experiment"]
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, "mlflow server did not come up"
+                time.sleep(1)
+        query = {"experiment_ids": [experiment["experiment_id"]], "filter": "tags.rule = 'connect'",
+                 "max_results": 1000}
+        request = urllib.request.Request(f"{base}/runs/search", data=json.dumps(query).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            runs = json.load(response)["runs"]
+        assert len(runs) == plan["connect"]
+        assert all(any(m["key"] == "worst_test_acc" for m in run["data"]["metrics"]) for run in runs)
+    finally:
+        server.terminate()  # SIGTERM to the main PID stops its workers
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def test_second_run_has_nothing_to_do(workflow):
+    workdir, _ = workflow
+    assert planned_jobs(workdir) == Counter()
+
+
+def test_adding_a_method_runs_only_its_jobs_and_the_report(workflow, tmp_path):
+    workdir, _ = workflow
+    config = write_config(tmp_path / "more.yaml", lambda c: c["methods"].append("ot+wa"))
+    # ot+wa shares ot's matchings: only its two path tables and the report are new.
+    assert planned_jobs(workdir, config) == Counter(connect=2, report=1, all=1)
+
+
+def test_changing_the_training_epochs_reruns_everything_downstream(workflow, tmp_path):
+    workdir, plan = workflow
+    config = write_config(tmp_path / "epochs.yaml",
+                          lambda c: c["experiments"][EXPERIMENT]["train"].update(epochs=4))
+    assert planned_jobs(workdir, config) == plan
+
+
+def test_deleting_one_path_table_reruns_only_that_job(workflow):
+    workdir, _ = workflow
+    table = workdir / "results" / EXPERIMENT / "paths" / "linear" / "2-3.csv"
+    table.unlink()
+    assert planned_jobs(workdir) == Counter(connect=1, report=1, all=1)
+    snakemake(workdir)
+    assert table.is_file()
+
+
+def test_a_run_killed_mid_job_completes_with_the_same_table(workflow):
+    """SIGKILL snakemake and its running job together; the re-run finishes and the table is identical."""
+    workdir, _ = workflow
+    reference = {name: (workdir / REPORT / name).read_text() for name in ("table1.csv", "worst_points.csv")}
+    paths = workdir / "results" / EXPERIMENT / "paths" / "garipov-polychain-3"
+    for table in paths.glob("*.csv"):
+        table.unlink()
+    log = workdir / "logs" / EXPERIMENT / "paths" / "garipov-polychain-3" / "0-1.log"
+    log.unlink()
+    run = subprocess.Popen(snakemake_command("--configfile", TINY, "--profile", ROOT / "profiles" / "local",
+                                             "--cores", "1"),
+                           cwd=workdir, env=job_environment(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while not log.exists():  # the job has started
+        assert run.poll() is None and time.time() < deadline, "the job never started"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert not (paths / "0-1.csv").exists()  # written atomically: absent, never half a table
+    snakemake(workdir, "--unlock")
+    snakemake(workdir)  # the profile reruns incomplete jobs
+    for name, text in reference.items():
+        assert (workdir / REPORT / name).read_text() == text
+
+
+def test_lint_is_clean():
+    result = subprocess.run(snakemake_command("--lint"), cwd=ROOT, env=job_environment(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("change,fragment", [
+    (lambda c: c["experiments"][EXPERIMENT]["train"].update(epochs="many"),
+     f"config: experiments.{EXPERIMENT}.train.epochs: 'many' is not of type 'integer'"),
+    (lambda c: c["experiments"][EXPERIMENT].update(trian={"epochs": 3}),
+     f"config: experiments.{EXPERIMENT}: Additional properties are not allowed ('trian' was unexpected)"),
+    (lambda c: c["methods"].append("lineer"), "config: methods.4: 'lineer' is not one of"),
+    (lambda c: c["experiments"][EXPERIMENT]["arch_options"].update(widths=[8, 8]),
+     f"config: experiments.{EXPERIMENT}.arch_options: 'widths' is not one of ['width']"),
+    (lambda c: c["experiments"][EXPERIMENT].update(pairs=[[0, 10]]),
+     f"config: experiments.{EXPERIMENT}.pairs: seed 10 is also in model_set_seeds"),
+])
+def test_a_bad_config_stops_before_any_job_naming_the_key(tmp_path, change, fragment):
+    config = write_config(tmp_path / "bad.yaml", change)
+    result = snakemake(tmp_path, "--dry-run", config=config, check=False)
+    assert result.returncode != 0
+    assert fragment in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
