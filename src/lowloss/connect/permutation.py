@@ -8,7 +8,7 @@ n − #cycles legs.
 
 A 2000-unit network has about 2000 swap legs, so the legs hold no parameters: each breakpoint is
 rebuilt on demand from the stage's shared base and the unit order at that step. Orders are kept at
-every √L-th step and replayed from there, O(√L) per breakpoint in O(n√L) memory.
+every √n-th step and replayed from there: O(√n) swaps per breakpoint, O(n√n) memory.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class PermutationStage:
     """Swaps that take `permute(base, {group: order_0})` to `base` for one hidden-unit group.
 
     `positions[k]` = (i, j), the positions leg k swaps; `units[k]` = the base units at i and j when leg
-    k starts; `checkpoints[c]` = the unit order before leg c·stride (and after the last leg).
+    k starts; `checkpoints[c]` = the unit order before leg c·stride.
     """
 
     base: Params
