@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from lowloss.commands.options import add_dataset_options, add_device_option, dataset_from_args
-from lowloss.connect.flows import METHODS, FitConfig, fit_connector
+from lowloss.connect.flows import HIDDEN, LAYERS, METHODS, FitConfig, fit_connector
 from lowloss.device import pick_device
 from lowloss.errors import LowlossError
 from lowloss.modelset import load_model_set
@@ -31,8 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int,
                         help="neurons per step for Flow (default 256), training samples for Bijection (default 128)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--layers", type=int, default=6, help="coupling / autoregressive layers of ν (default 6)")
-    parser.add_argument("--hidden", type=int, default=128, help="hidden width of ν's conditioner nets (default 128)")
+    parser.add_argument("--layers", type=int, default=LAYERS,
+                        help=f"coupling / autoregressive layers of ν (default {LAYERS})")
+    parser.add_argument("--hidden", type=int, default=HIDDEN,
+                        help=f"hidden width of ν's conditioner networks (default {HIDDEN})")
     parser.add_argument("--t-uniform", action="store_true",
                         help="Bijection: draw t ~ U(0, 1) per step instead of the midpoint t = 0.5")
     parser.add_argument("--out", type=Path, required=True, help="output connector .safetensors (sidecar beside it)")

@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 OPTIMIZER_PREFIX = "optimizer::"
 STD_FLOOR = 1e-6
+LAYERS, HIDDEN = 6, 128
+"""Default ν: coupling / autoregressive layers, and the hidden width of their conditioner networks."""
 SCALE_EPS = 1e-3
 UNIT_SCALE = math.log(math.expm1(1 - SCALE_EPS))
 """softplus⁻¹(1 − ε): the scale softplus(u) + ε of nflows' autoregressive transform is 1 at u = UNIT_SCALE."""
@@ -313,7 +315,7 @@ def _resume(path: FilePath, identity: str, nu: Bijection, optimizer: torch.optim
 
 # --- fitting a connector on a model set, saving and loading it ------------------------------------
 
-def fit_connector(method: str, model_set: ModelSet, out: FilePath, layers: int = 6, hidden: int = 128,
+def fit_connector(method: str, model_set: ModelSet, out: FilePath, layers: int = LAYERS, hidden: int = HIDDEN,
                   config: FitConfig = FitConfig(), data: Dataset | None = None,
                   device: torch.device | str = "cpu", progress: bool = True) -> dict:
     """Fit ν for `method` on V and save it as a connector (safetensors + sidecar); return the sidecar.
