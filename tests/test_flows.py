@@ -208,6 +208,15 @@ def test_fit_and_connect_from_the_command_line(vset, tmp_path, capsys):
         assert json.loads(result.stdout.strip().splitlines()[-1])["method"] == kind and csv.exists()
 
 
+def test_bijection_can_draw_t_uniformly(vset, tmp_path, capsys):
+    out = tmp_path / "uniform.safetensors"
+    result = run_main(capsys, "fit-connector", "--kind", "realnvp-bijection", "--model-set", vset["V"], "--steps", "4",
+                      "--layers", "1", "--hidden", "8", "--t-uniform", "--out", out, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    ts = [row["t"] for row in load_weights(out).meta["curve"]]
+    assert len(set(ts)) == 4 and all(0 <= t <= 1 for t in ts)
+
+
 def test_seen_endpoints_need_allow_seen(vset, bijection, digits, tmp_path, capsys):
     out, _ = bijection
     args = [vset["seen"], vset["unseen"][0], "--method", "realnvp-bijection", "--connector", out,

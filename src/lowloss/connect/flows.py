@@ -14,9 +14,9 @@ each returning (outputs, logabsdet).
   differentiates through those passes (memory ∝ passes × batch), which is why IAF Bijection, which
   would need that on every step, is not offered (as in the paper).
 
-Every layer's last linear map starts at zero, so a fresh ν is a diagonal affine map and the
-generalised arc through it is exactly the arc connection, eq. (6), around V's mean: training starts
-from Arc and can only be judged against it.
+Every layer starts at unit scale and zero shift, so a fresh ν is standardisation followed by a
+permutation of coordinates, an affine map: the generalised arc through it is exactly the arc
+connection, eq. (6), around V's mean. Fitting therefore starts from Arc.
 """
 
 from __future__ import annotations
