@@ -56,11 +56,10 @@ class Leg:
         if self.fn is None:
             return interpolate(self.start, self.end, t)
         points = self.fn(t)
-        at_start, at_end = t == 0, t == 1
-        for key, value in points.items():
-            shape = (-1,) + (1,) * (value.dim() - 1)
-            value = torch.where(at_start.reshape(shape).to(value.device), self.start[key].to(value), value)
-            points[key] = torch.where(at_end.reshape(shape).to(value.device), self.end[key].to(value), value)
+        for breakpoint, rows in ((self.start, t == 0), (self.end, t == 1)):
+            for row in rows.nonzero().flatten().tolist():  # overwrite just those rows: no copy of the stack
+                for key, value in points.items():
+                    value[row] = breakpoint[key]
         return points
 
 
