@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test bench install clean
+.PHONY: run ui test bench install clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,9 +16,15 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
+# The default workflow (config.yaml) with the local profile; extra snakemake options in ARGS, e.g.
+# `make run ARGS="--configfile configs/fashion-mnist.yaml"`. Jobs run `python -m lowloss` from .venv.
 run: $(STAMP)
-	$(BIN)/lowloss train --dataset digits --arch onehidden --width 256 --epochs 20 --seed 0 --out results/digits/onehidden/models/seed0.safetensors
-	$(BIN)/lowloss train --dataset digits --arch onehidden --width 256 --epochs 20 --seed 1 --out results/digits/onehidden/models/seed1.safetensors
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local $(ARGS)
+
+# The MLflow UI on the workflow's default store: http://127.0.0.1:$(UI_PORT)
+UI_PORT ?= 5000
+ui: $(STAMP)
+	$(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///results/mlflow.db
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -58,6 +58,15 @@ def test_a_command_is_one_run_with_tags_params_metrics_curves_and_files(store, t
     assert logged == {"outputs/seed3.safetensors", "outputs/seed3.json"}
 
 
+def test_a_connector_curve_per_step_is_a_series(store, tmp_path):
+    connector = tmp_path / "nu.safetensors"
+    curve = [{"step": step, "loss": 1 / step} for step in (1, 2, 3)]
+    save_weights(connector, {"w": torch.ones(1)}, {"kind": "connector", "curve": curve})
+    run_id = tracking.log_command(namespace(store, connector, command="fit-connector"), {}, time.time())
+    client, _ = client_run(store, run_id)
+    assert [m.step for m in client.get_metric_history(run_id, "history/loss")] == [1, 2, 3]
+
+
 def test_path_tables_become_metrics_along_the_path(store, tmp_path):
     csv = tmp_path / "path.csv"
     rows = [dict(split=split, position=p, acc=0.9 - 0.1 * p, loss=p, leg=0, t=p) for split in ("train", "test")

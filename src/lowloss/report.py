@@ -27,6 +27,7 @@ SPLITS = ("train", "test")
 TABLE_FILES = ("table1.csv", "table1.md", "table1.tex", "worst_points.csv")
 FIGURE_FILES = ("paths.png", "paths.svg")
 PATH_NAME = re.compile(r"(?P<a>\d+)-(?P<b>\d+)\.csv")
+BASELINE_PREFIX = "garipov-"  # trained curves, drawn dashed
 MAX_STAGE_LEGS = 12  # longer runs of numbered legs (a permutation stage) share one part of the x axis
 
 
@@ -92,8 +93,9 @@ def worst_points(runs: Sequence[PathRun], endpoints: dict[tuple[str, int], dict[
 def table1(worst: pd.DataFrame, methods: Sequence[str], experiments: Sequence[str]) -> pd.DataFrame:
     """Table 1's layout: rows = methods + End Points, columns = (experiment, split), cells `mean ± std`."""
     stats = worst.groupby(["method", "experiment", "split"])["worst_acc"].agg(["mean", "std", "count"])
-    columns = pd.MultiIndex.from_product([experiments, SPLITS], names=["experiment", "split"])
-    index = pd.Index([*methods, END_POINTS], name="method")
+    # As in the paper: experiments over train/test, "Methods" heading the row labels.
+    columns = pd.MultiIndex.from_product([experiments, SPLITS], names=[None, "Methods"])
+    index = pd.Index([*methods, END_POINTS])
     cells = pd.DataFrame("", index=index, columns=columns)
     for (method, experiment, split), row in stats.iterrows():
         if method in index and experiment in experiments and split in SPLITS:
@@ -109,6 +111,7 @@ def format_cell(mean: float, std: float, count: int, pm: str = "±") -> str:
 def to_markdown(table: pd.DataFrame) -> str:
     flat = table.copy()
     flat.columns = [f"{experiment} {split}" for experiment, split in table.columns]
+    flat.index.name = "Methods"
     return flat.to_markdown(colalign=["left"] + ["right"] * len(flat.columns)) + "\n"
 
 
@@ -156,7 +159,8 @@ def plot_paths(runs: Sequence[PathRun], endpoints: dict[tuple[str, int], dict[st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = dict(zip(methods, plt.get_cmap("tab20" if len(methods) > 10 else "tab10").colors))
+    palette = plt.get_cmap("tab20").colors
+    colors = dict(zip(methods, palette[0::2] + palette[1::2]))  # ten strong colours first, then light ones
     fig, axes = plt.subplots(len(SPLITS), len(experiments), figsize=(5.5 * len(experiments) + 2.5, 7),
                              squeeze=False, sharex=True)
     for col, experiment in enumerate(experiments):
@@ -165,11 +169,11 @@ def plot_paths(runs: Sequence[PathRun], endpoints: dict[tuple[str, int], dict[st
             for method in methods:
                 chosen = [run for run in runs if run.experiment == experiment and run.method == method]
                 if chosen:
-                    _plot_method(ax, chosen, split, colors[method], method)
+                    _plot_method(ax, chosen, split, colors[method], method,
+                                 "--" if method.startswith(BASELINE_PREFIX) else "-")
             _mark_endpoints(ax, runs, endpoints, experiment, split)
             ax.set_title(f"{experiment}: {split}", fontsize=11)
-            ax.set_ylabel("accuracy (%)")
-            ax.grid(alpha=0.3)
+            _accuracy_axis(ax)
             ax.set_xlim(-0.02, 1.02)
         axes[-1, col].set_xlabel(r"position along the path, $\Theta^A \to \Theta^B$ (stages of legs scaled equally)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
@@ -184,18 +188,30 @@ def plot_paths(runs: Sequence[PathRun], endpoints: dict[tuple[str, int], dict[st
     return written
 
 
-def _plot_method(ax, runs: Sequence[PathRun], split: str, color, label: str) -> None:
+def _accuracy_axis(ax) -> None:
+    """Accuracy on a logit scale, labelled in percent: the methods near the endpoints stay apart
+    (98 % and 96 % are as far apart as 92 % and 84 %) while a deep dip stays on the plot."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_yscale("logit", nonpositive="clip")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{100 * value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel("accuracy (%, logit scale)")
+    ax.grid(alpha=0.3, which="both")
+
+
+def _plot_method(ax, runs: Sequence[PathRun], split: str, color, label: str, style: str) -> None:
     """Mean over pairs of one method's accuracy, on the union of the pairs' x values."""
     curves, breaks = [], []
     for run in runs:
         x, run_breaks = stage_positions(run.table)
         chosen = (run.table["split"] == split).to_numpy()
         order = np.argsort(x[chosen], kind="stable")
-        curves.append((x[chosen][order], 100 * run.table["acc"].to_numpy()[chosen][order]))
+        curves.append((x[chosen][order], run.table["acc"].to_numpy()[chosen][order]))
         breaks.append(run_breaks)
     grid = np.unique(np.concatenate([x for x, _ in curves]))
     mean = np.mean([np.interp(grid, x, y) for x, y in curves], axis=0)
-    ax.plot(grid, mean, color=color, label=label, linewidth=1.4)
+    ax.plot(grid, mean, style, color=color, label=label, linewidth=1.5)
     if len(breaks[0]):
         ax.plot(breaks[0], np.interp(breaks[0], grid, mean), "|", color=color, markersize=9, markeredgewidth=1.5)
 
@@ -206,8 +222,8 @@ def _mark_endpoints(ax, runs: Sequence[PathRun], endpoints: dict[tuple[str, int]
     seeds = {run.seeds for run in runs if run.experiment == experiment}
     if not seeds:
         return
-    a = np.mean([100 * endpoints[experiment, s[0]][split] for s in seeds])
-    b = np.mean([100 * endpoints[experiment, s[1]][split] for s in seeds])
+    a = np.mean([endpoints[experiment, s[0]][split] for s in seeds])
+    b = np.mean([endpoints[experiment, s[1]][split] for s in seeds])
     ax.plot([0, 1], [a, b], "o", color="black", markersize=7, label=END_POINTS, zorder=5)
 
 

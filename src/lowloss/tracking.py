@@ -38,6 +38,9 @@ TAG_KEYS = ("dataset", "arch", "method", "seed", "kind", "curve")
 """Argument or summary values promoted to tags, so runs can be filtered by them."""
 NOT_PARAMS = {"run", "command", "verbose", "mlflow_experiment", "mlflow_uri", "mlflow_tag"}
 PATH_TABLE_COLUMNS = {"split", "position", "acc", "loss"}
+CURVE_KEYS = ("history", "curve")
+"""Sidecar keys holding a training curve, a list of rows: per epoch (`history` of models and Garipov
+curves) or per step (`curve` of connectors)."""
 
 
 def add_tracking_options(parser: argparse.ArgumentParser) -> None:
@@ -164,11 +167,14 @@ def output_files(args: argparse.Namespace, summary: dict) -> list[Path]:
 
 
 def series(path: Path) -> Iterator[tuple[str, float, int]]:
-    """(key, value, step) of the curves in an output: a sidecar's per-epoch `history`, or a path table."""
+    """(key, value, step) of the curves in an output: a sidecar's training curve, or a path table."""
     if path.suffix == ".csv":
         yield from _path_series(path)
     elif path.suffix == ".safetensors":
-        yield from _history_series(read_meta(path).get("history") or [])
+        meta = read_meta(path)
+        for key in CURVE_KEYS:
+            if isinstance(meta.get(key), list):
+                yield from _history_series(meta[key])
 
 
 def _history_series(history: list) -> Iterator[tuple[str, float, int]]:
