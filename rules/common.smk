@@ -87,11 +87,6 @@ def methods(name):
     return experiment(name).get("methods") or config["methods"]
 
 
-def all_methods():
-    """Every configured method once, in first-appearance order (the table's rows)."""
-    return list(dict.fromkeys(m for name in config["experiments"] for m in methods(name)))
-
-
 def pair_name(a, b):
     return f"{a}-{b}"
 
@@ -232,12 +227,10 @@ def connect_args(wildcards):
 
 
 def tags(wildcards):
-    """MLflow tags of a job: experiment, dataset, architecture and every wildcard (seed, pair, method …)."""
-    exp = experiment(wildcards.exp) if "exp" in wildcards.keys() else None
-    values = dict(wildcards.items())
-    if exp is not None:
-        values = {"experiment": wildcards.exp, "dataset": exp["dataset"], "arch": exp["arch"],
-                  **{k: v for k, v in values.items() if k != "exp"}}
+    """MLflow tags of a job: experiment, dataset, architecture and its other wildcards (seed, pair, method …)."""
+    exp = experiment(wildcards.exp)
+    values = {"experiment": wildcards.exp, "dataset": exp["dataset"], "arch": exp["arch"],
+              **{key: value for key, value in wildcards.items() if key != "exp"}}
     return " ".join(f"--mlflow-tag {key}={value}" for key, value in values.items())
 
 

@@ -34,7 +34,7 @@ DEFAULT_URI = "sqlite:///results/mlflow.db"
 DEFAULT_MAX_ARTIFACT_MB = 16.0
 LOCK_TIMEOUT_S = 300
 PARAM_MAX_CHARS = 6000  # MLflow's limit on a param value
-TAG_KEYS = ("dataset", "arch", "method", "seed", "kind", "curve")
+TAG_KEYS = ("dataset", "arch", "method", "seed", "kind")
 """Argument or summary values promoted to tags, so runs can be filtered by them."""
 NOT_PARAMS = {"run", "command", "verbose", "mlflow_experiment", "mlflow_uri", "mlflow_tag"}
 PATH_TABLE_COLUMNS = {"split", "position", "acc", "loss"}
@@ -107,10 +107,15 @@ def _log_run(args: argparse.Namespace, summary: dict, start_s: float, error: str
         run = client.create_run(_experiment_id(client, experiment, uri), start_time=int(start_s * 1000),
                                 tags=tags, run_name=run_name(args, tags))
         run_id = run.info.run_id
-        client.log_batch(run_id, metrics=metrics, params=params,
-                         tags=[RunTag("mlflow.source.name", f"lowloss {args.command}")])
-        client.log_dict(run_id, summary, "summary.json")
-        client.log_dict(run_id, {"files": [_log_file(client, run_id, path) for path in files]}, "outputs.json")
+        try:
+            client.log_batch(run_id, metrics=metrics, params=params,
+                             tags=[RunTag("mlflow.source.name", f"lowloss {args.command}")])
+            client.log_dict(run_id, summary, "summary.json")
+            client.log_dict(run_id, {"files": [_log_file(client, run_id, path) for path in files]},
+                            "outputs.json")
+        except Exception:
+            client.set_terminated(run_id, "FAILED")  # not left RUNNING; the caller warns
+            raise
         client.set_terminated(run_id, "FAILED" if error is not None else "FINISHED")
     return run_id
 
