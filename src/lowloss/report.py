@@ -25,7 +25,6 @@ from lowloss.errors import LowlossError
 END_POINTS = "End Points"
 SPLITS = ("train", "test")
 TABLE_FILES = ("table1.csv", "table1.md", "table1.tex", "worst_points.csv")
-FIGURE_FILES = ("paths.png", "paths.svg")
 PATH_NAME = re.compile(r"(?P<a>\d+)-(?P<b>\d+)\.csv")
 BASELINE_PREFIX = "garipov-"  # trained curves, drawn dashed
 MAX_STAGE_LEGS = 12  # longer runs of numbered legs (a permutation stage) share one part of the x axis
@@ -103,12 +102,13 @@ def table1(worst: pd.DataFrame, methods: Sequence[str], experiments: Sequence[st
     return cells
 
 
-def format_cell(mean: float, std: float, count: int, pm: str = "±") -> str:
+def format_cell(mean: float, std: float, count: int) -> str:
     """`97.86 ± 0.05`; a single pair has no spread to show."""
-    return f"{mean:.2f}" if count < 2 or np.isnan(std) else f"{mean:.2f} {pm} {std:.2f}"
+    return f"{mean:.2f}" if count < 2 or np.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
 def to_markdown(table: pd.DataFrame) -> str:
+    """GitHub Markdown with one header row: `<experiment> <split>` per column."""
     flat = table.copy()
     flat.columns = [f"{experiment} {split}" for experiment, split in table.columns]
     flat.index.name = "Methods"
