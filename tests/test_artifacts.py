@@ -1,6 +1,7 @@
 """Safe artifacts: atomic round trip and one clear error for every kind of bad file."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -19,6 +20,9 @@ def saved(tmp_path):
 
 def test_round_trip(saved):
     artifact = load_weights(saved)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert saved.stat().st_mode & 0o777 == 0o666 & ~umask
     assert torch.equal(artifact.tensors["a"], torch.arange(6.0).reshape(2, 3))
     assert artifact.meta["seed"] == 1 and artifact.meta["tensors"]["b"]["shape"] == [4]
     assert [p.name for p in saved.parent.iterdir() if p.name.endswith(".tmp")] == []

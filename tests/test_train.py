@@ -59,3 +59,15 @@ def test_interrupted_run_resumes_to_the_same_weights(digits, tmp_path):
     a, b = load_file(whole), load_file(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not checkpoint_path(resumed).exists()
+
+
+def test_a_stale_checkpoint_of_another_configuration_is_discarded(digits, tmp_path):
+    out = tmp_path / "changed.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        _train(digits, out, epochs=4, interrupt_after=2)
+    meta = _train(digits, out, epochs=3)  # the configuration changed after the interruption
+    assert [row["epoch"] for row in meta["history"]] == [1, 2, 3]
+    reference = tmp_path / "reference.safetensors"
+    _train(digits, reference, epochs=3)
+    a, b = load_file(out), load_file(reference)
+    assert all(torch.equal(a[k], b[k]) for k in a)

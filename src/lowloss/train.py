@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,10 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from lowloss.artifacts import ArtifactError, load_weights, save_weights, sidecar_path
+from lowloss.artifacts import Artifact, load_weights, save_weights, sidecar_path
 from lowloss.data import Dataset, augment_batch
 from lowloss.errors import LowlossError
 from lowloss.models import arch_options, build_model
+
+logger = logging.getLogger(__name__)
 
 EVAL_BATCH = 2048
 MOMENTUM_PREFIX = "momentum::"
@@ -104,8 +107,9 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, checkpoint: Path
                                 weight_decay=config.weight_decay)
     history: list[dict] = []
     start = 0
-    if checkpoint is not None and checkpoint.exists():
-        start, history = _resume(checkpoint, identity, model, optimizer, device)
+    resumed = resumable_checkpoint(checkpoint, identity) if checkpoint is not None else None
+    if resumed is not None:
+        start, history = _resume(resumed, model, optimizer, device)
     n = len(data.x_train)
     bar = tqdm(range(start, config.epochs), desc=desc, unit="epoch", initial=start,
                total=config.epochs, disable=not progress)
@@ -152,11 +156,26 @@ def _save_checkpoint(path: Path, identity: str, epoch: int, model: nn.Module,
     save_weights(path, tensors, {"kind": "checkpoint", "identity": identity, "epoch": epoch, "history": history})
 
 
-def _resume(path: Path, identity: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-            device: torch.device) -> tuple[int, list[dict]]:
+def resumable_checkpoint(path: Path, identity: str) -> Artifact | None:
+    """The checkpoint at `path` when it was written by this very run (same `identity`), else None.
+
+    A checkpoint left by a run of another configuration (say, the epochs changed after an
+    interruption) cannot be resumed; it is discarded with a warning and the run starts afresh,
+    which is what re-running a changed configuration means.
+    """
+    if not path.exists():
+        return None
     artifact = load_weights(path)
-    if artifact.meta.get("kind") != "checkpoint" or artifact.meta.get("identity") != identity:
-        raise ArtifactError(f"{path}: checkpoint belongs to another training run; delete it to start afresh")
+    if artifact.meta.get("kind") == "checkpoint" and artifact.meta.get("identity") == identity:
+        return artifact
+    logger.warning("%s: checkpoint of another configuration, starting afresh", path)
+    path.unlink()
+    sidecar_path(path).unlink(missing_ok=True)
+    return None
+
+
+def _resume(artifact: Artifact, model: nn.Module, optimizer: torch.optim.Optimizer,
+            device: torch.device) -> tuple[int, list[dict]]:
     state = {k: v for k, v in artifact.tensors.items() if not k.startswith(MOMENTUM_PREFIX)}
     model.load_state_dict(state)
     for name, param in model.named_parameters():

@@ -40,7 +40,7 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from lowloss.artifacts import Artifact, ArtifactError, load_weights, save_weights
+from lowloss.artifacts import Artifact, ArtifactError, save_weights
 from lowloss.connect.interpolate import ONE_HIDDEN, butterfly_leg, generalised_arc
 from lowloss.connect.neurons import butterflies
 from lowloss.connect.path import Leg, Path, unstack_params
@@ -51,7 +51,7 @@ from lowloss.evaluate import evaluate_stacked
 from lowloss.models import build_model
 from lowloss.modelset import ModelSet
 from lowloss.spec import Params, Spec
-from lowloss.train import checkpoint_path, config_hash, discard_checkpoint, epoch_generator
+from lowloss.train import checkpoint_path, config_hash, discard_checkpoint, epoch_generator, resumable_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +214,7 @@ class FitConfig:
     seed: int = 0
     t_uniform: bool = False
     checkpoint_every: int = 100
+    max_grad_norm: float = 10.0
 
 
 def learned_leg(theta_a: Params, theta_b: Params, spec: Spec, group: str, nu: Bijection, name: str) -> Leg:
@@ -271,8 +272,9 @@ def optimise(nu: Bijection, objective: Objective, config: FitConfig, checkpoint:
     """
     optimizer = torch.optim.Adam(nu.parameters(), lr=config.lr)
     start, curve = 0, []
-    if checkpoint is not None and checkpoint.exists():
-        start, curve = _resume(checkpoint, identity, nu, optimizer)
+    resumed = resumable_checkpoint(checkpoint, identity) if checkpoint is not None else None
+    if resumed is not None:
+        start, curve = _resume(resumed, nu, optimizer)
     bar = tqdm(range(start, config.steps), desc=desc, unit="step", initial=start, total=config.steps,
                disable=not progress)
     for step in bar:
@@ -281,8 +283,12 @@ def optimise(nu: Bijection, objective: Objective, config: FitConfig, checkpoint:
             raise LowlossError(f"fitting ν diverged at step {step + 1} (loss {loss.item()}); lower --lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        curve.append({"step": step + 1, "loss": loss.item(), **record})
+        grad_norm = nn.utils.clip_grad_norm_(nu.parameters(), config.max_grad_norm)
+        if torch.isfinite(grad_norm):  # ν⁻¹ can overflow on a rare pair: skip that step, keep Adam's moments finite
+            optimizer.step()
+        else:
+            logger.warning("step %d: non-finite gradient, step skipped", step + 1)
+        curve.append({"step": step + 1, "loss": loss.item(), "grad_norm": grad_norm.item(), **record})
         bar.set_postfix(loss=f"{loss.item():.4f}")
         logger.debug("step %d loss %.6f %s", step + 1, loss.item(), record)
         if checkpoint is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
@@ -299,10 +305,7 @@ def _save_checkpoint(path: FilePath, identity: str, step: int, nu: Bijection, op
     save_weights(path, tensors, {"kind": "checkpoint", "identity": identity, "step": step, "curve": curve})
 
 
-def _resume(path: FilePath, identity: str, nu: Bijection, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict]]:
-    artifact = load_weights(path)
-    if artifact.meta.get("kind") != "checkpoint" or artifact.meta.get("identity") != identity:
-        raise ArtifactError(f"{path}: checkpoint belongs to another fit; delete it to start afresh")
+def _resume(artifact: Artifact, nu: Bijection, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict]]:
     nu.load_state_dict({k: v for k, v in artifact.tensors.items() if not k.startswith(OPTIMIZER_PREFIX)})
     state: dict[int, dict] = {}
     for name, value in artifact.tensors.items():
