@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lowloss.artifacts import read_meta, sidecar_path
+from lowloss.cli import main
 from lowloss.data import load_dataset
 from lowloss.train import TrainConfig, train_endpoint
 
@@ -21,6 +25,27 @@ def run_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
     if check and result.returncode != 0:
         raise AssertionError(f"lowloss {' '.join(map(str, args))} failed:\n{result.stderr}")
     return result
+
+
+def run_main(capsys, *args) -> subprocess.CompletedProcess:
+    """The CLI in this process (no interpreter start-up), captured like `run_cli`."""
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+def copy_model(source: Path, target: Path) -> Path:
+    """Copy a weight file and its sidecar; returns the copy's path."""
+    shutil.copy(source, target)
+    shutil.copy(sidecar_path(source), sidecar_path(target))
+    return target
+
+
+def copy_with_meta(source: Path, target: Path, **changes) -> Path:
+    """A copy of a model file whose sidecar says something else (its hash still matches the tensors)."""
+    copy_model(source, target)
+    sidecar_path(target).write_text(json.dumps({**read_meta(source), **changes}))
+    return target
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -7,21 +7,13 @@ import pytest
 import torch
 
 from lowloss.artifacts import load_weights
-from lowloss.cli import main
 from lowloss.data import load_dataset
 from lowloss.train import TrainConfig, train_endpoint
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, run_main
 
 METHODS = ["linear", "arc", "ot", "linear+wa", "arc+wa", "ot+wa"]
 SUMMARY_KEYS = {"method", "worst_train_acc", "worst_test_acc", "endpoint_test_acc", "seconds", "worst_train_loss",
                 "worst_test_loss", "legs", "points", "out"}
-
-
-def run_main(capsys, *args) -> subprocess.CompletedProcess:
-    """The CLI in this process (no interpreter start-up), captured like `run_cli`."""
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
 
 def summary(result: subprocess.CompletedProcess) -> dict:

@@ -5,11 +5,10 @@ import shutil
 
 import pytest
 
-from lowloss.artifacts import read_meta, sidecar_path
+from lowloss.artifacts import read_meta
 from lowloss.errors import LowlossError
 from lowloss.modelset import load_model_set, write_model_set
-from tests.conftest import assert_one_line_error
-from tests.test_connect_cli import run_main
+from tests.conftest import assert_one_line_error, copy_model, copy_with_meta, run_main
 
 WIDTH, EPOCHS = 64, 2
 
@@ -18,19 +17,6 @@ WIDTH, EPOCHS = 64, 2
 def models(digits_endpoints):
     return [digits_endpoints(WIDTH, seed, EPOCHS) for seed in range(3)]
 
-
-def copy_model(source, target):
-    """Copy a weight file and its sidecar; returns the copy's path."""
-    shutil.copy(source, target)
-    shutil.copy(sidecar_path(source), sidecar_path(target))
-    return target
-
-
-def copy_with_meta(source, target, **changes):
-    """A copy of a model file whose sidecar says something else (its hash still matches the tensors)."""
-    copy_model(source, target)
-    sidecar_path(target).write_text(json.dumps({**read_meta(source), **changes}))
-    return target
 
 
 def test_manifest_pins_members_by_hash_and_travels_with_its_folder(models, tmp_path):

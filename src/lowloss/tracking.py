@@ -14,7 +14,6 @@ source of truth: any tracking failure is a warning and never changes the command
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
