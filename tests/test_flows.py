@@ -170,6 +170,7 @@ def test_an_exploding_step_is_clipped_or_skipped_and_adam_stays_finite(tmp_path)
     assert all(torch.isfinite(p).all() for p in nu.parameters())
     assert load_weights(checkpoint).meta["step"] == 6  # Adam's moments were finite enough to be saved
 
+
 # --- connectors on a digits model set ------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -136,15 +136,35 @@ class OneHiddenForm:
         parts = [stacked[self.w1].flatten(1)] + ([stacked[self.b1]] if self.b1 else [])
         return torch.cat(parts, 1)
 
-    def pre_activations(self, coeffs: torch.Tensor, basis: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """(T, B, n) hidden pre-activations of every point from the r basis first layers (see `low_rank`)."""
+    def basis_pre_activations(self, basis: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(r, B, n) hidden pre-activations of the r basis first layers (see `low_rank`)."""
         x1 = x.flatten(1)
         d = x1.shape[1]
         n = basis.shape[1] // (d + 1 if self.b1 else d)
         per_basis = torch.einsum("bd,rnd->rbn", x1, basis[:, :n * d].reshape(len(basis), n, d))
-        if self.b1:
-            per_basis = per_basis + basis[:, None, n * d:]
-        return torch.einsum("tr,rbn->tbn", coeffs, per_basis)
+        return per_basis + basis[:, None, n * d:] if self.b1 else per_basis
+
+    def pre_activations(self, coeffs: torch.Tensor, basis: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(T, B, n) hidden pre-activations of every point: its coefficients times the basis'."""
+        return torch.einsum("tr,rbn->tbn", coeffs, self.basis_pre_activations(basis, x))
+
+    def logits_point_by_point(self, stacked: Params, coeffs: torch.Tensor, basis: torch.Tensor,
+                              x: torch.Tensor) -> torch.Tensor:
+        """(T, B, C) logits, each point's (B, n) hidden layer made and consumed in turn.
+
+        A (T, B, n) tensor of every point's hidden layer would go through main memory three times
+        (written, rectified, read); one point's at a time stays in cache, which on a CPU is most of
+        the fast path's time.
+        """
+        per_basis = self.basis_pre_activations(basis, x)
+        out = []
+        for t, point_coeffs in enumerate(coeffs.tolist()):
+            hidden = torch.mul(per_basis[0], point_coeffs[0])
+            for part, coeff in zip(per_basis[1:], point_coeffs[1:]):
+                hidden.add_(part, alpha=coeff)
+            logits = torch.relu_(hidden) @ stacked[self.w2][t].T
+            out.append(logits + stacked[self.b2][t] if self.b2 else logits)
+        return torch.stack(out)
 
     def logits(self, stacked: Params, hidden: torch.Tensor) -> torch.Tensor:
         """(T, B, C) logits from pre-activations (T, B, n), overwritten by their ReLU, and each point's output layer."""
@@ -159,7 +179,7 @@ class OneHiddenForm:
         `factors` = `low_rank(self.first_layer(stacked))`, when the caller evaluates several splits.
         """
         coeffs, basis = factors or low_rank(self.first_layer(stacked))
-        return mean_scores((self.logits(stacked, self.pre_activations(coeffs, basis, x[s:s + batch]))
+        return mean_scores((self.logits_point_by_point(stacked, coeffs, basis, x[s:s + batch])
                             for s in range(0, len(x), batch)), y)
 
     def swap_logits(self, base: Params, hidden: torch.Tensor, logits: torch.Tensor, units: torch.Tensor,
