@@ -22,16 +22,20 @@ def random_perms(model, params, seed=0):
     return {g: torch.randperm(spec.size(params, g), generator=gen) for g in spec.groups}
 
 
-@pytest.mark.parametrize("arch,shape,options", CASES)
-def test_permuting_every_group_keeps_the_function(arch, shape, options):
+def network(arch, shape, options):
+    """(model, its parameters, a batch of inputs), all from seed 0."""
     torch.manual_seed(0)
     model = build_model(arch, shape, 10, options).eval()
-    params = {k: v.detach() for k, v in model.state_dict().items()}
+    return model, {k: v.detach() for k, v in model.state_dict().items()}, torch.randn(7, *shape)
+
+
+@pytest.mark.parametrize("arch,shape,options", CASES)
+def test_permuting_every_group_keeps_the_function(arch, shape, options):
+    model, params, x = network(arch, shape, options)
     spec = model.spec()
     assert set(spec.axes) == set(params), "the spec must cover every state-dict key"
     perms = random_perms(model, params)
     permuted = permute(params, spec, perms)
-    x = torch.randn(7, *shape)
     with torch.no_grad():
         expected = functional_call(model, params, (x,))
         got = functional_call(model, permuted, (x,))
@@ -42,16 +46,13 @@ def test_permuting_every_group_keeps_the_function(arch, shape, options):
 @pytest.mark.parametrize("arch,shape,options", CASES)
 def test_a_wrong_permutation_changes_the_function(arch, shape, options):
     """Guard against a vacuous invariant: permuting only the incoming side must break the network."""
-    torch.manual_seed(0)
-    model = build_model(arch, shape, 10, options).eval()
-    params = {k: v.detach() for k, v in model.state_dict().items()}
+    model, params, x = network(arch, shape, options)
     spec = model.spec()
     group = spec.groups[0]
     perm = torch.roll(torch.arange(spec.size(params, group)), 1)
     broken = dict(params)
     for key in spec.incoming(group):
         broken[key] = params[key][perm]
-    x = torch.randn(7, *shape)
     with torch.no_grad():
         assert not torch.allclose(functional_call(model, broken, (x,)), functional_call(model, params, (x,)))
 
