@@ -51,6 +51,21 @@ class Spec:
         """Keys that read the group's units (the next layer's weights)."""
         return [key for key, axis in self.members(group) if axis != 0]
 
+    def restricted(self, keys) -> Spec:
+        """The spec of only these keys: a group's units then consist of just those tensors' entries."""
+        return Spec({key: self.axes[key] for key in keys})
+
+    def aligned(self, group: str, matched) -> Spec:
+        """The tensors of `group` whose other axes are free of groups not yet in `matched`.
+
+        Matching one group after another, these are the entries of a unit that are comparable between
+        two networks: incoming rows once the previous groups are matched, outgoing columns only where
+        the next layer's rows belong to no unmatched group (the output layer).
+        """
+        keys = [key for key, _ in self.members(group)
+                if all(g is None or g == group or g in matched for g in self.axes[key])]
+        return self.restricted(dict.fromkeys(keys))
+
     def size(self, params: Params, group: str) -> int:
         """Number of units in `group`, read off the tensors (axis 0 of an incoming key)."""
         return params[self.incoming(group)[0]].shape[0]

@@ -7,20 +7,19 @@ import logging
 import time
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from lowloss.artifacts import Artifact, load_weights, save_weights, write_json_atomic, write_text_atomic
 from lowloss.commands.options import add_dataset_options, add_device_option, dataset_from_args
-from lowloss.connect.adjust import DEFAULT_BREAKPOINTS
-from lowloss.connect.matching import SOLVERS
+from lowloss.connect.context import DEFAULT_BREAKPOINTS, OT_SOLVERS, Context, Options, breakpoints
 from lowloss.connect.path import Path as ConnectionPath
-from lowloss.connect.path import stack_params
-from lowloss.connect.registry import Context, get_method
+from lowloss.connect.permutation import SwapLeg
+from lowloss.connect.registry import get_method
 from lowloss.data import Dataset
 from lowloss.errors import LowlossError
-from lowloss.evaluate import evaluate_path, evaluate_stacked, worst_points
+from lowloss.evaluate import endpoint_scores, evaluate_path, worst_points
 from lowloss.models import load_model
+from lowloss.network import Network
 from lowloss.spec import Params
 
 NAME = "connect"
@@ -40,12 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-path", type=Path, help="folder for the path's breakpoints (safetensors)")
     parser.add_argument("--connector", type=Path, help="fitted connector (learned ν) for realnvp-*/iaf-*")
     parser.add_argument("--curve", type=Path, help="fitted curve for garipov-*")
-    parser.add_argument("--matching", type=Path, help="OT matching from `lowloss match` (else computed)")
+    parser.add_argument("--matching", type=Path, help="OT matching from `lowloss match --method M` (else computed)")
     parser.add_argument("--allow-seen", action="store_true", help="allow endpoints a connector was fitted on")
-    parser.add_argument("--wa-breakpoints", type=int, default=DEFAULT_BREAKPOINTS,
-                        help=f"*+wa: breakpoints where the output layer is re-fitted (default {DEFAULT_BREAKPOINTS})")
-    parser.add_argument("--wa-samples", type=int, help="*+wa: training samples of the fit (default all)")
-    parser.add_argument("--ot-solver", choices=SOLVERS, default="emd", help="OT solver (default emd, as the paper)")
+    parser.add_argument("--wa-breakpoints", type=breakpoints, default=DEFAULT_BREAKPOINTS, metavar="K|all",
+                        help=f"*+wa: points per stage where the next layer is re-fitted, or 'all' for every "
+                             f"evaluated t (default {DEFAULT_BREAKPOINTS})")
+    parser.add_argument("--wa-samples", type=int,
+                        help="*+wa, *+bfly: training samples the weight adjustments are fitted on (default all)")
+    parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd",
+                        help="OT solver (default emd, as the paper)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (WA's sample subset)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -71,14 +73,14 @@ def check_dataset(data: Dataset, artifact: Artifact) -> None:
         log.warning("endpoints were trained on %r, evaluating on %r", meta.get("dataset"), data.name)
 
 
+def endpoint_params(artifact_a: Artifact, artifact_b: Artifact, data: Dataset) -> tuple[Params, Params]:
+    """Both endpoints' tensors on the dataset's device."""
+    device = data.x_train.device
+    return tuple({key: value.to(device) for key, value in a.tensors.items()} for a in (artifact_a, artifact_b))
+
+
 def optional_weights(path: Path | None) -> Artifact | None:
     return None if path is None else load_weights(path)
-
-
-def endpoint_metrics(model: nn.Module, endpoints: list[Params], data: Dataset) -> dict[str, torch.Tensor]:
-    """Accuracy of each endpoint per split (the table's swap legs may not contain Θ^B itself)."""
-    stacked = {k: v.to(data.x_train.device, torch.float32) for k, v in stack_params(endpoints).items()}
-    return {split: evaluate_stacked(model, stacked, *data.split(split), batch=4096)[1] for split in ("train", "test")}
 
 
 def save_breakpoints(folder: Path, path: ConnectionPath, meta: dict) -> None:
@@ -97,11 +99,11 @@ def save_breakpoints(folder: Path, path: ConnectionPath, meta: dict) -> None:
         return name
 
     for index, leg in enumerate(path):
-        if "swap_units" in leg.meta:
-            legs.append({"name": leg.name, "swap_units": list(leg.meta["swap_units"])})
+        if isinstance(leg, SwapLeg):
+            legs.append({"name": leg.name, "swap_units": list(leg.units)})
             continue
         legs.append({"name": leg.name, "start": file_of(leg.start, index), "end": file_of(leg.end, index + 1)})
-    if path.legs and "swap_units" in path.legs[-1].meta:
+    if path.legs and isinstance(path.legs[-1], SwapLeg):
         legs.append({"name": "end", "start": file_of(path.theta_b, len(path))})
     write_json_atomic(folder / "path.json", {"method": path.method, "legs": legs})
 
@@ -114,29 +116,24 @@ def run(args: argparse.Namespace) -> dict:
     model, artifact_a, artifact_b = load_endpoints(args.endpoint_a, args.endpoint_b)
     data = dataset_from_args(args)
     check_dataset(data, artifact_a)
-    spec = model.spec()
-    ctx = Context(model, spec, data,
-                  {"wa_breakpoints": args.wa_breakpoints, "wa_samples": args.wa_samples,
-                   "ot_solver": args.ot_solver, "seed": args.seed, "allow_seen": args.allow_seen,
-                   "progress": not args.no_progress},
-                  (artifact_a, artifact_b), connector=optional_weights(args.connector),
-                  curve=optional_weights(args.curve), matching=optional_weights(args.matching))
-    method.check(spec, artifact_a.meta["arch"], ctx)
-    device = data.x_train.device
-    theta_a, theta_b = ({k: v.to(device) for k, v in a.tensors.items()} for a in (artifact_a, artifact_b))
+    options = Options(wa_breakpoints=args.wa_breakpoints, wa_samples=args.wa_samples, ot_solver=args.ot_solver,
+                      seed=args.seed, allow_seen=args.allow_seen, progress=not args.no_progress)
+    ctx = Context(Network(model.to(data.x_train.device)), data, options, (artifact_a, artifact_b),
+                  connector=optional_weights(args.connector), curve=optional_weights(args.curve),
+                  matching=optional_weights(args.matching))
+    method.check(ctx.network, artifact_a.meta["arch"], ctx)
+    theta_a, theta_b = endpoint_params(artifact_a, artifact_b, data)
     path = method.build(theta_a, theta_b, ctx)
-    path.method = method.name
     built = time.perf_counter()
-    table = evaluate_path(model, path, data, args.points, progress=not args.no_progress)
-    worst = worst_points(table)
-    ends = endpoint_metrics(model, [theta_a, theta_b], data)
+    table = evaluate_path(ctx.network, path, data, args.points, progress=not args.no_progress)
+    worst, ends = worst_points(table), endpoint_scores(table)
     if args.save_path is not None:
         save_breakpoints(args.save_path, path, {key: artifact_a.meta.get(key) for key in MODEL_KEYS})
     write_text_atomic(args.out, table.to_csv(index=False))
     return {"method": method.name, "worst_train_acc": worst["train"]["acc"], "worst_test_acc": worst["test"]["acc"],
             "worst_train_loss": worst["train"]["loss"], "worst_test_loss": worst["test"]["loss"],
             "worst_test_position": worst["test"]["position"],
-            "endpoint_train_acc": ends["train"].min().item(), "endpoint_test_acc": ends["test"].min().item(),
+            "endpoint_train_acc": min(ends["train"].values()), "endpoint_test_acc": min(ends["test"].values()),
             "legs": len(path), "points": int((table["split"] == "test").sum()),
             "build_seconds": round(built - started, 3), "seconds": round(time.perf_counter() - started, 3),
             "out": str(args.out)}

@@ -10,7 +10,10 @@ import argparse
 from pathlib import Path
 
 from lowloss.commands.options import add_dataset_options, add_device_option, dataset_from_args
-from lowloss.connect.flows import HIDDEN, LAYERS, METHODS, FitConfig, fit_connector
+from lowloss.connect.flows.connector import fit_connector
+from lowloss.connect.flows.nu import HIDDEN, LAYERS
+from lowloss.connect.flows.optimise import FitConfig
+from lowloss.connect.registry import FLOWS
 from lowloss.device import pick_device
 from lowloss.errors import LowlossError
 from lowloss.modelset import load_model_set
@@ -21,7 +24,7 @@ BATCH_DEFAULTS = {"flow": 256, "bijection": 128}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kind", choices=sorted(METHODS), required=True, help="the connection method to fit ν for")
+    parser.add_argument("--kind", choices=sorted(FLOWS), required=True, help="the connection method to fit ν for")
     parser.add_argument("--model-set", type=Path, required=True, help="manifest written by `lowloss model-set`")
     add_dataset_options(parser)
     add_device_option(parser)
@@ -43,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     model_set = load_model_set(args.model_set)
-    procedure = METHODS[args.kind][1]
+    procedure = FLOWS[args.kind][1]
     config = FitConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size or BATCH_DEFAULTS[procedure],
                        seed=args.seed, t_uniform=args.t_uniform)
     trained_on = model_set.meta["dataset"]

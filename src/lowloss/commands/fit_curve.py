@@ -1,7 +1,8 @@
 """Fit a Garipov et al. curve (PolyChain or Bezier) between two trained endpoints (resumable).
 
 The curve file holds only the trained bends; `lowloss connect A B --method garipov-polychain-3
---curve CURVE.safetensors` evaluates it like any other method.
+--curve CURVE.safetensors` evaluates it like any other method. A curve is named by the method that
+evaluates it: `--method garipov-polychain-3` fits a polychain with 3 control points.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from pathlib import Path
 
 from lowloss.commands.connect import check_dataset, load_endpoints
 from lowloss.commands.options import add_dataset_options, add_device_option, dataset_from_args
-from lowloss.connect.curves import COEFFICIENTS, METHODS, fit_curve, paper_epochs
-from lowloss.errors import LowlossError
+from lowloss.connect.curves import fit_curve, paper_epochs
+from lowloss.connect.registry import CURVES
 from lowloss.train import TrainConfig
 
 NAME = "fit-curve"
@@ -22,9 +23,9 @@ HELP = "train a Garipov et al. polychain or Bezier curve between two endpoints"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_a", type=Path, metavar="A", help="endpoint Θ^A (.safetensors)")
     parser.add_argument("model_b", type=Path, metavar="B", help="endpoint Θ^B (.safetensors)")
-    parser.add_argument("--curve", choices=sorted(COEFFICIENTS), default="polychain", help="curve family")
-    parser.add_argument("--points", type=int, choices=(3, 5), default=3,
-                        help="control points including both endpoints (3 = one bend)")
+    parser.add_argument("--method", choices=list(CURVES), default="garipov-polychain-3",
+                        help="the curve's method: family and control points including both endpoints "
+                             "(garipov-polychain-3 has one bend)")
     add_dataset_options(parser)
     add_device_option(parser)
     defaults = TrainConfig()
@@ -38,16 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    method = f"garipov-{args.curve}-{args.points}"
-    if method not in METHODS:
-        raise LowlossError(f"--curve {args.curve} --points {args.points}: no method evaluates it "
-                           f"(fit one of: {', '.join(METHODS)})")
+    family, points = CURVES[args.method]
     _, model_a, model_b = load_endpoints(args.model_a, args.model_b)
     data = dataset_from_args(args)
     check_dataset(data, model_a)
     config = TrainConfig(epochs=args.epochs or paper_epochs(data.name), lr=args.lr, batch_size=args.batch_size,
                          weight_decay=args.weight_decay, seed=args.seed)
-    meta = fit_curve(args.curve, args.points, model_a, model_b, data, config, args.out,
-                     progress=not args.no_progress)
-    return {"out": str(args.out), "method": method, "epochs": config.epochs,
+    meta = fit_curve(family, points, model_a, model_b, data, config, args.out, progress=not args.no_progress)
+    return {"out": str(args.out), "method": args.method, "epochs": config.epochs,
             "train_loss": meta["history"][-1]["train_loss"], "train_acc": meta["history"][-1]["train_acc"]}

@@ -1,4 +1,4 @@
-"""Compute the OT matching of B's hidden units to A's once, for `connect --method ot|ot+wa --matching`."""
+"""Compute the OT matching a method uses once per pair, for `connect --method M --matching FILE`."""
 
 from __future__ import annotations
 
@@ -6,27 +6,47 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
-from lowloss.commands.connect import load_endpoints
-from lowloss.connect.matching import SOLVERS, find_matching, save_matching
+from lowloss.commands.options import add_dataset_options, add_device_option, dataset_from_args
+from lowloss.connect.context import OT_SOLVERS
 
 NAME = "match"
-HELP = "OT-match the hidden units of two endpoints and save the permutation"
+HELP = "OT-match the units of two endpoints as a method does (ot, ot+wa, ot+bfly) and save the permutations"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("endpoint_a", type=Path, help="Θ^A: a trained model (.safetensors)")
     parser.add_argument("endpoint_b", type=Path, help="Θ^B: a trained model of the same architecture")
+    parser.add_argument("--method", default="ot", help="the method the matching is for: ot (default), ot+wa, ot+bfly")
     parser.add_argument("--out", type=Path, required=True, help="output matching (.safetensors + .json)")
-    parser.add_argument("--ot-solver", choices=SOLVERS, default="emd", help="OT solver (default emd, as the paper)")
+    parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd", help="OT solver (default emd, as the paper)")
+    parser.add_argument("--wa-samples", type=int,
+                        help="route methods: training samples the route's weight adjustments are fitted on (default all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --wa-samples subset")
+    add_dataset_options(parser)
+    add_device_option(parser)
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def run(args: argparse.Namespace) -> dict:
+    import torch
+
+    from lowloss.commands.connect import check_dataset, endpoint_params, load_endpoints
+    from lowloss.connect.context import Context, Options
+    from lowloss.connect.matching import save_matching
+    from lowloss.connect.registry import get_method
+    from lowloss.network import Network
+
     started = time.perf_counter()
+    method = get_method(args.method)
     model, artifact_a, artifact_b = load_endpoints(args.endpoint_a, args.endpoint_b)
-    perms = find_matching(artifact_a.tensors, artifact_b.tensors, model.spec(), args.ot_solver)
-    save_matching(args.out, perms, (artifact_a, artifact_b), args.ot_solver)
-    moved = {group: int((perm != torch.arange(len(perm))).sum()) for group, perm in perms.items()}
-    return {"out": str(args.out), "solver": args.ot_solver, "units_moved": moved,
+    data = dataset_from_args(args)
+    check_dataset(data, artifact_a)
+    ctx = Context(Network(model.to(data.x_train.device)), data,
+                  Options(wa_samples=args.wa_samples, ot_solver=args.ot_solver, seed=args.seed,
+                          progress=not args.no_progress), (artifact_a, artifact_b))
+    method.check(ctx.network, artifact_a.meta["arch"], ctx)
+    perms, fitted = method.match(*endpoint_params(artifact_a, artifact_b, data), ctx)
+    save_matching(args.out, perms, method.name, (artifact_a, artifact_b), args.ot_solver, fitted)
+    moved = {group: int((perm.cpu() != torch.arange(len(perm))).sum()) for group, perm in perms.items()}
+    return {"out": str(args.out), "method": method.name, "solver": args.ot_solver, "units_moved": moved,
             "seconds": round(time.perf_counter() - started, 3)}

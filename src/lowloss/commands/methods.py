@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lowloss.connect.registry import METHODS, get_method
+from lowloss.connect.registry import METHODS
 
 NAME = "methods"
 HELP = "list the connection methods with a one-line description each"
@@ -15,7 +15,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    get_method("linear")  # imports every method module, so the registry is complete
     width = max(len(name) for name in METHODS)
     for name in sorted(METHODS):
         method = METHODS[name]
@@ -23,5 +22,6 @@ def run(args: argparse.Namespace) -> None:
             print(name)
             continue
         needs = "".join(f", needs --{need}" for need in method.needs)
-        print(f"{name:<{width}}  {method.description} [{method.applies_to}{needs}]")
+        accepts = "".join(f", takes --{optional}" for optional in method.accepts)
+        print(f"{name:<{width}}  {method.description} [{method.applies_to}{needs}{accepts}]")
     return None

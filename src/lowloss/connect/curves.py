@@ -22,7 +22,8 @@ from torch.func import functional_call
 
 from lowloss.artifacts import Artifact, save_weights
 from lowloss.connect.path import Leg, Path, chain, interpolate, unstack_params
-from lowloss.connect.registry import Context, register
+from lowloss.connect.context import Context
+from lowloss.connect.registry import CURVES
 from lowloss.data import Dataset
 from lowloss.errors import LowlossError
 from lowloss.models import model_from_artifact
@@ -31,8 +32,6 @@ from lowloss.train import Objective, TrainConfig, checkpoint_path, config_hash, 
 
 PAPER_EPOCHS = {"cifar10": 200}  # the paper's curve budgets: 200 epochs on CIFAR-10, 60 otherwise
 DEFAULT_EPOCHS = 60
-METHODS = {"garipov-polychain-3": ("polychain", 3), "garipov-polychain-5": ("polychain", 5),
-           "garipov-bezier-3": ("bezier", 3)}
 
 
 def polychain_coefficients(t: torch.Tensor, n_points: int) -> torch.Tensor:
@@ -163,7 +162,7 @@ def fit_curve(kind: str, n_points: int, model_a: Artifact, model_b: Artifact, da
 
 def load_bends(theta_a: Params, ctx: Context, method: str) -> list[Params]:
     """The bends of the fitted curve in `ctx.curve`, checked against the method and the endpoints (sha256)."""
-    kind, n_points = METHODS[method]
+    kind, n_points = CURVES[method]
     artifact = ctx.curve
     meta = artifact.meta
     if meta.get("kind") != "curve":
@@ -183,25 +182,11 @@ def load_bends(theta_a: Params, ctx: Context, method: str) -> list[Params]:
     return [{key: artifact.tensors[bend_key(i, key)].to(theta_a[key]) for key in theta_a} for i in indices]
 
 
-def _build(method: str) -> Callable[[Params, Params, Context], Path]:
-    """Path builder of a registered Garipov method: a polychain's straight legs, or one Bezier leg."""
-    kind, n_points = METHODS[method]
-
-    def build(theta_a: Params, theta_b: Params, ctx: Context) -> Path:
-        control = [theta_a, *load_bends(theta_a, ctx, method), theta_b]
-        if kind == "polychain":
-            names = ["A", *(f"bend{i}" for i in range(1, n_points - 1)), "B"]
-            return Path(chain(control, [f"{a}-{b}" for a, b in zip(names, names[1:])]), method=method)
-        return Path([Leg(theta_a, theta_b, kind, fn=lambda t: combine(control, bezier_coefficients(t, n_points)))],
-                    method=method)
-
-    return build
-
-
-def _register_methods() -> None:
-    for method, (kind, n_points) in METHODS.items():
-        register(method, f"Garipov et al.'s {kind} curve with {n_points} control points, trained (baseline)",
-                 needs=("curve",))(_build(method))
-
-
-_register_methods()
+def curve_path(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> Path:
+    """A fitted curve's path: a polychain's straight legs through its bends, or one Bezier leg."""
+    kind, n_points = CURVES[method]
+    control = [theta_a, *load_bends(theta_a, ctx, method), theta_b]
+    if kind == "polychain":
+        names = ["A", *(f"bend{i}" for i in range(1, n_points - 1)), "B"]
+        return Path(chain(control, [f"{a}-{b}" for a, b in zip(names, names[1:])]))
+    return Path([Leg(theta_a, theta_b, kind, fn=lambda t: combine(control, bezier_coefficients(t, n_points)))])

@@ -1,26 +1,25 @@
-"""Linear (eq. 5), arc (eq. 6) and the generalised arc through a bijection ν (eq. 7), neuron by neuron.
+"""Linear (eq. 5), arc (eq. 6) and the generalised arc through a bijection ν (eq. 7), unit by unit.
 
-The distributional methods of §3.2–3.3 move each hidden unit's butterfly vector from its value in
-Θ^A to its value in Θ^B; tensors outside the hidden group (the output bias) are interpolated
-linearly. `generalised_arc` is the one formula; `butterfly_leg` turns any such butterfly-level
-curve into a `Leg` over full parameter sets, so learned bijections reuse both.
+The distributional methods move each hidden unit's vector from its value in Θ^A to its value in Θ^B;
+tensors outside every unit (the output bias) are interpolated linearly. `generalised_arc` is the one
+formula; `units_leg` turns unit-level curves of one or more groups into a `Leg` over full parameter
+sets, so arcs, learned bijections and the layer-wise stages share it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.func import vmap
 
+from lowloss.connect.context import Context
 from lowloss.connect.neurons import butterflies, from_butterflies
 from lowloss.connect.path import Leg, Path, interpolate
-from lowloss.connect.registry import Context, one_hidden_layer, register
 from lowloss.spec import Params, Spec
-
-ONE_HIDDEN = "networks with one hidden layer"
 
 
 def identity(x: Tensor) -> Tensor:
@@ -31,9 +30,9 @@ def generalised_arc(x: Tensor, y: Tensor, t: Tensor, forward: Callable[[Tensor],
                     inverse: Callable[[Tensor], Tensor] = identity) -> Tensor:
     """Eq. (7): ψ(t) = ν⁻¹[cos(πt/2) ν(X) + sin(πt/2) ν(Y)] for every t, row by row.
 
-    x, y: (n, D) samples (one butterfly per row); t: (T,). `forward` = ν is applied once to x and
-    once to y, `inverse` = ν⁻¹ once to the (T·n, D) flattened mix. Returns (T, n, D). With ν the
-    identity this is Proposition 1's arc; with ν(x) = x − μ it is the arc connection, eq. (6).
+    x, y: (n, D) samples (one unit per row); t: (T,). `forward` = ν is applied once to x and once to
+    y, `inverse` = ν⁻¹ once to the (T·n, D) flattened mix. Returns (T, n, D). With ν the identity this
+    is Proposition 1's arc; with ν(x) = x − μ it is the arc connection, eq. (6).
     Exact endpoints are not promised here (cos(π/2) is not 0 in floating point): `Leg.at` restores them.
     """
     t = torch.as_tensor(t, dtype=torch.float64, device=x.device).flatten()
@@ -45,42 +44,65 @@ def generalised_arc(x: Tensor, y: Tensor, t: Tensor, forward: Callable[[Tensor],
     return inverse(mix.flatten(0, 1)).reshape(len(t), *x.shape)
 
 
-def butterfly_leg(theta_a: Params, theta_b: Params, spec: Spec, group: str,
-                  butterflies_at: Callable[[Tensor], Tensor], name: str) -> Leg:
-    """A leg whose hidden `group` follows `butterflies_at(t) -> (T, n, D)`; every other tensor is linear.
+@dataclass(frozen=True)
+class UnitCurve:
+    """The units of `group`, as `spec` lays them out (a sub-spec moves part of each unit), following
+    `at(t) -> (T, n, D)`."""
 
-    The butterfly layout is `neurons.butterflies(·, spec, group)`; pass a sub-spec (e.g. incoming keys
-    only) to move only part of each unit. Endpoints are exact through `Leg.at`.
-    """
-    group_keys = list(dict.fromkeys(key for key, _ in spec.members(group)))
+    spec: Spec
+    group: str
+    at: Callable[[Tensor], Tensor]
 
-    def write(units: Tensor) -> Params:
-        written = from_butterflies(theta_a, spec, group, units)
-        return {key: written[key] for key in group_keys}
+    @property
+    def keys(self) -> list[str]:
+        return list(dict.fromkeys(key for key, _ in self.spec.members(self.group)))
+
+
+def units_leg(theta_a: Params, theta_b: Params, curves: Sequence[UnitCurve], name: str) -> Leg:
+    """A leg on which every curve's units follow it and every other tensor is linear; exact endpoints
+    through `Leg.at`."""
+    moved = {key for curve in curves for key in curve.keys}
 
     def fn(t: Tensor) -> Params:
-        others = {key: value for key, value in theta_a.items() if key not in group_keys}
-        points = interpolate(others, theta_b, t)
-        points.update(vmap(write)(butterflies_at(t)))
+        points = interpolate({key: value for key, value in theta_a.items() if key not in moved}, theta_b, t)
+        for curve in curves:
+            def write(units: Tensor, curve: UnitCurve = curve) -> Params:
+                written = from_butterflies(theta_a, curve.spec, curve.group, units)
+                return {key: written[key] for key in curve.keys}
+
+            points.update(vmap(write)(curve.at(t)))
         return points
 
     return Leg(theta_a, theta_b, name, fn)
 
 
-def arc_leg(theta_a: Params, theta_b: Params, spec: Spec, group: str, name: str = "arc") -> Leg:
-    """Eq. (6) on the group's butterflies; μ is the mean butterfly of both networks pooled."""
+def arc_curve(theta_a: Params, theta_b: Params, spec: Spec, group: str) -> UnitCurve:
+    """Eq. (6) on the group's units as `spec` lays them out; μ is their mean over both networks pooled."""
     x, y = butterflies(theta_a, spec, group), butterflies(theta_b, spec, group)
     mu = torch.cat([x, y]).mean(0)
-    return butterfly_leg(theta_a, theta_b, spec, group,
-                         lambda t: generalised_arc(x, y, t, lambda v: v - mu, lambda z: z + mu), name)
+    return UnitCurve(spec, group, lambda t: generalised_arc(x, y, t, lambda v: v - mu, lambda z: z + mu))
 
 
-@register("linear", "straight segment (1-t)Θ^A + tΘ^B, eq. (5)")
-def linear_path(theta_a: Params, theta_b: Params, ctx: Context) -> Path:
-    return Path([Leg(theta_a, theta_b, "linear")], "linear")
+def unit_partition(spec: Spec) -> list[tuple[Spec, str]]:
+    """Every hidden group with the tensors that make up its units, each tensor in exactly one group.
+
+    A group's units are its incoming rows (filters) and biases; the last group's units also carry the
+    output layer's columns, whose rows are the classes rather than exchangeable units. With one hidden
+    group these are the butterflies of §3.
+    """
+    return [(spec.aligned(group, spec.groups[:k]), group) for k, group in enumerate(spec.groups)]
 
 
-@register("arc", "arc connection of the hidden units' butterflies around their pooled mean, eq. (6)",
-          applies=one_hidden_layer, applies_to=ONE_HIDDEN)
-def arc_path(theta_a: Params, theta_b: Params, ctx: Context) -> Path:
-    return Path([arc_leg(theta_a, theta_b, ctx.spec, ctx.spec.groups[0])], "arc")
+def arc_leg(theta_a: Params, theta_b: Params, spec: Spec, name: str = "arc") -> Leg:
+    """Eq. (6) on every group's units at once, each group around its own pooled mean."""
+    return units_leg(theta_a, theta_b, [arc_curve(theta_a, theta_b, part, group) for part, group in
+                                        unit_partition(spec)], name)
+
+
+def linear_path(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> Path:
+    return Path([Leg(theta_a, theta_b, "linear")])
+
+
+def arc_path(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> Path:
+    """Arc of §3.2 on all layers at once (§5.2: no layer-wise stages)."""
+    return Path([arc_leg(theta_a, theta_b, ctx.spec)])

@@ -1,27 +1,32 @@
-"""Optimal-transport neuron matching (§3.4): find a permutation of B's hidden units, save it, check it.
+"""Optimal-transport unit matching (§3.4): find a permutation of B's units per group, save it, check it.
 
-"Find" and "apply" are apart: `find_matching` returns {group: perm} (unit i of the matched network is
-unit perm[i] of Θ^B), which is saved with the endpoints' hashes and applied later by the pure
-`lowloss.spec.permute`. The cost is the squared Euclidean distance between butterfly vectors with
-uniform weights; for two clouds of equal size the optimal plan is a permutation (Birkhoff), so POT's
-exact network simplex (`ot.emd`, as in the paper) and SciPy's assignment solver give the same matching.
+"Find" and "apply" are apart: a matching is {group: perm} (unit i of the matched network is unit
+perm[i] of Θ^B), saved with the endpoints' hashes and the method it is for, and applied later by the
+pure `lowloss.spec.permute`. The cost is the squared Euclidean distance between the units' vectors
+with uniform weights; for two clouds of equal size the optimal plan is a permutation (Birkhoff), so
+POT's exact network simplex (`ot.emd`, as in the paper) and SciPy's assignment solver agree.
+
+What a unit's vector holds depends on the method: `ot` matches whole networks group after group on
+the entries that are already aligned (`Spec.aligned`); `*+wa` match a layer's rows (§3.5, §4.1);
+`*+bfly` match a stage's butterflies. The route methods' matchings depend on the route's points,
+hence on the data they were fitted on, which the file records and `connect` checks.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from lowloss.artifacts import Artifact, save_weights
+from lowloss.connect.context import OT_SOLVERS, Context
 from lowloss.connect.neurons import butterflies
-from lowloss.connect.registry import Context
 from lowloss.errors import LowlossError
-from lowloss.spec import Params, Spec
+from lowloss.spec import Params, Spec, permute
 
-SOLVERS = ("emd", "scipy")
 PREFIX = "perm."
 
 
@@ -33,8 +38,8 @@ def squared_distances(x: Tensor, y: Tensor) -> np.ndarray:
 
 def ot_permutation(x: Tensor, y: Tensor, solver: str = "emd") -> Tensor:
     """Index perm with y[perm] matched to x: the optimal transport map between two equal-size clouds."""
-    if solver not in SOLVERS:
-        raise LowlossError(f"unknown OT solver {solver!r} (known: {', '.join(SOLVERS)})")
+    if solver not in OT_SOLVERS:
+        raise LowlossError(f"unknown OT solver {solver!r} (known: {', '.join(OT_SOLVERS)})")
     if x.shape != y.shape:
         raise LowlossError(f"cannot match {tuple(x.shape)} neurons to {tuple(y.shape)}: sizes differ")
     cost = squared_distances(x, y)
@@ -54,39 +59,55 @@ def ot_permutation(x: Tensor, y: Tensor, solver: str = "emd") -> Tensor:
     return torch.as_tensor(perm, dtype=torch.int64)
 
 
-def find_matching(theta_a: Params, theta_b: Params, spec: Spec, solver: str = "emd") -> dict[str, Tensor]:
-    """OT matching of B's hidden units to A's, per group, on butterfly vectors.
+def match_group(theta_a: Params, theta_b: Params, spec: Spec, group: str, solver: str = "emd") -> Tensor:
+    """OT permutation of `group`'s units of Θ^B onto Θ^A's, on the entries `spec` gives a unit."""
+    return ot_permutation(butterflies(theta_a, spec, group), butterflies(theta_b, spec, group), solver)
 
-    Exact for one hidden group (the paper's §3.4); with several groups each is matched on its own
-    butterflies, without re-reading the others' permutation.
+
+def sequential_matching(theta_a: Params, theta_b: Params, spec: Spec, solver: str = "emd") -> dict[str, Tensor]:
+    """Every group of a network, input side first, each on the entries its matched predecessors align.
+
+    Matching a group on entries that still carry an unmatched group's order would compare unrelated
+    numbers; matching group after group in B's partly permuted basis recovers a planted permutation of
+    every group. For one hidden group this is the paper's butterfly matching (§3.4).
     """
-    return {group: ot_permutation(butterflies(theta_a, spec, group), butterflies(theta_b, spec, group), solver)
-            for group in spec.groups}
+    perms: dict[str, Tensor] = {}
+    for group in spec.groups:
+        aligned_b = permute(theta_b, spec, perms)
+        perms[group] = match_group(theta_a, aligned_b, spec.aligned(group, perms), group, solver)
+    return perms
 
 
-def save_matching(path: str | os.PathLike, perms: dict[str, Tensor], endpoints: tuple[Artifact, Artifact],
-                  solver: str) -> None:
-    """Write the permutations with the endpoints' content hashes (so a matching is never reused by mistake)."""
+def save_matching(path: str | os.PathLike, perms: dict[str, Tensor], method: str, endpoints: tuple[Artifact, Artifact],
+                  solver: str, fitted: dict | None = None) -> None:
+    """Write the permutations with the method they are for, the endpoints' hashes, and for route methods
+    what their route was fitted on (dataset, samples, seed)."""
     save_weights(path, {PREFIX + group: perm for group, perm in perms.items()},
-                 {"kind": "matching", "solver": solver, "groups": list(perms),
-                  "endpoint_a_sha256": endpoints[0].meta.get("sha256"),
+                 {"kind": "matching", "method": method, "solver": solver, "groups": list(perms),
+                  "fitted": fitted, "endpoint_a_sha256": endpoints[0].meta.get("sha256"),
                   "endpoint_b_sha256": endpoints[1].meta.get("sha256")})
 
 
-def load_matching(matching: Artifact, endpoints: tuple[Artifact, Artifact] | None, theta_b: Params,
-                  spec: Spec) -> dict[str, Tensor]:
-    """The permutations of a matching file, checked against the endpoints and the spec."""
+def load_matching(matching: Artifact, method: str, ctx: Context, theta_b: Params, fitted: dict | None = None,
+                  ) -> dict[str, Tensor]:
+    """The permutations of a matching file, checked against the method, the endpoints, the fit and the spec."""
     path, meta = matching.path, matching.meta
     if meta.get("kind") != "matching":
         raise LowlossError(f"{path}: not a matching (kind {meta.get('kind')!r})")
-    if endpoints is not None:
-        fitted = (meta.get("endpoint_a_sha256"), meta.get("endpoint_b_sha256"))
-        given = tuple(artifact.meta.get("sha256") for artifact in endpoints)
-        if fitted != given:
+    if meta.get("method") != method:
+        raise LowlossError(f"{path}: matching was computed for method {meta.get('method')!r}, not {method!r} "
+                           f"(run `lowloss match --method {method}`)")
+    if ctx.endpoints is not None:
+        computed_for = (meta.get("endpoint_a_sha256"), meta.get("endpoint_b_sha256"))
+        if computed_for != tuple(artifact.meta.get("sha256") for artifact in ctx.endpoints):
             raise LowlossError(f"{path}: matching was computed for other endpoints "
-                               f"(run `lowloss match {endpoints[0].path} {endpoints[1].path}`)")
+                               f"(run `lowloss match {ctx.endpoints[0].path} {ctx.endpoints[1].path}`)")
+    if meta.get("fitted") != fitted:
+        raise LowlossError(f"{path}: matching was computed on a route fitted with {meta.get('fitted')}, "
+                           f"this one is fitted with {fitted}")
     perms = {key.removeprefix(PREFIX): tensor.long() for key, tensor in matching.tensors.items()}
-    if set(perms) != set(spec.groups):
+    spec = ctx.spec
+    if not set(perms) <= set(spec.groups):
         raise LowlossError(f"{path}: matching covers groups {sorted(perms)}, the network has {spec.groups}")
     for group, perm in perms.items():
         n = spec.size(theta_b, group)
@@ -95,8 +116,9 @@ def load_matching(matching: Artifact, endpoints: tuple[Artifact, Artifact] | Non
     return perms
 
 
-def matching_for(theta_a: Params, theta_b: Params, ctx: Context) -> dict[str, Tensor]:
-    """The context's matching file when given (`--matching`), else a fresh OT matching."""
+def matching_for(method: str, ctx: Context, theta_b: Params, compute: Callable[[], dict[str, Tensor]],
+                 fitted: dict | None = None) -> dict[str, Tensor]:
+    """The context's matching file when given (`--matching`), checked; else `compute()`."""
     if ctx.matching is not None:
-        return load_matching(ctx.matching, ctx.endpoints, theta_b, ctx.spec)
-    return find_matching(theta_a, theta_b, ctx.spec, ctx.options.get("ot_solver") or "emd")
+        return load_matching(ctx.matching, method, ctx, theta_b, fitted)
+    return compute()

@@ -8,7 +8,7 @@ takes a vector of t and returns every tensor stacked along a new leading axis, r
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -39,8 +39,8 @@ class Leg:
     """One piece of a path: `start` at t = 0, `end` at t = 1, `fn(t) -> stacked params` between.
 
     `fn` defaults to the straight segment. `eval_ts` overrides the evaluation grid (a permutation-stage
-    swap is evaluated at its midpoint only). `meta` carries what an evaluator may exploit (e.g. which
-    hidden units change on this leg).
+    swap is evaluated at its midpoint only). `stage` numbers the route's stage the leg belongs to
+    (§4.1: stage k runs from Θ_k^AB to Θ_{k+1}^AB, Θ_1^AB = Θ^A); 0 for methods without a route.
     """
 
     start: Params
@@ -48,7 +48,7 @@ class Leg:
     name: str = "leg"
     fn: Callable[[torch.Tensor], Params] | None = None
     eval_ts: tuple[float, ...] | None = None
-    meta: dict = field(default_factory=dict)
+    stage: int = 0
 
     def at(self, t: torch.Tensor | Sequence[float]) -> Params:
         """Stacked parameters at each t; rows with t == 0 or t == 1 are the breakpoints themselves."""
@@ -102,3 +102,10 @@ def chain(breakpoints: Sequence[Params], names: Sequence[str] | None = None) -> 
     """Straight legs through consecutive breakpoints (a polyline in weight space)."""
     names = names or [f"leg{i}" for i in range(len(breakpoints) - 1)]
     return [Leg(a, b, name) for a, b, name in zip(breakpoints, breakpoints[1:], names)]
+
+
+def in_stage(legs: Sequence[Leg], stage: int) -> list[Leg]:
+    """The legs, marked as stage `stage` of a route."""
+    for leg in legs:
+        leg.stage = stage
+    return list(legs)

@@ -1,4 +1,4 @@
-"""The permutation stage of §3.4 and the `ot` method: OT leg to the matched Θ^B, then one leg per swap.
+"""The permutation stage of §3.4 and the `ot` method: a straight leg to the matched Θ^B, then one leg per swap.
 
 After the OT leg the network is Θ^B with its units in A's order. The stage restores B's order by
 swaps: leg k moves the unit that belongs at position i from position j to i (and the unit at i to j)
@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from lowloss.connect.interpolate import ONE_HIDDEN
-from lowloss.connect.matching import matching_for
+from lowloss.connect.context import Context
+from lowloss.connect.matching import matching_for, sequential_matching
 from lowloss.connect.path import Leg, Path
-from lowloss.connect.registry import Context, one_hidden_layer, register
 from lowloss.spec import Params, Spec, permute
 
 CACHED_BREAKPOINTS = 3
@@ -76,23 +75,26 @@ class PermutationStage:
 class SwapLeg(Leg):
     """Leg `step` of a permutation stage, evaluated at its midpoint; breakpoints are built on demand.
 
-    `meta` names the two base units that move (`swap_units`), the stage's `swap_base` and
-    `swap_group`: enough for an evaluator to update the base's activations instead of a forward pass.
+    Along it, base units `units` = (u, v) of group `swaps.group` trade places: enough for an evaluator
+    to update the base's activations (`swaps.base`) instead of running a forward pass.
     """
 
-    def __init__(self, stage: PermutationStage, step: int):
-        self.stage, self.step = stage, step
-        self.name, self.fn, self.eval_ts = f"swap-{stage.group}-{step}", None, (0.5,)
-        self.meta = {"swap_base": stage.base, "swap_group": stage.group,
-                     "swap_units": tuple(stage.units[step].tolist())}
+    def __init__(self, swaps: PermutationStage, step: int):
+        self.swaps, self.step = swaps, step
+        self.name, self.fn, self.eval_ts, self.stage = f"swap-{swaps.group}-{step}", None, (0.5,), 0
+
+    @property
+    def units(self) -> tuple[int, int]:
+        u, v = self.swaps.units[self.step].tolist()
+        return u, v
 
     @property
     def start(self) -> Params:
-        return self.stage.params(self.step)
+        return self.swaps.params(self.step)
 
     @property
     def end(self) -> Params:
-        return self.stage.params(self.step + 1)
+        return self.swaps.params(self.step + 1)
 
 
 def permutation_stage(base: Params, spec: Spec, group: str, perm: Tensor) -> PermutationStage:
@@ -134,14 +136,18 @@ def permutation_legs(theta_b: Params, spec: Spec, perms: dict[str, Tensor]) -> l
     return legs
 
 
-def ot_legs(theta_a: Params, theta_b: Params, ctx: Context) -> tuple[Leg, list[Leg]]:
-    """The OT leg Θ^A -> matched Θ^B and the swap legs from there to Θ^B (shared by `ot` and `ot+wa`)."""
-    perms = matching_for(theta_a, theta_b, ctx)
-    return Leg(theta_a, permute(theta_b, ctx.spec, perms), "ot"), permutation_legs(theta_b, ctx.spec, perms)
+def matched_legs(theta_a: Params, theta_b: Params, spec: Spec, perms: dict[str, Tensor], name: str = "ot"
+                 ) -> list[Leg]:
+    """A straight leg Θ^A -> Θ^B with its units in A's order, then the permutation stages back to Θ^B."""
+    return [Leg(theta_a, permute(theta_b, spec, perms), name), *permutation_legs(theta_b, spec, perms)]
 
 
-@register("ot", "OT matching of the butterflies, a straight leg to the matched Θ^B, then one leg per "
-          "neuron swap (§3.4)", applies=one_hidden_layer, applies_to=ONE_HIDDEN)
-def ot_path(theta_a: Params, theta_b: Params, ctx: Context) -> Path:
-    first, swaps = ot_legs(theta_a, theta_b, ctx)
-    return Path([first, *swaps], "ot")
+def ot_matching(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> tuple[dict[str, Tensor], None]:
+    """The matching `ot` uses (it depends on the endpoints alone)."""
+    return sequential_matching(theta_a, theta_b, ctx.spec, ctx.options.ot_solver), None
+
+
+def ot_path(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> Path:
+    """§3.4 for a whole network: every group OT-matched in turn, a straight leg, then the swaps."""
+    perms = matching_for(method, ctx, theta_b, lambda: ot_matching(method, theta_a, theta_b, ctx)[0])
+    return Path(matched_legs(theta_a, theta_b, ctx.spec, perms))

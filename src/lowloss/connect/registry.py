@@ -1,102 +1,128 @@
-"""Method name -> how to build its path, what it needs and which architectures it applies to.
+"""The one list of connection methods: name, what it does, what it reads, where it applies, who builds it.
 
-Method modules register themselves with `@register(...)`; `lowloss.connect` imports them all, so
-`get_method` sees the complete registry.
+Everything that names methods reads this table: `lowloss connect` and `lowloss methods`, the config
+validation and the workflow's inputs (rules/common.smk). It imports no torch, so listing and
+validating methods is instant; a method's builder (`module:function`) is imported when it is built.
+Adding a method is adding its line here (and the builder it names).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+from lowloss.errors import LowlossError, did_you_mean
+from lowloss.kinds import ANY, ARCHITECTURE_KINDS, INCLUDES, LAYERED, ONE_HIDDEN
 
-from lowloss.artifacts import Artifact
-from lowloss.connect.path import Path
-from lowloss.data import Dataset
-from lowloss.errors import LowlossError
-from lowloss.spec import Params, Spec
+if TYPE_CHECKING:
+    from lowloss.connect.context import Context
+    from lowloss.connect.path import Path
+    from lowloss.network import Network
+    from lowloss.spec import Params
 
+FILE_INPUTS = ("connector", "curve", "matching")
+"""Fitted files a method can read besides its endpoints, each made by its own command."""
 
-@dataclass
-class Context:
-    """What a method may use besides the two endpoints.
+CURVES = {"garipov-polychain-3": ("polychain", 3), "garipov-polychain-5": ("polychain", 5),
+          "garipov-bezier-3": ("bezier", 3)}
+"""Garipov et al.'s curves: method -> (curve family, control points)."""
 
-    `model` is an instance of the endpoints' architecture (for the spec and functional calls),
-    `data` the dataset (weight adjustment reads its training split), `options` method options
-    (e.g. wa_breakpoints, wa_samples, ot_solver), the endpoints' own artifacts (their sidecars carry
-    the hashes that connectors and curves are checked against), and the fitted files a method needs:
-    a connector (learned ν), a curve (Garipov), a matching (OT, computed once per pair).
-    """
+FLOWS = {"realnvp-flow": ("realnvp", "flow"), "iaf-flow": ("iaf", "flow"),
+         "realnvp-bijection": ("realnvp", "bijection")}
+"""Learned connections (§3.3): method -> (ν's architecture, training procedure)."""
 
-    model: nn.Module
-    spec: Spec
-    data: Dataset | None = None
-    options: dict = field(default_factory=dict)
-    endpoints: tuple[Artifact, Artifact] | None = None
-    connector: Artifact | None = None
-    curve: Artifact | None = None
-    matching: Artifact | None = None
-
-    @property
-    def device(self) -> torch.device:
-        return self.data.x_train.device if self.data is not None else torch.device("cpu")
-
-
-Build = Callable[[Params, Params, Context], Path]
-
-
-def one_hidden_layer(spec: Spec) -> bool:
-    """Applies to networks with exactly one hidden-unit group (the paper's §3 setting)."""
-    return len(spec.groups) == 1
-
-
-def any_architecture(spec: Spec) -> bool:
-    return True
+FIRST_LAYERS = {"linear": "straight", "arc": "arcs around their pooled mean, eq. (6)",
+                "ot": "OT matching, a straight leg and the permutation stage"}
 
 
 @dataclass(frozen=True)
 class Method:
-    """A registered connection method."""
+    """A connection method. `needs` are files it cannot do without; `accepts` files it computes itself
+    when not given (an OT matching)."""
 
     name: str
     description: str
-    build: Build
+    builder: str
+    applies_to: str = ANY
     needs: tuple[str, ...] = ()
-    applies: Callable[[Spec], bool] = any_architecture
-    applies_to: str = "any architecture"
+    accepts: tuple[str, ...] = ()
+    matcher: str | None = None
 
-    def check(self, spec: Spec, arch: str, context: Context) -> None:
-        """Raise a one-line error when the method cannot run on this architecture or lacks an input."""
-        if not self.applies(spec):
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Every fitted file the method reads (the workflow makes them all)."""
+        return self.needs + self.accepts
+
+    def applies(self, kind: str) -> bool:
+        """Whether the method runs on a network of `kind` (ANY, LAYERED or ONE_HIDDEN)."""
+        return kind in INCLUDES[self.applies_to]
+
+    def applies_to_architecture(self, arch: str) -> bool:
+        return self.applies(ARCHITECTURE_KINDS[arch])
+
+    def check(self, network: Network, arch: str, context: Context) -> None:
+        """Raise a one-line error when the method cannot run on this network or lacks an input."""
+        if not self.applies(network.kind):
             raise LowlossError(f"method {self.name!r} applies to {self.applies_to}, not to {arch!r}")
         for need in self.needs:
             if getattr(context, need) is None:
                 raise LowlossError(f"method {self.name!r} needs --{need} (see `lowloss methods`)")
 
+    def build(self, theta_a: Params, theta_b: Params, context: Context) -> Path:
+        """The method's path from Θ^A to Θ^B (its builder is imported now)."""
+        path = _function(self.builder)(self.name, theta_a, theta_b, context)
+        path.method = self.name
+        return path
 
-METHODS: dict[str, Method] = {}
+    def match(self, theta_a: Params, theta_b: Params, context: Context) -> tuple[dict, dict | None]:
+        """The OT matching the method uses ({group: perm}) and what it depends on besides the endpoints."""
+        if self.matcher is None:
+            raise LowlossError(f"method {self.name!r} uses no matching (methods that do: "
+                               f"{', '.join(name for name, m in METHODS.items() if m.matcher)})")
+        return _function(self.matcher)(self.name, theta_a, theta_b, context)
 
 
-def register(name: str, description: str, needs: tuple[str, ...] = (),
-             applies: Callable[[Spec], bool] = any_architecture,
-             applies_to: str = "any architecture") -> Callable[[Build], Build]:
-    """Decorator: add a path builder to the registry under `name`."""
+def _function(reference: str):
+    """The function named by 'module:function', imported now."""
+    module, _, function = reference.partition(":")
+    return getattr(importlib.import_module(module), function)
 
-    def add(build: Build) -> Build:
-        if name in METHODS:
-            raise ValueError(f"method {name!r} registered twice")
-        METHODS[name] = Method(name, description, build, needs, applies, applies_to)
-        return build
 
-    return add
+def _catalogue() -> dict[str, Method]:
+    layerwise = "lowloss.connect.layerwise:build"
+    methods = [
+        Method("linear", "straight segment (1-t)Θ^A + tΘ^B, eq. (5)", "lowloss.connect.interpolate:linear_path"),
+        Method("arc", "arc, eq. (6), of every hidden group's units around their pooled mean (all layers at once; "
+               "the output layer moves with the last group's units)", "lowloss.connect.interpolate:arc_path",
+               LAYERED),
+        Method("ot", "OT matching of every hidden group in turn, a straight leg to the matched Θ^B, then one leg per "
+               "unit swap (§3.4)", "lowloss.connect.permutation:ot_path", LAYERED, accepts=("matching",),
+               matcher="lowloss.connect.permutation:ot_matching"),
+    ]
+    for first, how in FIRST_LAYERS.items():
+        ot = {"accepts": ("matching",), "matcher": "lowloss.connect.layerwise:route_matching"} if first == "ot" else {}
+        methods.append(Method(f"{first}+wa", f"layer-wise route (§4.1); each stage moves a layer's rows ({how}) and "
+                              f"re-fits the next layer by least squares, eq. (10)", layerwise, LAYERED, **ot))
+        methods.append(Method(f"{first}+bfly", f"layer-wise route (§4.1); each stage moves the butterflies of two "
+                              f"consecutive layers ({how})", layerwise, LAYERED, **ot))
+    for name in FLOWS:
+        kind, procedure = FLOWS[name]
+        objective = "the midpoint loss of V's pairs, eq. (8)" if procedure == "bijection" else "likelihood on V's neurons"
+        label = {"realnvp": "a RealNVP", "iaf": "an IAF"}[kind]
+        methods.append(Method(name, f"generalised arc, eq. (7), through {label} ν fitted by {objective}",
+                              "lowloss.connect.flows.connector:learned_path", ONE_HIDDEN, needs=("connector",)))
+    for name, (family, points) in CURVES.items():
+        methods.append(Method(name, f"Garipov et al.'s {family} curve with {points} control points, trained "
+                              f"(the baseline)", "lowloss.connect.curves:curve_path", needs=("curve",)))
+    return {method.name: method for method in methods}
+
+
+METHODS: dict[str, Method] = _catalogue()
 
 
 def get_method(name: str) -> Method:
-    """The registered method `name`; an unknown name lists the known ones."""
-    import lowloss.connect  # noqa: F401  (registers every method)
-
+    """The method `name`; an unknown name gets the closest known one suggested."""
     if name not in METHODS:
-        raise LowlossError(f"unknown method {name!r} (known: {', '.join(sorted(METHODS))})")
+        raise LowlossError(f"unknown method {name!r}{did_you_mean(name, METHODS)} (known: {', '.join(METHODS)})")
     return METHODS[name]

@@ -1,0 +1,191 @@
+"""The layer-wise route of §4.1, for any chain of dense and conv layers: the `*+wa` and `*+bfly` methods.
+
+Route points: Θ_1^AB = Θ^A and Θ_{k+1}^AB = {W_1^B … W_k^B, W_{k+1}^AB, W_{k+2}^A …}, where
+W_{k+1}^AB = W_{k+1}^A X_k^A [X_k^B]^+ is A's layer k+1 re-fitted to read B's features (eq. 10,
+`adjust_points`). Consecutive points differ only in layers k and k+1, which form a one-hidden-layer
+subnetwork whose input is the same at both ends (B's features) and whose output is nearly the same
+(A's pre-activations of layer k+2), so a stage is connected by a §3 method:
+
+* `*+bfly`: the subnetwork's butterflies (rows or filters of layer k, biases, columns of layer k+1)
+  by linear, arc, or OT and its permutation stage; the last stage goes straight to Θ^B, skipping
+  Θ_n^AB (last paragraph of §4.1).
+* `*+wa`: layer k's rows by linear, arc or OT, layer k+1 re-fitted at K breakpoints (or at every
+  evaluated t) to reproduce A's outputs of layer k+1, plus the extra leg of §3.5 from Θ_k^AB to the
+  first adjusted point; then Θ_n^AB -> Θ^B is linear (the loss is convex in the last layer).
+
+For one hidden layer the route is Θ^A -> Θ_2^AB -> Θ^B: the `*+wa` methods of §3.5, and `linear+bfly`,
+`arc+bfly`, `ot+bfly` equal `linear`, `arc`, `ot`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lowloss.connect.adjust import fit_layer, fitting_samples, replace
+from lowloss.connect.context import ALL, Context
+from lowloss.connect.interpolate import arc_curve, units_leg
+from lowloss.connect.matching import match_group, matching_for
+from lowloss.connect.path import Leg, Path, chain, in_stage, stack_params, unstack_params
+from lowloss.connect.permutation import matched_legs, permutation_stage
+from lowloss.errors import LowlossError
+from lowloss.network import INPUT, Network, after, before
+from lowloss.spec import Params, permute
+
+GRAM_BUDGET = 1 << 31  # bytes of Gram matrices accumulated in one pass over the data
+
+
+def split_name(method: str) -> tuple[str, str]:
+    """'arc+wa' -> ('arc', 'wa')."""
+    first, _, kind = method.partition("+")
+    if first not in ("linear", "arc", "ot") or kind not in ("wa", "bfly"):
+        raise LowlossError(f"{method!r} is not a layer-wise method")
+    return first, kind
+
+
+def adjust_points(network: Network, group: str, points: list[Params], theta_a: Params, x: Tensor) -> list[Params]:
+    """Each point with the layer that reads `group` re-fitted to reproduce Θ^A's outputs of that layer on x.
+
+    The points must share every layer before the one computing `group` (true within a stage): that
+    prefix runs once per batch for all of them.
+    """
+    layer, reader = network.computing(group), network.reading(group)
+    prefix = network.segment(INPUT, before(layer))
+    middle = network.segment(before(layer), before(reader))
+    target = network.segment(INPUT, after(reader))
+    width = reader.module.weight[0].numel() + 1
+    per_pass = max(1, GRAM_BUDGET // (8 * width * width))
+    adjusted = []
+    for begin in range(0, len(points), per_pass):
+        chunk = points[begin:begin + per_pass]
+
+        def inputs(xb: Tensor, chunk: list[Params] = chunk) -> list[Tensor]:
+            h = prefix(chunk[0], xb)
+            return [middle(point, h) for point in chunk]
+
+        solutions = fit_layer(reader, x, inputs, lambda xb: target(theta_a, xb))
+        adjusted += [replace(point, solution) for point, solution in zip(chunk, solutions)]
+    return adjusted
+
+
+def route_points(network: Network, theta_a: Params, theta_b: Params, x: Tensor, count: int,
+                 progress: bool = True) -> list[Params]:
+    """[Θ_1^AB = Θ^A, Θ_2^AB, …, Θ_count^AB] (§4.1)."""
+    points = [theta_a]
+    groups = network.spec.groups
+    for k in tqdm(range(1, count), desc="route points", unit="layer", disable=not progress or count < 2):
+        b_keys = {key for layer in network.layers[:k] for key in layer.keys}
+        mixed = {key: theta_b[key] if key in b_keys else theta_a[key] for key in theta_a}
+        points += adjust_points(network, groups[k - 1], [mixed], theta_a, x)
+    return points
+
+
+class Route:
+    """The route's points and its stages' ends for one method, on the context's fitting samples."""
+
+    def __init__(self, method: str, theta_a: Params, theta_b: Params, ctx: Context):
+        self.first, self.kind = split_name(method)
+        self.network, self.ctx = ctx.network, ctx
+        self.theta_a, self.theta_b = theta_a, theta_b
+        self.groups = self.network.spec.groups
+        n = len(self.network.layers)
+        needs_data = self.kind == "wa" or n > 2
+        if needs_data and ctx.data is None:
+            raise LowlossError(f"{method} fits weight adjustments on training data: pass --dataset")
+        self.x = fitting_samples(ctx.data.x_train, ctx.options.wa_samples, ctx.options.seed) if needs_data else None
+        # WA ends at Θ_n^AB then moves the last layer; butterflies skip Θ_n^AB
+        count = n if self.kind == "wa" else n - 1
+        self.points = route_points(self.network, theta_a, theta_b, self.x, count, ctx.options.progress)
+        self.ends = self.points[1:] + ([] if self.kind == "wa" else [theta_b])
+
+    @property
+    def fitted(self) -> dict | None:
+        """What the route's points depend on, for matchings computed from them (None: only the endpoints)."""
+        if len(self.groups) < 2:
+            return None
+        return {"dataset": self.ctx.data.name, "wa_samples": self.ctx.options.wa_samples,
+                "seed": self.ctx.options.seed}
+
+    def stage_units(self, stage: int):
+        """The spec whose units stage `stage` moves: a layer's rows (WA) or the butterflies (bfly)."""
+        spec, group = self.network.spec, self.groups[stage]
+        return spec.restricted(self.network.computing(group).keys) if self.kind == "wa" else spec
+
+    def matchings(self) -> dict[str, Tensor]:
+        """OT permutation of every stage's group, matched between the stage's two ends."""
+        solver = self.ctx.options.ot_solver
+        return {group: match_group(start, end, self.stage_units(s), group, solver)
+                for s, (group, start, end) in enumerate(zip(self.groups, self.points, self.ends))}
+
+
+def build(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> Path:
+    """The route of `method` ('linear+wa', 'ot+bfly', …) from Θ^A to Θ^B."""
+    route = Route(method, theta_a, theta_b, ctx)
+    perms = None
+    if route.first == "ot":
+        perms = matching_for(method, ctx, theta_b, route.matchings, route.fitted)
+    legs: list[Leg] = []
+    for s, (group, start, end) in enumerate(zip(route.groups, route.points, route.ends)):
+        perm = None if perms is None else perms[group]
+        stage = wa_stage(route, s, start, end, perm) if route.kind == "wa" else bfly_stage(route, s, start, end, perm)
+        legs += in_stage(stage, s + 1)
+    if route.kind == "wa":
+        legs += in_stage([Leg(route.points[-1], theta_b, "last-layer")], len(route.groups) + 1)
+    return Path(legs)
+
+
+def route_matching(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> tuple[dict[str, Tensor], dict | None]:
+    """The matchings a route method uses, for `lowloss match`, with what they depend on."""
+    route = Route(method, theta_a, theta_b, ctx)
+    return route.matchings(), route.fitted
+
+
+def bfly_stage(route: Route, s: int, start: Params, end: Params, perm: Tensor | None) -> list[Leg]:
+    """Stage s of a Butterfly method: the subnetwork's butterflies by linear, arc or OT."""
+    group, spec = route.groups[s], route.network.spec
+    if route.first == "linear":
+        return [Leg(start, end, f"s{s + 1}-linear")]
+    if route.first == "arc":
+        return [units_leg(start, end, [arc_curve(start, end, spec, group)], f"s{s + 1}-arc")]
+    return matched_legs(start, end, spec, {group: perm}, f"s{s + 1}-ot")
+
+
+def wa_stage(route: Route, s: int, start: Params, end: Params, perm: Tensor | None) -> list[Leg]:
+    """Stage s of a Weight Adjustment method: layer s's rows move, the next layer is re-fitted along them.
+
+    The adjusted point at t = 1 is the next route point itself (or its permutation for OT, which the
+    permutation stage then undoes).
+    """
+    network, group = route.network, route.groups[s]
+    rows = route.stage_units(s)
+    row_keys = network.computing(group).keys
+    target = {**start, **{key: end[key] for key in row_keys}}
+    final = end
+    if perm is not None:
+        target, final = (permute(p, network.spec, {group: perm}) for p in (target, end))
+    if route.first == "arc":
+        moving = units_leg(start, target, [arc_curve(start, target, rows, group)], "arc")
+    else:
+        moving = Leg(start, target, route.first)
+
+    def adjusted(t: Tensor) -> list[Params]:
+        stacked = moving.at(t)
+        points = [unstack_params(stacked, i) for i in range(len(t))]
+        return adjust_points(network, group, points, route.theta_a, route.x)
+
+    breakpoints = route.ctx.options.wa_breakpoints
+    prefix = f"s{s + 1}-wa"
+    if breakpoints == ALL:  # re-fitted at every evaluated t, as the authors' code does
+        start_point = adjusted(torch.zeros(1, dtype=torch.float64))[0]
+        legs = [Leg(start, start_point, f"{prefix}-start"),
+                Leg(start_point, final, f"{prefix}-all", fn=lambda t: stack_params(adjusted(t)))]
+    else:
+        ts = torch.linspace(0, 1, breakpoints, dtype=torch.float64)[:-1]
+        points = adjusted(ts)
+        names = [f"{prefix}-start", *(f"{prefix}-{k}" for k in range(1, breakpoints))]
+        legs = chain([start, *points, final], names)
+    if perm is not None:
+        legs += permutation_stage(end, network.spec, group, perm).legs()
+    return legs
+

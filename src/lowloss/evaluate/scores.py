@@ -1,0 +1,108 @@
+"""Loss and accuracy of stacked points, and the sizes and costs that plan their evaluation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from lowloss.spec import Params
+
+MEMORY_BUDGET = 1 << 29  # bytes of activations + stacked parameters per chunk (512 MiB)
+Scores = tuple[torch.Tensor, torch.Tensor]
+"""Mean cross-entropy and accuracy, one entry per point."""
+
+
+def activation_elements(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Numbers produced by all leaf modules for one sample (a proxy for activation memory)."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        total += output.numel()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return max(total, 1)
+
+
+def chunk_sizes(model: nn.Module, input_shape: Sequence[int], n_points: int,
+                budget: int = MEMORY_BUDGET) -> tuple[int, int]:
+    """(points per chunk, samples per batch) that keep one chunk within `budget` bytes."""
+    n_params = sum(p.numel() for p in model.parameters())
+    points = max(1, min(n_points, budget // (4 * n_params * 2)))
+    per_sample = 4 * 3 * activation_elements(model, input_shape)
+    batch = max(1, budget // (per_sample * points))
+    return points, batch
+
+
+def mean_scores(logits_batches: Iterable[torch.Tensor], y: torch.Tensor) -> Scores:
+    """Mean cross-entropy and accuracy per point from (T, B, C) logits of consecutive batches of y."""
+    loss_sum = correct = 0
+    start = 0
+    for logits in logits_batches:
+        yb = y[start:start + logits.shape[1]]
+        start += logits.shape[1]
+        losses = F.cross_entropy(logits.flatten(0, 1), yb.repeat(len(logits)), reduction="none")
+        loss_sum = loss_sum + losses.view(len(logits), -1).sum(1).double()
+        correct = correct + (logits.argmax(-1) == yb).sum(1).double()
+    return loss_sum / len(y), correct / len(y)
+
+
+@torch.no_grad()
+def evaluate_stacked(model: nn.Module, stacked: Params, x: torch.Tensor, y: torch.Tensor,
+                     batch: int) -> Scores:
+    """Mean cross-entropy and accuracy for each of the T stacked parameter sets: two (T,) tensors."""
+    def logits_of(params: Params, inputs: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, params, (inputs,))
+
+    batched = vmap(logits_of, in_dims=(0, None))
+    return mean_scores((batched(stacked, x[start:start + batch]) for start in range(0, len(x), batch)), y)
+
+
+def low_rank(rows: torch.Tensor, tol: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
+    """rows (T, P) = coeffs (T, r) @ basis (r, P), r the numerical rank (eigenvalues of the Gram > tol·max).
+
+    A straight leg has rank 2, an arc or a quadratic Bezier curve rank 3, whatever T is. The discarded
+    directions are below float32 rounding of the rows.
+    """
+    m = rows.double()
+    eigval, eigvec = torch.linalg.eigh(m @ m.T)
+    coeffs = eigvec[:, eigval > tol * eigval[-1].clamp_min(torch.finfo(m.dtype).tiny)]
+    return coeffs.float(), (coeffs.T @ m).float()
+
+
+def on_device(params: Params, device: torch.device) -> Params:
+    return {key: value.to(device, torch.float32) for key, value in params.items()}
+
+
+def flops_per_point(model: nn.Module, input_shape: Sequence[int]) -> float:
+    """Approximate forward FLOPs of one sample (2 x multiply-adds of linear and conv layers)."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Linear):
+            total += 2 * module.in_features * module.out_features
+        elif isinstance(module, nn.Conv2d):
+            total += 2 * math.prod(module.weight.shape[1:]) * output.numel()
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return float(total)

@@ -1,0 +1,14 @@
+"""Kinds of network, for deciding which methods apply where without building (or importing) anything.
+
+A method declares the kind it needs; an architecture has one kind. `lowloss.network.Network.kind`
+derives the kind from a real spec, and a test checks it against `ARCHITECTURE_KINDS`.
+"""
+
+ANY = "any architecture"
+LAYERED = "chains of dense and conv layers"
+ONE_HIDDEN = "networks with one hidden layer"
+
+INCLUDES = {ANY: {ANY, LAYERED, ONE_HIDDEN}, LAYERED: {LAYERED, ONE_HIDDEN}, ONE_HIDDEN: {ONE_HIDDEN}}
+"""The kinds of network a method for each kind applies to (a one-hidden network is a chain too)."""
+
+ARCHITECTURE_KINDS = {"onehidden": ONE_HIDDEN, "fc3": LAYERED, "conv2fc1": LAYERED, "vgg16": LAYERED}

@@ -1,0 +1,203 @@
+"""A spec'd network seen as a chain of weight layers, with its forward pass cut at layer boundaries.
+
+The layer-wise methods (§4.1) and the evaluation engine need more than a whole forward pass: the
+input of one layer, the output of another, the rest of the network from there on. The model stays an
+ordinary nn.Module; torch.fx traces its forward once and any stretch between two cuts is rebuilt as a
+small GraphModule, called with `torch.func.functional_call` on whatever parameters are given. A cut is
+`"input"`, `"output"`, or a weight layer's input or output (`before(layer)`, `after(layer)`).
+
+Only cuts that one tensor crosses are allowed (true of every plain chain: MLPs, conv nets, VGG); a
+network whose later layers read earlier values (a skip connection) is refused at such a cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from lowloss.errors import LowlossError
+from lowloss.kinds import ANY, LAYERED, ONE_HIDDEN
+from lowloss.spec import Params, Spec
+
+INPUT, OUTPUT = "input", "output"
+WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A weight layer: its module name, the group it computes (None: the output) and the group it reads."""
+
+    name: str
+    module: nn.Module
+    computes: str | None
+    reads: str | None
+
+    @property
+    def weight(self) -> str:
+        return f"{self.name}.weight"
+
+    @property
+    def bias(self) -> str | None:
+        return f"{self.name}.bias" if self.module.bias is not None else None
+
+    @property
+    def keys(self) -> list[str]:
+        return [self.weight] + ([self.bias] if self.bias else [])
+
+    def rows(self, inputs: Tensor) -> Tensor:
+        """The layer's input as least-squares rows (N', m): a dense layer's samples, or a conv layer's
+        unfolded patches (one row per sample and output position, channel-major like the weight)."""
+        if isinstance(self.module, nn.Conv2d):
+            conv = self.module
+            patches = F.unfold(inputs, conv.kernel_size, conv.dilation, conv.padding, conv.stride)
+            return patches.transpose(1, 2).flatten(0, 1)
+        return inputs.flatten(1)
+
+    def output_rows(self, outputs: Tensor) -> Tensor:
+        """The layer's output in the row layout of `rows`: (N', out_features or out_channels)."""
+        if isinstance(self.module, nn.Conv2d):
+            return outputs.movedim(1, -1).flatten(0, -2)
+        return outputs
+
+    def weight_matrix(self, params: Params) -> Tensor:
+        """(out, m) weight in the column order of `rows`."""
+        return params[self.weight].flatten(1)
+
+
+def before(layer: Layer | str) -> str:
+    """The cut at a layer's input."""
+    return f"{getattr(layer, 'name', layer)}:in"
+
+
+def after(layer: Layer | str) -> str:
+    """The cut at a layer's output (its pre-activation)."""
+    return f"{getattr(layer, 'name', layer)}:out"
+
+
+class Network:
+    """`model` (an architecture with a `spec()`) as an ordered chain of weight layers with cuttable forward."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model.eval()
+        self.spec: Spec = model.spec()
+        self.graph = fx.symbolic_trace(self.model)
+        self._segments: dict[tuple[str, str], Segment] = {}
+        calls = [node for node in self.graph.graph.nodes if node.op == "call_module"
+                 and isinstance(self.model.get_submodule(node.target), WEIGHT_LAYERS)]
+        self._nodes = {node.target: node for node in calls}
+        self.layers = [self._layer(node.target) for node in calls]
+        if len(self._nodes) != len(calls):
+            raise LowlossError(f"{type(model).__name__}: a weight layer is called twice; not a chain of layers")
+
+    def _layer(self, name: str) -> Layer:
+        weight_axes = self.spec.axes.get(f"{name}.weight")
+        if weight_axes is None:
+            raise LowlossError(f"{type(self.model).__name__}: layer {name!r} is not in the spec")
+        return Layer(name, self.model.get_submodule(name), weight_axes[0], weight_axes[1])
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise LowlossError(f"unknown layer {name!r} (layers: {', '.join(l.name for l in self.layers)})")
+
+    def computing(self, group: str) -> Layer:
+        """The layer whose outputs are `group`'s units."""
+        return self._only([layer for layer in self.layers if layer.computes == group], group, "computes")
+
+    def reading(self, group: str) -> Layer:
+        """The layer that reads `group`'s units."""
+        return self._only([layer for layer in self.layers if layer.reads == group], group, "reads")
+
+    def _only(self, layers: list[Layer], group: str, verb: str) -> Layer:
+        if len(layers) != 1:
+            raise LowlossError(f"{type(self.model).__name__}: {len(layers)} layers {verb} group {group!r}; "
+                               f"the layer-wise methods need a chain with exactly one")
+        return layers[0]
+
+    @cached_property
+    def is_chain(self) -> bool:
+        """Every hidden group is computed by one layer and read by the next, and every cut is clean."""
+        groups = self.spec.groups
+        if [layer.computes for layer in self.layers] != [*groups, None]:
+            return False
+        if [layer.reads for layer in self.layers] != [None, *groups]:
+            return False
+        covered = {key for layer in self.layers for key in layer.keys}
+        if covered != set(self.spec.axes) or covered != set(self.model.state_dict()):
+            return False
+        try:
+            for layer in self.layers:
+                self.segment(INPUT, before(layer))
+                self.segment(after(layer), OUTPUT)
+        except LowlossError:
+            return False
+        return True
+
+    @cached_property
+    def kind(self) -> str:
+        """ONE_HIDDEN or LAYERED for a chain of dense and conv layers (by its number of hidden groups), else ANY."""
+        if not self.is_chain:
+            return ANY
+        return ONE_HIDDEN if len(self.spec.groups) == 1 else LAYERED
+
+    def segment(self, start: str, stop: str) -> Segment:
+        """The forward pass from cut `start` to cut `stop` (cached)."""
+        key = (start, stop)
+        if key not in self._segments:
+            self._segments[key] = Segment(self._extract(start, stop))
+        return self._segments[key]
+
+    def run(self, params: Params, x: Tensor, start: str = INPUT, stop: str = OUTPUT) -> Tensor:
+        """`segment(start, stop)` applied to x with `params`."""
+        return self.segment(start, stop)(params, x)
+
+    def _node(self, cut: str) -> fx.Node:
+        nodes = list(self.graph.graph.nodes)
+        if cut == INPUT:
+            return next(node for node in nodes if node.op == "placeholder")
+        if cut == OUTPUT:
+            return next(node for node in nodes if node.op == "output").args[0]
+        name, _, side = cut.rpartition(":")
+        if name not in self._nodes or side not in ("in", "out"):
+            raise LowlossError(f"unknown cut {cut!r} (layers: {', '.join(self._nodes)})")
+        node = self._nodes[name]
+        return node if side == "out" else node.args[0]
+
+    def _extract(self, start: str, stop: str) -> fx.GraphModule:
+        """A GraphModule computing `stop` from the value at `start`; refuses cuts that more than one value crosses."""
+        nodes = list(self.graph.graph.nodes)
+        first, last = self._node(start), self._node(stop)
+        begin, end = nodes.index(first), nodes.index(last)
+        if end < begin:
+            raise LowlossError(f"cut {stop!r} comes before {start!r}")
+        graph = fx.Graph()
+        env = {first: graph.placeholder("x")}
+        for node in nodes[begin + 1:end + 1]:
+            try:
+                env[node] = graph.node_copy(node, lambda n: env[n])
+            except KeyError:
+                raise LowlossError(f"{type(self.model).__name__}: the stretch {start} -> {stop} reads values "
+                                   f"from before {start}; the network cannot be cut there") from None
+        graph.output(env[last])
+        return fx.GraphModule(self.graph, graph).eval()
+
+
+class Segment:
+    """A stretch of the network, called functionally with the parameters it uses (others are ignored)."""
+
+    def __init__(self, module: fx.GraphModule):
+        self.module = module
+        self.keys = frozenset(key for key, _ in module.named_parameters())
+
+    def __call__(self, params: Params, x: Tensor) -> Tensor:
+        return functional_call(self.module, {key: params[key] for key in self.keys}, (x,))
+
+    def uses(self, keys: set[str] | frozenset[str]) -> bool:
+        return bool(self.keys & keys)
+
