@@ -13,10 +13,53 @@ import torch
 
 from lowloss.artifacts import read_meta, sidecar_path
 from lowloss.cli import main
+from lowloss.connect.context import Context, Options
 from lowloss.data import load_dataset
+from lowloss.models import build_model
+from lowloss.network import Network
 from lowloss.train import TrainConfig, train_endpoint
 
 torch.set_num_threads(2)
+
+
+SMALL = {"onehidden": {"width": 16}, "fc3": {"widths": [12, 10]}, "conv2fc1": {"channels": [6, 8]},
+         "vgg16": {"width_multiplier": 1 / 32}}
+"""A small network of every architecture (8x8 inputs)."""
+
+
+def random_params(seed: int, width: int = 16, arch: str = "onehidden", options: dict | None = None) -> dict:
+    """The freshly initialised weights of a digits-shaped network (torch's initialisation, seeded)."""
+    torch.manual_seed(seed)
+    model = build_model(arch, (1, 8, 8), 10, options or ({"width": width} if arch == "onehidden" else SMALL[arch]))
+    return {key: value.detach() for key, value in model.state_dict().items()}
+
+
+def network_of(arch: str = "onehidden", options: dict | None = None, width: int = 16) -> Network:
+    """A digits-shaped network of `arch` (eval mode) seen as layers."""
+    options = options or ({"width": width} if arch == "onehidden" else SMALL[arch])
+    return Network(build_model(arch, (1, 8, 8), 10, options).eval())
+
+
+def context(network: Network, data=None, **options) -> Context:
+    """A method context without progress bars."""
+    return Context(network, data, Options(progress=False, **options))
+
+
+def method_path(method: str, a: Path, b: Path, data, connector: Path | None = None, curve: Path | None = None,
+                matching: Path | None = None, **options):
+    """(network, path, artifact A, artifact B): the method's path between two model files, as `lowloss connect`
+    builds it."""
+    from lowloss.artifacts import load_weights
+    from lowloss.connect.registry import get_method
+    from lowloss.models import load_model
+
+    model_a, artifact_a = load_model(a)
+    _, artifact_b = load_model(b)
+    files = {name: None if file is None else load_weights(file)
+             for name, file in (("connector", connector), ("curve", curve), ("matching", matching))}
+    ctx = Context(Network(model_a), data, Options(progress=False, **options), (artifact_a, artifact_b), **files)
+    path = get_method(method).build(artifact_a.tensors, artifact_b.tensors, ctx)
+    return ctx.network, path, artifact_a, artifact_b
 
 
 def run_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
@@ -61,6 +104,15 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 @pytest.fixture(scope="session")
 def digits():
     return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def few_digits(digits):
+    """The first 256 training and 128 test digits: for comparing strategies, where every point is evaluated twice."""
+    from dataclasses import replace
+
+    return replace(digits, x_train=digits.x_train[:256], y_train=digits.y_train[:256],
+                   x_test=digits.x_test[:128], y_test=digits.y_test[:128])
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,19 @@
-"""Weight adjustment (eq. 9–10): the least-squares solve, and outputs kept where the net is overparameterised."""
+"""Weight adjustment (eq. 9–10, §4.1's W^AB): the least-squares solve, conv layers as their dense
+equivalent on patches, and outputs kept wherever the network is overparameterised."""
 
 import numpy as np
 import pytest
 import torch
-from torch.func import functional_call
+import torch.nn.functional as F
 
-from lowloss.connect.adjust import solve_adjustment, with_ones
+from lowloss.connect.adjust import fit_layer, solve_rows
+from lowloss.connect.context import ALL, Options
+from lowloss.connect.layerwise import route_points
 from lowloss.connect.path import Leg
-from lowloss.connect.registry import Context, get_method
+from lowloss.connect.registry import get_method
 from lowloss.errors import LowlossError
-from lowloss.models import build_model
-from tests.test_interpolate import random_params
+from lowloss.network import INPUT, after, before
+from tests.conftest import context, network_of, random_params
 
 
 def features_with_dead_units(n: int, m: int, seed: int = 0) -> torch.Tensor:
@@ -20,12 +23,16 @@ def features_with_dead_units(n: int, m: int, seed: int = 0) -> torch.Tensor:
     return f
 
 
+def with_ones(f: torch.Tensor) -> torch.Tensor:
+    return torch.cat([f, torch.ones(len(f), 1)], 1).double()
+
+
 @pytest.mark.parametrize("n,m", [(300, 40), (30, 80)])
 def test_solve_matches_the_pseudo_inverse_residual(n, m):
     f = features_with_dead_units(n, m)
     y = torch.randn(n, 4, generator=torch.Generator().manual_seed(1))
-    design = with_ones(f, True)
-    w = solve_adjustment(lambda rows: design[rows], y, m + 1, batch=64)
+    w = solve_rows(lambda rows: f[rows], y, bias=True, batch=64)
+    design = with_ones(f)
     reference = np.linalg.pinv(design.numpy()) @ y.double().numpy()
     residual = (design @ w - y.double()).norm()
     reference_residual = np.linalg.norm(design.numpy() @ reference - y.double().numpy())
@@ -37,50 +44,116 @@ def test_solve_matches_the_pseudo_inverse_residual(n, m):
 def test_batched_accumulation_does_not_change_the_solution():
     f = features_with_dead_units(500, 30)
     y = torch.randn(500, 3, generator=torch.Generator().manual_seed(2))
-    design = with_ones(f, True)
-    whole = solve_adjustment(lambda rows: design[rows], y, 31, batch=10_000)
-    torch.testing.assert_close(solve_adjustment(lambda rows: design[rows], y, 31, batch=7), whole)
+    whole = solve_rows(lambda rows: f[rows], y, bias=True, batch=10_000)
+    torch.testing.assert_close(solve_rows(lambda rows: f[rows], y, bias=True, batch=7), whole)
 
 
-def network_outputs(model, params, x):
-    with torch.no_grad():
-        return functional_call(model, params, (x,))
+def test_conv_adjustment_equals_its_dense_equivalent_on_patches():
+    """A conv layer re-fitted by least squares is the dense layer fitted on its input patches."""
+    network = network_of("conv2fc1", {"channels": [4, 6]})
+    conv = network.layer("conv2")
+    gen = torch.Generator().manual_seed(0)
+    inputs = torch.relu(torch.randn(40, 4, 5, 5, generator=gen))
+    targets = torch.randn(40, 6, 5, 5, generator=gen)
+    (fitted,) = fit_layer(conv, inputs, lambda xb: [xb], lambda xb: targets[:len(xb)] if len(xb) == 1 else targets)
+    # the dense equivalent: every 5x5 patch of the zero-padded input (padding 2) as one sample row
+    padded = F.pad(inputs, (2, 2, 2, 2))
+    patches = torch.stack([padded[:, :, i:i + 5, j:j + 5].flatten(1) for i in range(5) for j in range(5)], 1)
+    rows = patches.flatten(0, 1)  # (sample, position) rows, channel-major like the weight
+    dense = solve_rows(lambda r: rows[r], targets.flatten(2).transpose(1, 2).flatten(0, 1), bias=True)
+    torch.testing.assert_close(fitted["conv2.weight"].double(), dense[:-1].T.reshape(6, 4, 5, 5), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fitted["conv2.bias"].double(), dense[-1], rtol=1e-4, atol=1e-5)
 
 
+OVERPARAMETERISED = [("onehidden", {"width": 96}), ("fc3", {"widths": [48, 40]}), ("conv2fc1", {"channels": [8, 24]})]
+SAMPLES = 16  # ≤ every adjusted layer's features: 8 x 25 + 1 patch entries against 16 x 9 conv rows, 24 + 1 against 16
+
+
+def fitting_inputs(digits, samples: int = SAMPLES, seed: int = 5) -> torch.Tensor:
+    """The inputs `--wa-samples samples --seed seed` fits on."""
+    gen = torch.Generator().manual_seed(seed)
+    return digits.x_train[torch.randperm(len(digits.x_train), generator=gen)[:samples]]
+
+
+@pytest.mark.parametrize("arch,options", OVERPARAMETERISED)
+def test_overparameterised_route_points_reproduce_network_a(arch, options, digits):
+    """Fig. 5, left: with more features than samples every Θ_k^AB computes Ŷ^A on the fitting samples."""
+    network = network_of(arch, options)
+    theta_a, theta_b = random_params(0, arch=arch, options=options), random_params(1, arch=arch, options=options)
+    x = fitting_inputs(digits)
+    target = network.run(theta_a, x)
+    points = route_points(network, theta_a, theta_b, x, len(network.layers), progress=False)
+    assert len(points) == len(network.layers)
+    for k, point in enumerate(points[1:], start=1):
+        b_layers = {key for layer in network.layers[:k] for key in layer.keys}
+        assert all(torch.equal(point[key], theta_b[key]) for key in b_layers)
+        torch.testing.assert_close(network.run(point, x), target, atol=2e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("arch,options", OVERPARAMETERISED)
 @pytest.mark.parametrize("name", ["linear+wa", "arc+wa", "ot+wa"])
-def test_overparameterised_adjusted_points_reproduce_network_a(name, digits):
-    """Width 96 ≥ 64 samples: every adjusted breakpoint computes Ŷ^A on them (Fig. 5, left)."""
-    model = build_model("onehidden", (1, 8, 8), 10, {"width": 96}).eval()
-    theta_a, theta_b = random_params(0, 96), random_params(1, 96)
-    samples = 64
-    ctx = Context(model, model.spec(), digits, {"wa_breakpoints": 4, "wa_samples": samples, "seed": 5})
+def test_overparameterised_adjusted_points_reproduce_network_a(name, arch, options, digits):
+    """Every adjusted breakpoint of every stage computes Ŷ^A on the fitting samples, and so does every point
+    of the leg from Θ_k^AB to the first of them (only the re-fitted layer moves, between two exact fits)."""
+    network = network_of(arch, options)
+    theta_a, theta_b = random_params(0, arch=arch, options=options), random_params(1, arch=arch, options=options)
+    ctx = context(network, digits, wa_breakpoints=4, wa_samples=SAMPLES, seed=5)
     path = get_method(name).build(theta_a, theta_b, ctx)
-    gen = torch.Generator().manual_seed(5)
-    x = digits.x_train[torch.randperm(len(digits.x_train), generator=gen)[:samples]]
-    target = network_outputs(model, theta_a, x)
-    adjusted = [leg for leg in path.legs if leg.name.startswith("wa-")]
-    assert len(adjusted) == 5
-    for leg in adjusted[:-1]:
-        torch.testing.assert_close(network_outputs(model, leg.end, x), target, atol=2e-3, rtol=1e-3)
-    first = adjusted[0]  # Θ^A -> P(0): only the output layer moves, between two exact fits
-    for t in (0.3, 0.7):
-        point = {k: v[0] for k, v in first.at([t]).items()}
-        torch.testing.assert_close(network_outputs(model, point, x), target, atol=2e-3, rtol=1e-3)
+    x = fitting_inputs(digits)
+    target = network.run(theta_a, x)
+    adjusted = [leg for leg in path.legs if "-wa-" in leg.name]
+    assert len(adjusted) == 4 * len(network.spec.groups)
+    for leg in adjusted:
+        torch.testing.assert_close(network.run(leg.end, x), target, atol=2e-3, rtol=1e-3)
+    for leg in adjusted[::4]:
+        point = {k: v[0] for k, v in leg.at([0.4]).items()}
+        torch.testing.assert_close(network.run(point, x), target, atol=2e-3, rtol=1e-3)
 
 
-def test_bad_wa_options_are_errors(digits):
-    model = build_model("onehidden", (1, 8, 8), 10, {"width": 8})
-    theta_a, theta_b = random_params(0, 8), random_params(1, 8)
-    for options, message in [({"wa_breakpoints": 1}, "at least 2"), ({"wa_samples": 10**6}, "between 1 and")]:
-        with pytest.raises(LowlossError, match=message):
-            get_method("linear+wa").build(theta_a, theta_b, Context(model, model.spec(), digits, options))
+@pytest.mark.parametrize("arch,options", OVERPARAMETERISED[1:])
+def test_adjusting_at_every_evaluated_t_reproduces_network_a_there(arch, options, digits):
+    """`--wa-breakpoints all`: the re-fit happens at whatever t is evaluated, so every such point is exact."""
+    network = network_of(arch, options)
+    theta_a, theta_b = random_params(0, arch=arch, options=options), random_params(1, arch=arch, options=options)
+    ctx = context(network, digits, wa_breakpoints=ALL, wa_samples=SAMPLES, seed=5)
+    path = get_method("arc+wa").build(theta_a, theta_b, ctx)
+    x = fitting_inputs(digits)
+    target = network.run(theta_a, x)
+    everywhere = [leg for leg in path.legs if leg.name.endswith("-wa-all")]
+    assert len(everywhere) == len(network.spec.groups)
+    for leg in everywhere:
+        stacked = leg.at([0.0, 0.25, 0.6, 1.0])
+        for i in range(4):
+            torch.testing.assert_close(network.run({k: v[i] for k, v in stacked.items()}, x), target,
+                                       atol=2e-3, rtol=1e-3)
+
+
+def test_the_stage_prefix_runs_once_and_cuts_compose(digits):
+    network = network_of("fc3")
+    theta = random_params(0, arch="fc3")
+    x = digits.x_train[:32]
+    fc2 = network.layer("fc2")
+    middle = network.run(theta, network.run(theta, x, INPUT, before(fc2)), before(fc2), after(fc2))
+    torch.testing.assert_close(network.run(theta, x, INPUT, after(fc2)), middle)
+
+
+@pytest.mark.parametrize("value", [0, 1, -3, "some"])
+def test_bad_breakpoints_are_errors(value):
+    with pytest.raises(LowlossError, match="--wa-breakpoints must be an integer of at least 2 or 'all'"):
+        Options(wa_breakpoints=value)
+
+
+def test_too_many_fitting_samples_is_an_error(digits):
+    network = network_of(width=8)
+    with pytest.raises(LowlossError, match="between 1 and"):
+        get_method("linear+wa").build(random_params(0, 8), random_params(1, 8),
+                                      context(network, digits, wa_samples=10 ** 6))
 
 
 def test_first_layer_follows_its_method_and_the_output_layer_is_refitted(digits):
-    model = build_model("onehidden", (1, 8, 8), 10, {"width": 8})
+    network = network_of(width=8)
     theta_a, theta_b = random_params(0, 8), random_params(1, 8)
-    ctx = Context(model, model.spec(), digits, {"wa_breakpoints": 3})
-    path = get_method("linear+wa").build(theta_a, theta_b, ctx)
+    path = get_method("linear+wa").build(theta_a, theta_b, context(network, digits, wa_breakpoints=3))
     middle = path.legs[1].end  # P(0.5)
     expected = Leg(theta_a, theta_b).at([0.5])
     assert torch.equal(middle["fc1.weight"], expected["fc1.weight"][0])

@@ -7,14 +7,14 @@ import torch
 from safetensors.torch import load_file
 
 from lowloss.artifacts import load_weights, save_weights
-from lowloss.connect.curves import COEFFICIENTS, METHODS, Curve, fit_curve, linear_bends
+from lowloss.connect.curves import COEFFICIENTS, Curve, fit_curve, linear_bends
 from lowloss.connect.path import Path, chain, interpolate
-from lowloss.connect.registry import Context, get_method
+from lowloss.connect.registry import CURVES
 from lowloss.errors import LowlossError
 from lowloss.evaluate import evaluate_path
-from lowloss.models import build_model, load_model
+from lowloss.models import build_model
 from lowloss.train import TrainConfig, checkpoint_path, train_endpoint
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, method_path, run_cli
 
 TS = torch.linspace(0, 1, 1001, dtype=torch.float64)
 
@@ -71,7 +71,7 @@ def test_polychain_legs_meet_at_the_bends_and_match_the_coefficient_form():
 # --- training on digits ----------------------------------------------------------------------------------------
 
 def fit(tmp_path, a, b, data, method="garipov-polychain-3", epochs=4, seed=0, name="curve", on_epoch_end=None):
-    kind, n_points = METHODS[method]
+    kind, n_points = CURVES[method]
     out = tmp_path / f"{name}.safetensors"
     fit_curve(kind, n_points, load_weights(a), load_weights(b), data, TrainConfig(epochs=epochs, seed=seed), out,
               on_epoch_end=on_epoch_end, progress=False)
@@ -80,10 +80,8 @@ def fit(tmp_path, a, b, data, method="garipov-polychain-3", epochs=4, seed=0, na
 
 def garipov_path(method, a, b, curve, data):
     """The registered method's path, built as `lowloss connect` builds it."""
-    model, art_a = load_model(a)
-    _, art_b = load_model(b)
-    ctx = Context(model=model, spec=model.spec(), data=data, endpoints=(art_a, art_b), curve=load_weights(curve))
-    return model, get_method(method).build(art_a.tensors, art_b.tensors, ctx)
+    network, path, _, _ = method_path(method, a, b, data, curve=curve)
+    return network, path
 
 
 def test_training_lowers_the_worst_point_loss_of_the_linear_initialisation(digits_endpoints, digits, tmp_path):
@@ -122,7 +120,7 @@ def test_every_method_works_unchanged_for_any_architecture(arch, options, digits
     for seed in (0, 1):
         ends.append(tmp_path / f"{arch}-{seed}.safetensors")
         train_endpoint(arch, options, digits, TrainConfig(epochs=1, seed=seed), ends[-1], progress=False)
-    for method in METHODS:
+    for method in CURVES:
         curve = fit(tmp_path, *ends, digits, method=method, epochs=1, name=method)
         model, path = garipov_path(method, *ends, curve, digits)
         assert_same_params(path.legs[0].at([0.0]), {k: v[None] for k, v in path.theta_a.items()})
@@ -166,7 +164,7 @@ def test_curve_with_foreign_tensors_is_refused(small_pair, digits, tmp_path):
 def test_fit_curve_cli_writes_the_curve_and_its_sidecar(small_pair, tmp_path):
     (a, b, _), _ = small_pair
     out = tmp_path / "bezier.safetensors"
-    result = run_cli("fit-curve", a, b, "--curve", "bezier", "--points", "3", "--epochs", "2", "--out", out,
+    result = run_cli("fit-curve", a, b, "--method", "garipov-bezier-3", "--epochs", "2", "--out", out,
                      "--no-progress", check=True)
     meta = json.loads(out.with_suffix(".json").read_text())
     assert (meta["kind"], meta["curve"], meta["points"], meta["epochs"]) == ("curve", "bezier", 3, 2)
@@ -177,9 +175,8 @@ def test_fit_curve_cli_writes_the_curve_and_its_sidecar(small_pair, tmp_path):
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["--curve", "spline"], "invalid choice: 'spline'"),
-    (["--points", "4"], "invalid choice: 4"),
-    (["--curve", "bezier", "--points", "5"], "no method evaluates it"),
+    (["--method", "garipov-spline-3"], "invalid choice: 'garipov-spline-3'"),
+    (["--method", "garipov-bezier-5"], "invalid choice: 'garipov-bezier-5'"),
     (["--dataset", "synthetic-mnist"], "dataset 'synthetic-mnist' has [1, 28, 28]"),
 ])
 def test_fit_curve_errors_are_one_line(small_pair, tmp_path, args, fragment):

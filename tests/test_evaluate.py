@@ -1,64 +1,137 @@
-"""The evaluation engine: batched points equal single points, incremental swap legs equal full passes."""
+"""The evaluation engine: batched points equal single points, and every strategy (one-hidden fast paths, the
+layered engine, incremental swap legs) equals a full forward pass of every point."""
 
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from lowloss.connect.interpolate import arc_leg
-from lowloss.connect.path import Leg, Path, stack_params
+from lowloss.connect.path import Leg, Path
 from lowloss.connect.permutation import permutation_legs
-from lowloss.evaluate import OneHiddenForm, evaluate_path, evaluate_stacked, worst_points
-from lowloss.models import build_model
-from tests.test_interpolate import random_params
+from lowloss.connect.registry import get_method
+from lowloss.evaluate import OneHiddenForm, endpoint_scores, evaluate_path, evaluate_stacked, worst_points
+from lowloss.evaluate.layered import LayeredEngine
+from lowloss.network import Network
+from lowloss.spec import Spec, dense
+from tests.conftest import context, network_of, random_params
 
 
 def assert_same_tables(a: pd.DataFrame, b: pd.DataFrame) -> None:
-    assert a[["leg", "leg_name", "t", "split"]].equals(b[["leg", "leg_name", "t", "split"]])
+    assert a[["leg", "leg_name", "stage", "t", "split"]].equals(b[["leg", "leg_name", "stage", "t", "split"]])
     torch.testing.assert_close(torch.tensor(a["loss"].values), torch.tensor(b["loss"].values), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(torch.tensor(a["acc"].values), torch.tensor(b["acc"].values))
 
 
 def test_points_evaluated_together_equal_points_evaluated_alone(digits):
-    model = build_model("onehidden", (1, 8, 8), 10, {"width": 20}).eval()
+    network = network_of(width=20)
     leg = Leg(random_params(0, 20), random_params(1, 20))
     ts = [0.0, 0.2, 0.5, 1.0]
     x, y = digits.split("test")
-    loss, acc = evaluate_stacked(model, leg.at(ts), x, y, batch=100)
+    loss, acc = evaluate_stacked(network.model, leg.at(ts), x, y, batch=100)
     for i, t in enumerate(ts):
-        loss_i, acc_i = evaluate_stacked(model, leg.at([t]), x, y, batch=len(x))
+        loss_i, acc_i = evaluate_stacked(network.model, leg.at([t]), x, y, batch=len(x))
         torch.testing.assert_close(loss[i:i + 1], loss_i, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(acc[i:i + 1], acc_i)
 
 
 @pytest.mark.parametrize("grid", [None, (0.0, 0.3, 1.0)])
-def test_fast_paths_equal_a_full_forward_pass_on_every_leg(digits, grid):
-    model = build_model("onehidden", (1, 8, 8), 10, {"width": 24}).eval()
+def test_one_hidden_fast_paths_equal_a_full_forward_pass_on_every_leg(digits, grid):
+    network = network_of(width=24)
     theta_a, theta_b = random_params(0, 24), random_params(1, 24)
     perm = torch.randperm(24, generator=torch.Generator().manual_seed(0))
-    swaps = permutation_legs(theta_b, model.spec(), {"h1": perm})
+    swaps = permutation_legs(theta_b, network.spec, {"h1": perm})
     if grid is not None:
         for leg in swaps:
             leg.eval_ts = grid
-    path = Path([arc_leg(theta_a, swaps[0].start, model.spec(), "h1"), *swaps], "ot")
-    assert OneHiddenForm.of(model, theta_b, digits.x_train[:64]) is not None
-    incremental = evaluate_path(model, path, digits, points=5, progress=False)
-    full = evaluate_path(model, path, digits, points=5, progress=False, fast=False)
-    assert len(incremental) == 2 * (5 + len(swaps) * (len(grid) if grid else 1))
+    path = Path([arc_leg(theta_a, swaps[0].start, network.spec), *swaps], "ot")
+    assert OneHiddenForm.of(network, theta_b, digits.x_train[:64]) is not None
+    incremental = evaluate_path(network, path, digits, points=5, progress=False)
+    full = evaluate_path(network, path, digits, points=5, progress=False, fast=False)
+    ends = 0 if grid else 1  # Θ^B is evaluated too when the last swap leg's grid lacks t = 1
+    assert len(incremental) == 2 * (5 + len(swaps) * (len(grid) if grid else 1) + ends)
     assert_same_tables(incremental, full)
 
 
-def test_architectures_without_the_one_hidden_readout_fall_back_to_full_passes(digits):
-    options = {"widths": [10, 6]}
-    model = build_model("fc3", (1, 8, 8), 10, options).eval()
-    theta_b = random_params(0, arch="fc3", options=options)
-    swaps = permutation_legs(theta_b, model.spec(), {"h1": torch.roll(torch.arange(10), 1), "h2": torch.arange(6)})
-    assert OneHiddenForm.of(model, theta_b, digits.x_train[:64]) is None
-    table = evaluate_path(model, Path(swaps, "ot"), digits, progress=False)
-    assert len(table) == 2 * len(swaps)
-    midpoint = {k: v[0] for k, v in swaps[0].at([0.5]).items()}
-    x, y = digits.split("train")
-    loss, _ = evaluate_stacked(model, stack_params([midpoint]), x, y, batch=len(x))
-    assert table.loc[(table.leg == 0) & (table.split == "train"), "loss"].item() == pytest.approx(loss.item(), 1e-6)
+def with_few_swaps(path: Path, keep: int = 2) -> Path:
+    """The path with only the first `keep` swap legs of each permutation stage (every strategy stays covered)."""
+    legs, seen = [], {}
+    for leg in path.legs:
+        swaps = getattr(leg, "swaps", None)
+        seen[id(swaps)] = seen.get(id(swaps), 0) + 1
+        if swaps is None or seen[id(swaps)] <= keep:
+            legs.append(leg)
+    return Path(legs, path.method)
+
+
+@pytest.mark.parametrize("arch,method", [(arch, method) for arch in ("fc3", "conv2fc1")
+                                         for method in ("arc", "ot+wa", "arc+bfly")] + [("vgg16", "ot+bfly")])
+def test_the_layered_engine_equals_a_full_forward_pass(arch, method, few_digits):
+    """Shared prefixes and suffixes, the low-rank first changing layer, and incremental swap legs of deep
+    networks: every point's scores equal the generic vmapped evaluation of that point."""
+    network = network_of(arch)
+    theta_a, theta_b = random_params(0, arch=arch), random_params(1, arch=arch)
+    path = with_few_swaps(get_method(method).build(theta_a, theta_b, context(network, few_digits, wa_breakpoints=2)))
+    fast = evaluate_path(network, path, few_digits, points=3, progress=False)
+    full = evaluate_path(network, path, few_digits, points=3, progress=False, fast=False)
+    assert_same_tables(fast, full)
+    if method != "arc":  # every stage of the route is there, WA's last stage too
+        assert sorted(fast["stage"].unique()) == list(range(1, len(network.spec.groups) + 1 + method.endswith("wa")))
+
+
+def test_the_vmapped_engine_of_gpus_equals_the_loop_of_cpus(digits):
+    network = network_of("conv2fc1")
+    theta_a, theta_b = random_params(0, arch="conv2fc1"), random_params(1, arch="conv2fc1")
+    stacked = arc_leg(theta_a, theta_b, network.spec).at([0.0, 0.3, 0.7, 1.0])
+    x, y = digits.split("test")
+    looped = LayeredEngine(network, batched=False).points(stacked, x, y, batch=128)
+    vmapped = LayeredEngine(network, batched=True).points(stacked, x, y, batch=128)
+    for a, b in zip(looped, vmapped):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+class CenteredHidden(nn.Module):
+    """A one-hidden network whose hidden layer is centred across units: the units are not independent, so
+    swap legs cannot be updated unit by unit."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(64, 12), nn.Linear(12, 10)
+
+    def forward(self, x):
+        h = F.relu(self.fc1(x.flatten(1)))
+        return self.fc2(h - h.mean(1, keepdim=True))
+
+    @staticmethod
+    def spec() -> Spec:
+        return Spec({**dense("fc1", None, "h1"), **dense("fc2", "h1", None)})
+
+
+def test_swap_legs_of_a_network_with_dependent_units_fall_back_to_full_passes(digits):
+    torch.manual_seed(0)
+    network = Network(CenteredHidden().eval())
+    theta_b = {k: v.detach() for k, v in network.model.state_dict().items()}
+    swaps = permutation_legs(theta_b, network.spec, {"h1": torch.roll(torch.arange(12), 1)})
+    assert OneHiddenForm.of(network, theta_b, digits.x_train[:64]) is None
+    fast = evaluate_path(network, Path(swaps, "ot"), digits, progress=False)
+    full = evaluate_path(network, Path(swaps, "ot"), digits, progress=False, fast=False)
+    assert_same_tables(fast, full)
+
+
+def test_tables_hold_both_endpoints_evaluated_like_the_path(digits):
+    network = network_of(width=12)
+    theta_a, theta_b = random_params(0, 12), random_params(1, 12)
+    path = get_method("ot").build(theta_a, theta_b, context(network))
+    path.method = "ot"
+    table = evaluate_path(network, path, digits, points=3, progress=False)
+    ends = endpoint_scores(table)
+    for split in ("train", "test"):
+        x, y = digits.split(split)
+        for key, theta in (("a", theta_a), ("b", theta_b)):
+            _, acc = evaluate_stacked(network.model, {k: v[None] for k, v in theta.items()}, x, y, batch=len(x))
+            assert ends[split][key] == pytest.approx(acc.item())
+    assert table["position"].max() == len(path)
 
 
 def test_worst_point_is_the_lowest_accuracy_per_split():

@@ -9,14 +9,14 @@ from nflows.transforms.autoregressive import MaskedAffineAutoregressiveTransform
 from scipy.stats import ks_2samp
 
 from lowloss.artifacts import load_weights, save_weights
-from lowloss.connect.flows import (Bijection, FitConfig, FixedPointMAF, FlowShape, fit_connector,
-                                   likelihood_objective, load_connector, optimise, solve_autoregressive)
+from lowloss.connect.flows.connector import fit_connector, load_connector
+from lowloss.connect.flows.nu import Bijection, FixedPointMAF, FlowShape, solve_autoregressive
+from lowloss.connect.flows.objectives import likelihood_objective
+from lowloss.connect.flows.optimise import FitConfig, optimise
 from lowloss.connect.interpolate import generalised_arc
-from lowloss.connect.registry import Context, get_method
 from lowloss.evaluate import evaluate_path
-from lowloss.models import load_model
 from lowloss.modelset import load_model_set, write_model_set
-from tests.conftest import assert_one_line_error, copy_with_meta, run_main
+from tests.conftest import assert_one_line_error, copy_with_meta, method_path, run_main
 
 KINDS = ("realnvp", "iaf")
 D = 75  # a digits butterfly: 64 inputs + 1 bias + 10 outputs
@@ -190,15 +190,6 @@ def bijection(vset, digits):
     return out, meta
 
 
-def connect(method: str, a, b, digits, connector=None, **options):
-    """The method's path between two model files, as `lowloss connect` builds it."""
-    model_a, artifact_a = load_model(a)
-    _, artifact_b = load_model(b)
-    ctx = Context(model_a, model_a.spec(), digits, options, (artifact_a, artifact_b),
-                  connector=None if connector is None else load_weights(connector))
-    return model_a, get_method(method).build(artifact_a.tensors, artifact_b.tensors, ctx), artifact_a, artifact_b
-
-
 def test_bijection_lowers_the_midpoint_loss_and_beats_linear_between_unseen_endpoints(vset, bijection, digits):
     out, meta = bijection
     assert meta["score_end"] < meta["score_start"]
@@ -209,7 +200,7 @@ def test_bijection_lowers_the_midpoint_loss_and_beats_linear_between_unseen_endp
     assert sidecar["model_set"]["hashes"] == list(load_model_set(vset["V"]).hashes)
     worst = {}
     for method in ("realnvp-bijection", "linear"):
-        model, path, a, b = connect(method, *vset["unseen"], digits, connector=out)
+        model, path, a, b = method_path(method, *vset["unseen"], digits, connector=out)
         ends = path.legs[0].at([0.0, 1.0])
         assert all(torch.equal(ends[k][0], a.tensors[k]) and torch.equal(ends[k][1], b.tensors[k]) for k in ends)
         train = evaluate_path(model, path, digits, points=11, splits=("train",), progress=False)
@@ -220,8 +211,8 @@ def test_bijection_lowers_the_midpoint_loss_and_beats_linear_between_unseen_endp
 
 def test_connector_round_trip_rebuilds_the_same_bijection(vset, bijection, digits):
     out, _ = bijection
-    _, path, _, _ = connect("realnvp-bijection", *vset["unseen"], digits, connector=out)
-    _, again, _, _ = connect("realnvp-bijection", *vset["unseen"], digits, connector=out)
+    _, path, _, _ = method_path("realnvp-bijection", *vset["unseen"], digits, connector=out)
+    _, again, _, _ = method_path("realnvp-bijection", *vset["unseen"], digits, connector=out)
     first, second = path.legs[0].at([0.3, 0.5]), again.legs[0].at([0.3, 0.5])
     assert all(torch.equal(first[k], second[k]) for k in first)
 

@@ -1,23 +1,18 @@
-"""Linear, arc and the generalised arc: the formulas, Proposition 1, and exact endpoints of every method."""
+"""Linear, arc and the generalised arc: the formulas, Proposition 1, and exact endpoints of every method
+on every architecture."""
 
 import math
 
 import pytest
 import torch
 
-from lowloss.connect.interpolate import arc_leg, butterfly_leg, generalised_arc
+from lowloss.connect.interpolate import UnitCurve, arc_leg, generalised_arc, unit_partition, units_leg
 from lowloss.connect.neurons import butterflies
 from lowloss.connect.path import Path
-from lowloss.connect.registry import Context, get_method
-from lowloss.models import build_model
+from lowloss.connect.registry import METHODS, get_method
+from tests.conftest import SMALL, context, network_of, random_params
 
-METHODS = ["linear", "arc", "ot", "linear+wa", "arc+wa", "ot+wa"]
-
-
-def random_params(seed: int, width: int = 16, arch: str = "onehidden", options: dict | None = None) -> dict:
-    torch.manual_seed(seed)
-    model = build_model(arch, (1, 8, 8), 10, options or {"width": width})
-    return {key: value.detach() for key, value in model.state_dict().items()}
+WITHOUT_FILES = [name for name, method in METHODS.items() if not method.needs]
 
 
 def assert_path_joins(path: Path, theta_a: dict, theta_b: dict) -> None:
@@ -72,31 +67,47 @@ def test_proposition_1_arc_keeps_the_covariance_and_linear_shrinks_it():
 
 def test_arc_follows_eq_6_around_the_pooled_mean_and_moves_the_output_bias_linearly():
     theta_a, theta_b = random_params(0), random_params(1)
-    spec = build_model("onehidden", (1, 8, 8), 10, {"width": 16}).spec()
+    spec = network_of().spec
     x, y = butterflies(theta_a, spec, "h1"), butterflies(theta_b, spec, "h1")
     mu = torch.cat([x, y]).mean(0)
     t = 0.3
-    point = {k: v[0] for k, v in arc_leg(theta_a, theta_b, spec, "h1").at([t]).items()}
+    point = {k: v[0] for k, v in arc_leg(theta_a, theta_b, spec).at([t]).items()}
     c, s = math.cos(math.pi * t / 2), math.sin(math.pi * t / 2)
     torch.testing.assert_close(butterflies(point, spec, "h1"), mu + c * (x - mu) + s * (y - mu))
     torch.testing.assert_close(point["fc2.bias"], (1 - t) * theta_a["fc2.bias"] + t * theta_b["fc2.bias"])
 
 
-def test_butterfly_leg_is_exact_at_the_ends_even_when_the_curve_is_not():
+def test_deep_arc_moves_each_layers_rows_around_that_layers_own_mean():
+    """§5.2: Linear and Arc connect the rows of W1, W2, W3 at once; the output layer moves with the last
+    group's units (its rows are the classes), and every tensor belongs to exactly one group."""
+    network = network_of("fc3")
+    spec, theta_a, theta_b = network.spec, random_params(0, arch="fc3"), random_params(1, arch="fc3")
+    parts = unit_partition(spec)
+    assert [sorted(part.axes) for part, _ in parts] == [["fc1.weight"], ["fc2.weight", "fc3.weight"]]
+    t = 0.6
+    point = {k: v[0] for k, v in arc_leg(theta_a, theta_b, spec).at([t]).items()}
+    c, s = math.cos(math.pi * t / 2), math.sin(math.pi * t / 2)
+    for part, group in parts:
+        x, y = butterflies(theta_a, part, group), butterflies(theta_b, part, group)
+        mu = torch.cat([x, y]).mean(0)
+        torch.testing.assert_close(butterflies(point, part, group), mu + c * (x - mu) + s * (y - mu))
+
+
+def test_units_leg_is_exact_at_the_ends_even_when_the_curve_is_not():
     theta_a, theta_b = random_params(0), random_params(1)
-    spec = build_model("onehidden", (1, 8, 8), 10, {"width": 16}).spec()
-    leg = butterfly_leg(theta_a, theta_b, spec, "h1",
-                        lambda t: torch.ones(len(t), 16, 64 + 1 + 10), "ones")
+    spec = network_of().spec
+    leg = units_leg(theta_a, theta_b, [UnitCurve(spec, "h1", lambda t: torch.ones(len(t), 16, 64 + 1 + 10))], "ones")
     ends = leg.at([0.0, 0.5, 1.0])
     for key in theta_a:
         assert torch.equal(ends[key][0], theta_a[key]) and torch.equal(ends[key][2], theta_b[key])
     assert torch.equal(ends["fc1.weight"][1], torch.ones(16, 64))
 
 
-@pytest.mark.parametrize("name", METHODS)
-def test_every_method_starts_and_ends_exactly_at_the_endpoints(name, digits):
-    theta_a, theta_b = random_params(0), random_params(1)
-    model = build_model("onehidden", (1, 8, 8), 10, {"width": 16})
-    ctx = Context(model, model.spec(), digits, {"wa_breakpoints": 3, "wa_samples": 64})
+@pytest.mark.parametrize("arch", list(SMALL))
+@pytest.mark.parametrize("name", WITHOUT_FILES)
+def test_every_method_starts_and_ends_exactly_at_the_endpoints(name, arch, digits):
+    theta_a, theta_b = random_params(0, arch=arch), random_params(1, arch=arch)
+    ctx = context(network_of(arch), digits, wa_breakpoints=3, wa_samples=64)
     path = get_method(name).build(theta_a, theta_b, ctx)
+    assert path.method == name
     assert_path_joins(path, theta_a, theta_b)

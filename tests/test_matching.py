@@ -1,48 +1,62 @@
-"""OT matching: it recovers a known permutation, both solvers agree, and a saved matching is checked."""
+"""OT matching: it recovers planted permutations of every group, both solvers agree, and a saved matching is
+checked against its method, endpoints and fit."""
 
 import pytest
 import torch
-from torch.func import functional_call
 
 from lowloss.artifacts import Artifact, load_weights
-from lowloss.connect.matching import find_matching, load_matching, ot_permutation, save_matching
+from lowloss.connect.matching import load_matching, ot_permutation, save_matching, sequential_matching
+from lowloss.connect.registry import get_method
 from lowloss.errors import LowlossError
-from lowloss.models import build_model
 from lowloss.spec import permute
-from tests.test_interpolate import random_params
+from tests.conftest import SMALL, context, network_of, random_params
 
 WIDTH = 40
 
 
-def onehidden():
-    return build_model("onehidden", (1, 8, 8), 10, {"width": WIDTH}).eval()
-
-
-def shuffled_copy(theta: dict, seed: int = 3, noise: float = 1e-3):
-    """B = A with its units shuffled (and slightly perturbed), and the shuffle."""
+def shuffled_copy(theta: dict, network, seed: int = 3, noise: float = 1e-3):
+    """B = A with the units of every group shuffled (and slightly perturbed), and the shuffles."""
     gen = torch.Generator().manual_seed(seed)
-    spec = onehidden().spec()
-    shuffle = torch.randperm(WIDTH, generator=gen)
-    theta_b = permute(theta, spec, {"h1": shuffle})
-    return {k: v + noise * torch.randn(v.shape, generator=gen) for k, v in theta_b.items()}, shuffle
+    spec = network.spec
+    shuffles = {group: torch.randperm(spec.size(theta, group), generator=gen) for group in spec.groups}
+    theta_b = permute(theta, spec, shuffles)
+    return {k: v + noise * torch.randn(v.shape, generator=gen) for k, v in theta_b.items()}, shuffles
+
+
+def assert_recovered(perms: dict, shuffles: dict) -> None:
+    """perm[i] is B's unit that A's unit i became."""
+    assert set(perms) == set(shuffles)
+    for group, perm in perms.items():
+        assert torch.equal(shuffles[group][perm], torch.arange(len(perm))), group
 
 
 @pytest.mark.parametrize("solver", ["emd", "scipy"])
 def test_ot_recovers_a_known_permutation(solver):
+    network = network_of(width=WIDTH)
     theta_a = random_params(0, WIDTH)
-    theta_b, shuffle = shuffled_copy(theta_a)
-    perm = find_matching(theta_a, theta_b, onehidden().spec(), solver)["h1"]
-    assert torch.equal(shuffle[perm], torch.arange(WIDTH))  # B's unit perm[i] is A's unit i
+    theta_b, shuffles = shuffled_copy(theta_a, network)
+    assert_recovered(sequential_matching(theta_a, theta_b, network.spec, solver), shuffles)
+
+
+@pytest.mark.parametrize("arch", ["fc3", "conv2fc1", "vgg16"])
+@pytest.mark.parametrize("method", ["ot", "ot+wa", "ot+bfly"])
+def test_a_planted_permutation_of_every_group_is_recovered(arch, method, digits):
+    """Matched group after group in B's partly permuted basis (`ot`), or stage by stage between route points
+    whose inputs are already in B's basis (`ot+wa`, `ot+bfly`)."""
+    network = network_of(arch, {"widths": [24, 16]} if arch == "fc3" else None)
+    theta_a = random_params(0, arch=arch, options={"widths": [24, 16]} if arch == "fc3" else None)
+    theta_b, shuffles = shuffled_copy(theta_a, network, noise=0.0)
+    perms, fitted = get_method(method).match(theta_a, theta_b, context(network, digits, wa_samples=512))
+    assert_recovered(perms, shuffles)
+    assert fitted == (None if method == "ot" else {"dataset": "digits", "wa_samples": 512, "seed": 0})
 
 
 def test_the_matched_network_computes_the_same_function_as_b():
-    model = onehidden()
+    network = network_of(width=WIDTH)
     theta_a, theta_b = random_params(0, WIDTH), random_params(1, WIDTH)
-    perms = find_matching(theta_a, theta_b, model.spec())
-    matched = permute(theta_b, model.spec(), perms)
+    perms = sequential_matching(theta_a, theta_b, network.spec)
     x = torch.randn(32, 1, 8, 8)
-    with torch.no_grad():
-        torch.testing.assert_close(functional_call(model, matched, (x,)), functional_call(model, theta_b, (x,)))
+    torch.testing.assert_close(network.run(permute(theta_b, network.spec, perms), x), network.run(theta_b, x))
     assert not torch.equal(perms["h1"], torch.arange(WIDTH))
 
 
@@ -65,16 +79,30 @@ def fake_endpoint(name: str, digest: str) -> Artifact:
     return Artifact(path=name, tensors={}, meta={"sha256": digest})
 
 
-def test_saved_matching_round_trips_and_refuses_other_endpoints(tmp_path):
-    spec = onehidden().spec()
+def test_saved_matching_round_trips_and_refuses_other_methods_endpoints_fits_and_networks(tmp_path):
+    network = network_of(width=WIDTH)
     theta_a, theta_b = random_params(0, WIDTH), random_params(1, WIDTH)
-    perms = find_matching(theta_a, theta_b, spec)
+    perms = sequential_matching(theta_a, theta_b, network.spec)
     endpoints = (fake_endpoint("a", "aa"), fake_endpoint("b", "bb"))
-    save_matching(tmp_path / "m.safetensors", perms, endpoints, "emd")
+    fitted = {"dataset": "digits", "wa_samples": None, "seed": 0}
+    save_matching(tmp_path / "m.safetensors", perms, "ot+wa", endpoints, "emd", fitted)
     saved = load_weights(tmp_path / "m.safetensors")
-    assert torch.equal(load_matching(saved, endpoints, theta_b, spec)["h1"], perms["h1"])
+    ctx = context(network)
+    ctx.endpoints = endpoints
+    assert saved.meta["method"] == "ot+wa" and saved.meta["fitted"] == fitted
+    assert torch.equal(load_matching(saved, "ot+wa", ctx, theta_b, fitted)["h1"], perms["h1"])
+    with pytest.raises(LowlossError, match="computed for method 'ot\\+wa', not 'ot'"):
+        load_matching(saved, "ot", ctx, theta_b, fitted)
+    with pytest.raises(LowlossError, match="route fitted with"):
+        load_matching(saved, "ot+wa", ctx, theta_b, {**fitted, "wa_samples": 100})
+    ctx.endpoints = (endpoints[0], fake_endpoint("c", "cc"))
     with pytest.raises(LowlossError, match="computed for other endpoints"):
-        load_matching(saved, (endpoints[0], fake_endpoint("c", "cc")), theta_b, spec)
+        load_matching(saved, "ot+wa", ctx, theta_b, fitted)
+    ctx.endpoints = endpoints
     broken = Artifact(saved.path, {"perm.h1": torch.zeros(WIDTH, dtype=torch.int64)}, saved.meta)
     with pytest.raises(LowlossError, match="not a permutation of 40 units"):
-        load_matching(broken, endpoints, theta_b, spec)
+        load_matching(broken, "ot+wa", ctx, theta_b, fitted)
+    deep = context(network_of("fc3"))
+    deep.endpoints = endpoints
+    with pytest.raises(LowlossError, match="matching covers groups \\['h1'\\], the network has \\['h1', 'h2'\\]"):
+        load_matching(saved, "ot+wa", deep, random_params(1, arch="fc3"), fitted)

@@ -9,7 +9,7 @@ from torch.func import functional_call
 from lowloss.connect.permutation import SwapLeg, permutation_legs, permutation_stage
 from lowloss.models import build_model
 from lowloss.spec import permute, unit_view
-from tests.test_interpolate import random_params
+from tests.conftest import random_params
 
 
 def cycles(perm: torch.Tensor) -> int:
@@ -56,8 +56,8 @@ def test_every_swap_leg_moves_two_units_and_its_ends_compute_b():
         torch.testing.assert_close(outputs(model, leg.end, x), expected)
         start, end = (unit_view(p["fc1.weight"], 0, 12) for p in (leg.start, leg.end))
         moved = (start != end).any(1).nonzero().flatten().tolist()
-        assert moved == sorted(leg.stage.positions[leg.step].tolist())
-        u, v = leg.meta["swap_units"]
+        assert moved == sorted(leg.swaps.positions[leg.step].tolist())
+        u, v = leg.units
         assert sorted(torch.equal(start[i], theta_b["fc1.weight"][u]) for i in moved) == [False, True]
 
 

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from lowloss.connect.adjust import fit_layer, fitting_samples, replace
 from lowloss.connect.context import ALL, Context
 from lowloss.connect.interpolate import arc_curve, units_leg
-from lowloss.connect.matching import match_group, matching_for
+from lowloss.connect.matching import load_matching, match_group
 from lowloss.connect.path import Leg, Path, chain, in_stage, stack_params, unstack_params
 from lowloss.connect.permutation import matched_legs, permutation_stage
 from lowloss.errors import LowlossError
@@ -99,14 +99,6 @@ class Route:
         self.points = route_points(self.network, theta_a, theta_b, self.x, count, ctx.options.progress)
         self.ends = self.points[1:] + ([] if self.kind == "wa" else [theta_b])
 
-    @property
-    def fitted(self) -> dict | None:
-        """What the route's points depend on, for matchings computed from them (None: only the endpoints)."""
-        if len(self.groups) < 2:
-            return None
-        return {"dataset": self.ctx.data.name, "wa_samples": self.ctx.options.wa_samples,
-                "seed": self.ctx.options.seed}
-
     def stage_units(self, stage: int):
         """The spec whose units stage `stage` moves: a layer's rows (WA) or the butterflies (bfly)."""
         spec, group = self.network.spec, self.groups[stage]
@@ -119,12 +111,24 @@ class Route:
                 for s, (group, start, end) in enumerate(zip(self.groups, self.points, self.ends))}
 
 
+def fitted(ctx: Context) -> dict | None:
+    """What a route's matchings depend on besides the endpoints: the route points' fit (None with one
+    hidden group, whose only stage matches the endpoints' own layers)."""
+    if len(ctx.spec.groups) < 2:
+        return None
+    return {"dataset": ctx.data.name if ctx.data else None, "wa_samples": ctx.options.wa_samples,
+            "seed": ctx.options.seed}
+
+
 def build(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> Path:
     """The route of `method` ('linear+wa', 'ot+bfly', …) from Θ^A to Θ^B."""
-    route = Route(method, theta_a, theta_b, ctx)
+    first, _ = split_name(method)
     perms = None
-    if route.first == "ot":
-        perms = matching_for(method, ctx, theta_b, route.matchings, route.fitted)
+    if first == "ot" and ctx.matching is not None:  # checked before any fitting
+        perms = load_matching(ctx.matching, method, ctx, theta_b, fitted(ctx))
+    route = Route(method, theta_a, theta_b, ctx)
+    if first == "ot" and perms is None:
+        perms = route.matchings()
     legs: list[Leg] = []
     for s, (group, start, end) in enumerate(zip(route.groups, route.points, route.ends)):
         perm = None if perms is None else perms[group]
@@ -137,8 +141,7 @@ def build(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> Path:
 
 def route_matching(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> tuple[dict[str, Tensor], dict | None]:
     """The matchings a route method uses, for `lowloss match`, with what they depend on."""
-    route = Route(method, theta_a, theta_b, ctx)
-    return route.matchings(), route.fitted
+    return Route(method, theta_a, theta_b, ctx).matchings(), fitted(ctx)
 
 
 def bfly_stage(route: Route, s: int, start: Params, end: Params, perm: Tensor | None) -> list[Leg]:

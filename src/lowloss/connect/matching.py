@@ -107,7 +107,7 @@ def load_matching(matching: Artifact, method: str, ctx: Context, theta_b: Params
                            f"this one is fitted with {fitted}")
     perms = {key.removeprefix(PREFIX): tensor.long() for key, tensor in matching.tensors.items()}
     spec = ctx.spec
-    if not set(perms) <= set(spec.groups):
+    if set(perms) != set(spec.groups):
         raise LowlossError(f"{path}: matching covers groups {sorted(perms)}, the network has {spec.groups}")
     for group, perm in perms.items():
         n = spec.size(theta_b, group)
