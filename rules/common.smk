@@ -2,6 +2,7 @@
 # Rules refer to these functions by name; no rule holds logic of its own.
 
 import os
+import sys
 from pathlib import Path
 from shlex import quote
 
@@ -10,20 +11,19 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # this workflow's lowloss (its method table imports no torch)
+from lowloss.connect.registry import METHODS, ROUTE_METHODS, WA_METHODS  # noqa: E402
+from lowloss.errors import did_you_mean  # noqa: E402
+from lowloss.kinds import ARCHITECTURE_KINDS, ONE_HIDDEN  # noqa: E402
+
 SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
 
-# What a method reads besides its two endpoints: the `lowloss connect` flag and the file, relative to
-# results/{exp}/, that another rule makes. Methods not listed need nothing else. Adding a method is one
-# line in the config (plus one line here when it needs a fitted file).
-METHOD_INPUTS = {
-    "ot": ("matching", "matchings/{pair}.safetensors"),
-    "ot+wa": ("matching", "matchings/{pair}.safetensors"),
-    "realnvp-flow": ("connector", "connectors/realnvp-flow.safetensors"),
-    "iaf-flow": ("connector", "connectors/iaf-flow.safetensors"),
-    "realnvp-bijection": ("connector", "connectors/realnvp-bijection.safetensors"),
-    "garipov-polychain-3": ("curve", "curves/polychain-3/{pair}.safetensors"),
-    "garipov-polychain-5": ("curve", "curves/polychain-5/{pair}.safetensors"),
-    "garipov-bezier-3": ("curve", "curves/bezier-3/{pair}.safetensors"),
+# Where the fitted files a method reads (`lowloss methods`: needs/takes) are made, relative to
+# results/{exp}/; the registry says which method reads which. A new method is one line in the registry.
+INPUT_FILES = {
+    "connector": "connectors/{method}.safetensors",
+    "curve": "curves/{method}/{pair}.safetensors",
+    "matching": "matchings/{method}/{pair}.safetensors",
 }
 EMBEDDED_DATASETS = {"digits", "synthetic-mnist", "synthetic-cifar"}
 
@@ -43,6 +43,13 @@ def check_config(config):
     validate(config, str(SCHEMA))  # fills in the schema's defaults
     for name, exp in config["experiments"].items():
         key = f"config: experiments.{name}"
+        for method in methods(name):
+            if method not in METHODS:
+                raise WorkflowError(f"{key}: unknown method {method!r}{did_you_mean(method, METHODS)} "
+                                    f"(`lowloss methods` lists them)")
+            if not METHODS[method].applies_to_architecture(exp["arch"]):
+                raise WorkflowError(f"{key}: method {method!r} applies to {METHODS[method].applies_to}, "
+                                    f"not to architecture {exp['arch']!r}")
         seen = set(exp["model_set_seeds"])
         for a, b in exp["pairs"]:
             if a == b:
@@ -50,7 +57,7 @@ def check_config(config):
             if {a, b} & seen:
                 raise WorkflowError(f"{key}.pairs: seed {sorted({a, b} & seen)[0]} is also in model_set_seeds "
                                     f"(evaluation pairs must be endpoints outside the model set V)")
-        learned = [m for m in methods(name) if METHOD_INPUTS.get(m, ("",))[0] == "connector"]
+        learned = [m for m in methods(name) if "connector" in METHODS[m].inputs]
         if learned and len(seen) < 2:
             raise WorkflowError(f"{key}.model_set_seeds: {', '.join(learned)} need a model set V of at least "
                                 f"two seeds, got {len(seen)}")
@@ -112,13 +119,28 @@ def report_dir():
     return f"results/report/{config['name']}"
 
 
-REPORT_FILES = ["table1.csv", "table1.md", "table1.tex", "worst_points.csv", "paths.png", "paths.svg"]
+def one_hidden(name):
+    """Whether experiment `name` goes to Table 1 (one hidden layer) rather than Table 2."""
+    return ARCHITECTURE_KINDS[experiment(name)["arch"]] == ONE_HIDDEN
+
+
+def report_files():
+    """What `lowloss report` writes for this config: Table 1 and/or Table 2, the route figure when a deep
+    experiment has route methods."""
+    names = config["experiments"]
+    tables = [table for table, present in (("table1", any(one_hidden(n) for n in names)),
+                                           ("table2", not all(one_hidden(n) for n in names))) if present]
+    files = ["worst_points.csv", "paths.png", "paths.svg"]
+    files.extend(f"{table}.{kind}" for table in tables for kind in ("csv", "md", "tex"))
+    if any(not one_hidden(n) and set(methods(n)) & set(ROUTE_METHODS) for n in names):
+        files.extend(["route.png", "route.svg"])
+    return files
 
 
 # ---- input functions ----------------------------------------------------------------------------
 
 def report_outputs(wildcards=None):
-    return [f"{report_dir()}/{file}" for file in REPORT_FILES]
+    return [f"{report_dir()}/{file}" for file in report_files()]
 
 
 def output_folder(wildcards, output):
@@ -130,12 +152,6 @@ def report_paths(wildcards):
     """Every path table of the run, experiments in config order, methods in table order."""
     return [path_table(name, method, pair) for name in config["experiments"]
             for method in methods(name) for pair in pairs(name)]
-
-
-def report_endpoints(wildcards):
-    """The endpoints' sidecars, read for the table's End Points row."""
-    return sorted({f"results/{name}/models/seed{seed}.json"
-                   for name in config["experiments"] for pair in pairs(name) for seed in pair_seeds(pair)})
 
 
 def first_seed_model(wildcards):
@@ -160,18 +176,16 @@ def pair_models(wildcards):
     return {"a": model_path(wildcards.exp, a), "b": model_path(wildcards.exp, b)}
 
 
-def method_input(wildcards):
-    """The fitted file (METHOD_INPUTS) that method `wildcards.method` reads for pair `wildcards.pair`."""
-    pattern = METHOD_INPUTS[wildcards.method][1]
-    return os.path.join("results", wildcards.exp, pattern.format(pair=wildcards.pair))
+def method_inputs(wildcards):
+    """The fitted files (connector, curve, matching) that method `wildcards.method` reads for the pair."""
+    return {need: os.path.join("results", wildcards.exp,
+                               INPUT_FILES[need].format(method=wildcards.method, pair=wildcards.pair))
+            for need in METHODS[wildcards.method].inputs}
 
 
 def connect_inputs(wildcards):
-    """Both endpoints plus, from METHOD_INPUTS, the file the method needs (connector, curve, matching)."""
-    inputs = pair_models(wildcards)
-    if wildcards.method in METHOD_INPUTS:
-        inputs[METHOD_INPUTS[wildcards.method][0]] = method_input(wildcards)
-    return inputs
+    """Both endpoints plus the files the method reads."""
+    return {**pair_models(wildcards), **method_inputs(wildcards)}
 
 
 # ---- command-line arguments (params) ------------------------------------------------------------
@@ -211,18 +225,23 @@ def curve_args(wildcards):
     return flags(experiment(wildcards.exp)["curves"])
 
 
+def route_options(wildcards):
+    """The route's fit (§4.1) for +wa and +bfly methods: its samples (a matching records them too)."""
+    if wildcards.method not in ROUTE_METHODS:
+        return {}
+    return {"wa_samples": experiment(wildcards.exp)["connect"]["wa_samples"]}
+
+
 def matching_args(wildcards):
-    return flags(experiment(wildcards.exp)["matching"])
+    return flags({**experiment(wildcards.exp)["matching"], **route_options(wildcards)})
 
 
 def connect_args(wildcards):
-    """Evaluation points, the weight-adjustment options for +wa methods, and the method's extra file."""
+    """Evaluation points, the route's options for +wa and +bfly methods, and the method's fitted files."""
     settings = experiment(wildcards.exp)["connect"]
-    options = {"points": settings["points"]}
-    if wildcards.method.split("+")[-1] == "wa":  # weight-adjusted methods, §3.5
-        options.update(wa_breakpoints=settings["wa_breakpoints"], wa_samples=settings["wa_samples"])
-    if wildcards.method in METHOD_INPUTS:
-        options[METHOD_INPUTS[wildcards.method][0]] = method_input(wildcards)
+    options = {"points": settings["points"], **route_options(wildcards), **method_inputs(wildcards)}
+    if wildcards.method in WA_METHODS:  # weight-adjusted methods, §3.5
+        options["wa_breakpoints"] = settings["wa_breakpoints"]
     return flags(options)
 
 
@@ -244,5 +263,3 @@ wildcard_constraints:
     pair=r"\d+-\d+",
     method=r"[a-z0-9][a-z0-9+-]*",
     kind=r"[a-z0-9-]+",
-    curve=r"[a-z]+",
-    points=r"\d+",

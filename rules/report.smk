@@ -1,11 +1,10 @@
-# Stage 7: the paper's Table 1 (worst accuracy along the path, mean ± std over pairs) and figures.
+# Stage 7: the paper's Tables 1 and 2 (worst accuracy along the path, mean ± std over pairs) and figures.
 
 
 rule report:
     """Tabulate and plot every path table of the run."""
     input:
         paths=report_paths,
-        endpoints=report_endpoints,
     output:
         report_outputs(),
     params:

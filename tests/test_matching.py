@@ -9,7 +9,7 @@ from lowloss.connect.matching import load_matching, ot_permutation, save_matchin
 from lowloss.connect.registry import get_method
 from lowloss.errors import LowlossError
 from lowloss.spec import permute
-from tests.conftest import SMALL, context, network_of, random_params
+from tests.conftest import context, network_of, random_params
 
 WIDTH = 40
 

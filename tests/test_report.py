@@ -1,4 +1,4 @@
-"""`lowloss report`: Table 1's layout and numbers, the End Points row, the x axis of the figure, errors."""
+"""`lowloss report`: Tables 1 and 2, their layout and numbers, the End Points row, the figures' axes, errors."""
 
 from __future__ import annotations
 
@@ -9,40 +9,45 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lowloss.errors import LowlossError
-from lowloss.report import build_report, format_cell, stage_positions
+from lowloss.figures import route_positions, stage_positions
+from lowloss.report import build_report, format_cell
 from tests.conftest import assert_one_line_error, run_cli
 
 ACCURACY = {0: (0.99, 0.97), 1: (0.98, 0.96), 2: (0.97, 0.95), 3: (0.995, 0.99)}  # seed: (train, test)
 
 
-def path_table(method: str, legs: list[str], acc: float, points: int = 5) -> pd.DataFrame:
-    """A path table with a dip to `acc` at the middle of the first leg and 0.9 elsewhere."""
+def path_table(method: str, legs: list[str], acc: float, pair: tuple[int, int] = (0, 1), points: int = 5,
+               arch: str = "onehidden", stages: list[int] | None = None) -> pd.DataFrame:
+    """A path table with a dip to `acc` at the middle of the first leg, the endpoints' accuracies (ACCURACY) at
+    both ends and 0.9 elsewhere."""
     rows = []
     for leg, name in enumerate(legs):
-        ts = [0.5] if name.startswith("swap") else np.linspace(0, 1, points)
+        ts = [0.5] if name.startswith("swap") else list(np.linspace(0, 1, points))
+        if leg == len(legs) - 1 and 1.0 not in ts:
+            ts.append(1.0)  # a table always holds Θ^B
         for t in ts:
-            for split in ("train", "test"):
-                value = acc if (leg == 0 and t == 0.5) else 0.9
-                rows.append(dict(method=method, leg=leg, leg_name=name, t=t, position=leg + t, split=split,
-                                 loss=1 - value, acc=value - (0.01 if split == "test" else 0)))
+            for s, split in enumerate(("train", "test")):
+                value = (acc if (leg == 0 and t == 0.5) else 0.9) - (0.01 if split == "test" else 0)
+                if leg == 0 and t == 0:
+                    value = ACCURACY[pair[0]][s]
+                elif leg == len(legs) - 1 and t == 1:
+                    value = ACCURACY[pair[1]][s]
+                rows.append(dict(method=method, arch=arch, leg=leg, leg_name=name, stage=stages[leg] if stages else 0,
+                                 t=t, position=leg + t, split=split, loss=1 - value, acc=value))
     return pd.DataFrame(rows)
 
 
 @pytest.fixture
 def results(tmp_path) -> tuple[Path, list[Path]]:
-    """results/exp/models/seed*.json and path tables of two methods on pairs 0-1 and 2-3."""
+    """results/exp/paths/*: path tables of two methods on pairs 0-1 and 2-3."""
     root = tmp_path / "results" / "exp"
-    (root / "models").mkdir(parents=True)
-    for seed, (train, test) in ACCURACY.items():
-        (root / "models" / f"seed{seed}.json").write_text(json.dumps({"train_acc": train, "test_acc": test}))
     csvs = []
     worst = {("linear", "0-1"): 0.5, ("linear", "2-3"): 0.7, ("ot", "0-1"): 0.8, ("ot", "2-3"): 0.85}
     legs = {"linear": ["linear"], "ot": ["ot"] + [f"swap-h1-{k}" for k in range(30)]}
     for (method, pair), acc in worst.items():
         csv = root / "paths" / method / f"{pair}.csv"
         csv.parent.mkdir(parents=True, exist_ok=True)
-        path_table(method, legs[method], acc).to_csv(csv, index=False)
+        path_table(method, legs[method], acc, tuple(map(int, pair.split("-")))).to_csv(csv, index=False)
         csvs.append(csv)
     return tmp_path / "out", csvs
 
@@ -57,10 +62,10 @@ def test_table1_cells_are_mean_and_std_over_pairs_of_the_worst_point(results):
     assert table.loc["linear", ("exp", "train")] == f"{np.mean(linear_train):.2f} ± {np.std(linear_train, ddof=1):.2f}"
     ot_test = [79.0, 84.0]
     assert table.loc["ot", ("exp", "test")] == f"{np.mean(ot_test):.2f} ± {np.std(ot_test, ddof=1):.2f}"
-    # End Points: per pair the lower of the two endpoints.
-    lower_test = [100 * min(ACCURACY[0][1], ACCURACY[1][1]), 100 * min(ACCURACY[2][1], ACCURACY[3][1])]
+    # End Points: every endpoint of the evaluated pairs, as the paths' own tables evaluated it.
+    endpoint_test = [100 * ACCURACY[seed][1] for seed in (0, 1, 2, 3)]
     assert table.loc["End Points", ("exp", "test")] == (
-        f"{np.mean(lower_test):.2f} ± {np.std(lower_test, ddof=1):.2f}")
+        f"{np.mean(endpoint_test):.2f} ± {np.std(endpoint_test, ddof=1):.2f}")
     assert summary["paths"] == 4 and summary["methods"] == 2 and summary["experiments"] == 1
     assert all(Path(f).stat().st_size > 0 for f in summary["files"])
 
@@ -91,7 +96,7 @@ def test_a_single_pair_shows_no_spread():
 def test_stage_positions_give_a_permutation_stage_one_share_of_the_axis():
     table = path_table("ot", ["ot"] + [f"swap-h1-{k}" for k in range(30)], 0.8)
     x, breaks = stage_positions(table)
-    assert x.min() == 0 and x.max() < 1
+    assert x.min() == 0 and x.max() == 1  # Θ^B: t = 1 of the last swap leg
     first_leg = x[(table["leg"] == 0).to_numpy()]
     assert first_leg.max() == pytest.approx(0.5)  # interpolation leg: one of two stages
     swaps = x[(table["leg"] > 0).to_numpy()]
@@ -116,6 +121,42 @@ def test_figures_are_written_as_png_and_svg(results):
     assert (out / "paths.svg").read_text().lstrip().startswith("<?xml")
 
 
+def deep_results(tmp_path) -> list[Path]:
+    """Path tables of an fc3 experiment (Table 2) beside the one-hidden ones: its route methods have stages."""
+    root = tmp_path / "results" / "deep"
+    csvs = []
+    for method, acc in (("ot+wa", 0.6), ("linear", 0.3), ("arc+bfly", 0.5), ("garipov-polychain-3", 0.7)):
+        legs, stages = {"ot+wa": (["s1-wa-start", "s1-wa-1", "s2-wa-start", "s2-wa-1", "last-layer"], [1, 1, 2, 2, 3]),
+                        "arc+bfly": (["s1-arc", "s2-arc"], [1, 2])}.get(method, ([method], None))
+        csv = root / "paths" / method / "0-1.csv"
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        path_table(method, legs, acc, arch="fc3", stages=stages).to_csv(csv, index=False)
+        csvs.append(csv)
+    return csvs
+
+
+def test_deep_experiments_make_table_2_in_the_papers_order_and_the_route_figure(results, tmp_path):
+    out, csvs = results
+    summary = build_report([*csvs, *deep_results(tmp_path)], out)
+    one = pd.read_csv(out / "table1.csv", header=[0, 1], index_col=0)
+    two = pd.read_csv(out / "table2.csv", header=[0, 1], index_col=0)
+    assert list(one.columns) == [("exp", "train"), ("exp", "test")]
+    assert list(two.columns) == [("deep", "train"), ("deep", "test")]
+    assert list(two.index) == ["linear", "arc+bfly", "ot+wa", "garipov-polychain-3", "End Points"]
+    assert two.loc["ot+wa", ("deep", "train")] == "60.00" and two.loc["ot+wa", ("deep", "test")] == "59.00"
+    assert {Path(f).name for f in summary["files"]} >= {"table2.md", "table2.tex", "route.png", "route.svg"}
+
+
+def test_route_positions_give_every_stage_one_unit():
+    table = path_table("ot+wa", ["s1-wa-start", "s1-wa-1", "s2-wa-start", "s2-wa-1", "last-layer"], 0.6,
+                       arch="fc3", stages=[1, 1, 2, 2, 3])
+    x = route_positions(table)
+    assert x.min() == 0 and x.max() == pytest.approx(3)
+    for stage in (1, 2, 3):
+        inside = x[(table["stage"] == stage).to_numpy()]
+        assert inside.min() == pytest.approx(stage - 1) and inside.max() == pytest.approx(stage)
+
+
 def test_cli_prints_its_summary_last(results):
     out, csvs = results
     result = run_cli("report", *csvs, "--out-dir", out, check=True)
@@ -129,10 +170,3 @@ def test_a_table_outside_the_results_layout_is_a_one_line_error(tmp_path):
     assert_one_line_error(run_cli("report", stray, "--out-dir", tmp_path / "out"),
                           "expected a path table at <experiment>/paths/<method>/<seedA>-<seedB>.csv")
     assert not (tmp_path / "out").exists()
-
-
-def test_a_missing_endpoint_sidecar_is_named(results):
-    out, csvs = results
-    (csvs[0].parents[2] / "models" / "seed1.json").unlink()
-    with pytest.raises(LowlossError, match="seed1.json: cannot read the endpoint's accuracy"):
-        build_report(csvs, out)

@@ -23,9 +23,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "test-tiny.yaml"
-EXPERIMENT = "digits-tiny"
+EXPERIMENT, DEEP = "digits-tiny", "digits-fc3-tiny"
 REPORT = Path("results/report/test-tiny")
-REPORT_FILES = ["table1.csv", "table1.md", "table1.tex", "worst_points.csv", "paths.png", "paths.svg"]
+REPORT_FILES = ["table1.csv", "table1.md", "table1.tex", "table2.csv", "table2.md", "table2.tex", "worst_points.csv",
+                "paths.png", "paths.svg", "route.png", "route.svg"]
 
 pytestmark = pytest.mark.slow
 
@@ -88,27 +89,32 @@ def test_every_stage_runs_and_every_output_exists(workflow):
     workdir, plan = workflow
     config = yaml.safe_load(TINY.read_text())
     pairs = ["0-1", "2-3"]
-    assert plan == Counter(train=6, model_set=1, fit_connector=1, match=2, fit_curve=2,
-                           connect=2 * len(config["methods"]), report=1, all=1)
+    deep = config["experiments"][DEEP]["methods"]
+    assert plan == Counter(train=6 + 2, model_set=1, fit_connector=1, match=2 + 1, fit_curve=2,
+                           connect=2 * len(config["methods"]) + len(deep), report=1, all=1)
     results = workdir / "results" / EXPERIMENT
     for seed in (0, 1, 2, 3, 10, 11):
         assert (results / "models" / f"seed{seed}.safetensors").is_file()
         assert not (results / "models" / f"seed{seed}.ckpt.safetensors").exists()
     assert (results / "model_set" / "V.json").is_file()
     assert (results / "connectors" / "realnvp-flow.safetensors").is_file()
-    for pair in pairs:
-        assert (results / "matchings" / f"{pair}.safetensors").is_file()
-        assert (results / "curves" / "polychain-3" / f"{pair}.safetensors").is_file()
+    for pair in pairs:  # fitted files live in folders named after the method that reads them
+        assert (results / "matchings" / "ot" / f"{pair}.safetensors").is_file()
+        assert (results / "curves" / "garipov-polychain-3" / f"{pair}.safetensors").is_file()
         for method in config["methods"]:
             assert (results / "paths" / method / f"{pair}.csv").is_file()
             assert (workdir / "logs" / EXPERIMENT / "paths" / method / f"{pair}.log").is_file()
+    assert (workdir / "results" / DEEP / "matchings" / "ot+wa" / "0-1.safetensors").is_file()
+    for method in deep:
+        assert (workdir / "results" / DEEP / "paths" / method / "0-1.csv").is_file()
     for name in REPORT_FILES:
         assert (workdir / REPORT / name).stat().st_size > 0
 
 
-def test_table_has_every_method_and_end_points_in_percent(workflow):
+def test_tables_have_every_method_and_end_points_in_percent(workflow):
     workdir, _ = workflow
-    methods = yaml.safe_load(TINY.read_text())["methods"]
+    config = yaml.safe_load(TINY.read_text())
+    methods = config["methods"]
     table = report_table(workdir)
     assert list(table.index) == [*methods, "End Points"]
     assert list(table.columns) == [(EXPERIMENT, "train"), (EXPERIMENT, "test")]
@@ -117,8 +123,12 @@ def test_table_has_every_method_and_end_points_in_percent(workflow):
         assert 0 <= mean <= 100 and 0 <= std <= 100 and math.isfinite(mean + std)
     worst = pd.read_csv(workdir / REPORT / "worst_points.csv")
     assert worst["worst_acc"].between(0, 100).all()
-    assert len(worst) == (len(methods) + 1) * 2 * 2  # (methods + End Points) × pairs × splits
+    ours = worst[worst["experiment"] == EXPERIMENT]
+    assert len(ours) == (len(methods) * 2 + 4) * 2  # (methods × pairs + the 4 endpoints) × splits
     assert "| End Points" in (workdir / REPORT / "table1.md").read_text()
+    deep = pd.read_csv(workdir / REPORT / "table2.csv", header=[0, 1], index_col=0)
+    assert list(deep.index) == [*config["experiments"][DEEP]["methods"], "End Points"]  # the paper's order
+    assert list(deep.columns) == [(DEEP, "train"), (DEEP, "test")]
 
 
 def mlflow_runs(workdir: Path) -> list:
@@ -137,10 +147,12 @@ def test_every_job_logged_one_mlflow_run_with_tags_metrics_and_files(workflow):
     for run in runs:
         tags = run.data.tags
         if tags["rule"] != "report":
-            assert tags["experiment"] == EXPERIMENT and tags["dataset"] == "digits" and tags["arch"] == "onehidden"
+            assert (tags["experiment"], tags["arch"]) in {(EXPERIMENT, "onehidden"), (DEEP, "fc3")}
+            assert tags["dataset"] == "digits"
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"summary.json", "outputs.json", "outputs"} <= artifacts
-    train = next(r for r in runs if r.data.tags["rule"] == "train" and r.data.tags["seed"] == "0")
+    train = next(r for r in runs if r.data.tags["rule"] == "train" and r.data.tags["seed"] == "0"
+                 and r.data.tags["experiment"] == EXPERIMENT)
     history = client.get_metric_history(train.info.run_id, "history/train_loss")
     assert [m.step for m in history] == [1, 2, 3]  # one point per epoch
     assert 0 <= train.data.metrics["test_acc"] <= 1
@@ -203,15 +215,16 @@ def test_second_run_has_nothing_to_do(workflow):
 def test_adding_a_method_runs_only_its_jobs_and_the_report(workflow, tmp_path):
     workdir, _ = workflow
     config = write_config(tmp_path / "more.yaml", lambda c: c["methods"].append("ot+wa"))
-    # ot+wa shares ot's matchings: only its two path tables and the report are new.
-    assert planned_jobs(workdir, config) == Counter(connect=2, report=1, all=1)
+    # ot+wa matches what it moves (first-layer rows): its own matchings, its two path tables, the report.
+    assert planned_jobs(workdir, config) == Counter(match=2, connect=2, report=1, all=1)
 
 
 def test_changing_the_training_epochs_reruns_everything_downstream(workflow, tmp_path):
     workdir, plan = workflow
     config = write_config(tmp_path / "epochs.yaml",
                           lambda c: c["experiments"][EXPERIMENT]["train"].update(epochs=4))
-    assert planned_jobs(workdir, config) == plan
+    # the deep experiment's two endpoints, its matching and its two paths are untouched
+    assert planned_jobs(workdir, config) == plan - Counter(train=2, match=1, connect=2)
 
 
 def test_deleting_one_path_table_reruns_only_that_job(workflow):
@@ -261,7 +274,13 @@ def test_lint_is_clean():
      f"config: experiments.{EXPERIMENT}.train.epochs: 'many' is not of type 'integer'"),
     (lambda c: c["experiments"][EXPERIMENT].update(trian={"epochs": 3}),
      f"config: experiments.{EXPERIMENT}: Additional properties are not allowed ('trian' was unexpected)"),
-    (lambda c: c["methods"].append("lineer"), "config: methods.4: 'lineer' is not one of"),
+    (lambda c: c["methods"].append("lineer"),
+     f"config: experiments.{EXPERIMENT}: unknown method 'lineer'; did you mean 'linear'?"),
+    (lambda c: c["experiments"][DEEP]["methods"].append("realnvp-flow"),
+     f"config: experiments.{DEEP}: method 'realnvp-flow' applies to networks with one hidden layer, "
+     f"not to architecture 'fc3'"),
+    (lambda c: c["experiments"][EXPERIMENT]["connect"].update(wa_breakpoints=1),
+     f"config: experiments.{EXPERIMENT}.connect.wa_breakpoints: 1 is less than the minimum of 2"),
     (lambda c: c["experiments"][EXPERIMENT]["arch_options"].update(widths=[8, 8]),
      f"config: experiments.{EXPERIMENT}.arch_options: 'widths' is not one of ['width']"),
     (lambda c: c["experiments"][EXPERIMENT].update(pairs=[[0, 10]]),

@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> dict:
     path = method.build(theta_a, theta_b, ctx)
     built = time.perf_counter()
     table = evaluate_path(ctx.network, path, data, args.points, progress=not args.no_progress)
+    table.insert(1, "arch", artifact_a.meta["arch"])
     worst, ends = worst_points(table), endpoint_scores(table)
     if args.save_path is not None:
         save_breakpoints(args.save_path, path, {key: artifact_a.meta.get(key) for key in MODEL_KEYS})

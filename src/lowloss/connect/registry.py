@@ -119,6 +119,9 @@ def _catalogue() -> dict[str, Method]:
 
 
 METHODS: dict[str, Method] = _catalogue()
+ROUTE_METHODS = tuple(f"{first}+{kind}" for kind in ("wa", "bfly") for first in FIRST_LAYERS)
+"""The layer-wise methods of §4.1 (their paths run through the route points Θ_k^AB)."""
+WA_METHODS = ROUTE_METHODS[:len(FIRST_LAYERS)]
 
 
 def get_method(name: str) -> Method:
