@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from benchmarks.bench_evaluate import best_time
-from lowloss.connect.adjust import solve_adjustment, with_ones
+from lowloss.connect.adjust import solve_rows
 
 WIDTH = 2000
 CASES = {"overdetermined": 8000, "underdetermined": 1500}
@@ -24,15 +24,16 @@ def features(samples: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     layer = torch.randn(784, WIDTH, generator=gen) / 28
     f = torch.relu(x @ layer - 0.5)
     f[:, :20] = 0  # dead units
-    return with_ones(f, True), torch.randn(samples, 10, generator=gen, dtype=torch.float64)
+    return f, torch.randn(samples, 10, generator=gen, dtype=torch.float64)
 
 
 def run() -> list[dict]:
     rows = []
     for case, samples in CASES.items():
-        design, targets = features(samples)
-        ours = best_time(lambda: solve_adjustment(lambda r: design[r], targets, design.shape[1]))
-        w = solve_adjustment(lambda r: design[r], targets, design.shape[1])
+        f, targets = features(samples)
+        ours = best_time(lambda: solve_rows(lambda r: f[r], targets, bias=True))
+        w = solve_rows(lambda r: f[r], targets, bias=True)
+        design = torch.cat([f, torch.ones(len(f), 1)], 1).double()  # [F 1]: the bias column
         a, y = design.numpy(), targets.numpy()
         pinv = best_time(lambda: np.linalg.pinv(a) @ y, repeats=1)
         reference = np.linalg.pinv(a) @ y

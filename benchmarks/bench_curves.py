@@ -14,11 +14,13 @@ from pathlib import Path
 
 from lowloss.artifacts import load_weights
 from lowloss.connect.curves import fit_curve, paper_epochs
-from lowloss.connect.registry import Context, get_method
+from lowloss.connect.context import Context, Options
+from lowloss.connect.registry import get_method
 from lowloss.data import load_dataset
 from lowloss.device import pick_device
 from lowloss.evaluate import evaluate_path, worst_points
 from lowloss.models import load_model
+from lowloss.network import Network
 from lowloss.train import TrainConfig, train_endpoint
 
 WIDTH = 2000
@@ -32,7 +34,7 @@ def _build_and_evaluate(ctx: Context, method: str) -> tuple[float, float, float]
     start = time.perf_counter()
     path = get_method(method).build(theta_a, theta_b, ctx)
     built = time.perf_counter()
-    table = evaluate_path(ctx.model, path, ctx.data, points=POINTS, progress=False)
+    table = evaluate_path(ctx.network, path, ctx.data, points=POINTS, progress=False)
     return built - start, time.perf_counter() - built, worst_points(table)["test"]["acc"]
 
 
@@ -44,7 +46,7 @@ def run() -> list[dict]:
             train_endpoint("onehidden", {"width": WIDTH}, data, TrainConfig(epochs=ENDPOINT_EPOCHS, seed=seed), out,
                            progress=False)
         (model, art_a), (_, art_b) = load_model(ends[0]), load_model(ends[1])
-        ctx = Context(model=model, spec=model.spec(), data=data, endpoints=(art_a, art_b))
+        ctx = Context(Network(model.to(data.x_train.device)), data, Options(progress=False), (art_a, art_b))
 
         ot_build_s, ot_eval_s, ot_wa_acc = _build_and_evaluate(ctx, "ot+wa")
 

@@ -18,6 +18,7 @@ from lowloss.data import Dataset
 from lowloss.device import pick_device
 from lowloss.evaluate import chunk_sizes, evaluate_path, evaluate_stacked, flops_per_point, leg_ts
 from lowloss.models import build_model
+from lowloss.network import Network
 
 POINTS = 21
 SAMPLES = 8192
@@ -39,7 +40,7 @@ def best_time(fn: Callable[[], object], repeats: int = 2) -> float:
 
 
 def random_setup(shape: tuple[int, ...], width: int, samples: int, seed: int = 0):
-    """(model, θ_A, θ_B, dataset) with random weights and a random dataset of `samples` images on the device."""
+    """(network, θ_A, θ_B, dataset) with random weights and a random dataset of `samples` images on the device."""
     device = pick_device()
     gen = torch.Generator().manual_seed(seed)
     model = build_model("onehidden", shape, 10, {"width": width}).eval()
@@ -49,15 +50,15 @@ def random_setup(shape: tuple[int, ...], width: int, samples: int, seed: int = 0
     y = torch.randint(0, 10, (samples,), generator=gen)
     split = samples * 3 // 4
     data = Dataset("random", x[:split], y[:split], x[split:], y[split:], 10).to(device)
-    return model.to(device), theta_a, theta_b, data
+    return Network(model.to(device)), theta_a, theta_b, data
 
 
-def one_at_a_time(model, leg: Leg, data: Dataset) -> None:
+def one_at_a_time(network: Network, leg: Leg, data: Dataset) -> None:
     """The baseline: every t its own pass over both splits."""
     for t in leg_ts(leg, POINTS):
         point = leg.at([t])
         for split in ("train", "test"):
-            evaluate_stacked(model, point, *data.split(split), batch=BATCH)
+            evaluate_stacked(network.model, point, *data.split(split), batch=BATCH)
 
 
 def matmul_gflops(rows: int, inner: int, cols: int, repeats: int) -> float:
@@ -69,23 +70,23 @@ def matmul_gflops(rows: int, inner: int, cols: int, repeats: int) -> float:
 
 
 def leg_rows(label: str, shape: tuple[int, ...], width: int, samples: int, repeats: int) -> list[dict]:
-    model, theta_a, theta_b, data = random_setup(shape, width, samples)
-    legs = {"linear": Leg(theta_a, theta_b, "linear"), "arc": arc_leg(theta_a, theta_b, model.spec(), "h1")}
+    network, theta_a, theta_b, data = random_setup(shape, width, samples)
+    legs = {"linear": Leg(theta_a, theta_b, "linear"), "arc": arc_leg(theta_a, theta_b, network.spec)}
     rows = []
     for name, leg in legs.items():
         path = Path([leg], name)
-        engine = best_time(lambda: evaluate_path(model, path, data, POINTS, progress=False), repeats)
-        baseline = best_time(lambda: one_at_a_time(model, leg, data), repeats)
+        engine = best_time(lambda: evaluate_path(network, path, data, POINTS, progress=False), repeats)
+        baseline = best_time(lambda: one_at_a_time(network, leg, data), repeats)
         rows.append({"name": f"{label}: {name} leg, {POINTS} points together", "baseline": "one point at a time",
                      "value": engine, "baseline_value": baseline, "ratio": baseline / engine, "target": 3.0,
                      "note": f"seconds; width {width}, {samples} samples"})
-    generic = best_time(lambda: evaluate_path(model, Path([legs["arc"]], "arc"), data, POINTS, progress=False,
+    generic = best_time(lambda: evaluate_path(network, Path([legs["arc"]], "arc"), data, POINTS, progress=False,
                                               fast=False), repeats)
     rows.append({"name": f"{label}: arc leg, generic vmapped engine (fast=False)", "baseline": "one point at a time",
                  "value": generic, "baseline_value": rows[-1]["baseline_value"],
                  "ratio": rows[-1]["baseline_value"] / generic, "note": "what networks without the one-hidden form get"})
-    nominal = POINTS * samples * flops_per_point(model, shape) / 1e9
-    points, batch = chunk_sizes(model, shape, POINTS)
+    nominal = POINTS * samples * flops_per_point(network.model, shape) / 1e9
+    points, batch = chunk_sizes(network.model, shape, POINTS)
     matmul = matmul_gflops(min(batch, samples), int(torch.tensor(shape).prod()), width, repeats=POINTS)
     for name, seconds in (("fast", rows[1]["value"]), ("generic", generic)):
         rows.append({"name": f"{label}: GFLOP/s of path evaluation ({name}, arc leg)", "baseline": "plain matmul",

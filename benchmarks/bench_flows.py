@@ -18,10 +18,11 @@ import time
 import torch
 from nflows.transforms.autoregressive import MaskedAffineAutoregressiveTransform
 
-from lowloss.connect.flows import (HIDDEN, LAYERS, METHODS, Bijection, FitConfig, FixedPointMAF, FlowShape,
-                                   bijection_objective, learned_leg, likelihood_objective, optimise,
-                                   solve_autoregressive)
+from lowloss.connect.flows.nu import HIDDEN, LAYERS, Bijection, FixedPointMAF, FlowShape, solve_autoregressive
+from lowloss.connect.flows.objectives import bijection_objective, learned_leg, likelihood_objective
+from lowloss.connect.flows.optimise import FitConfig, optimise
 from lowloss.connect.interpolate import arc_leg
+from lowloss.connect.registry import FLOWS
 from lowloss.connect.neurons import butterflies
 from lowloss.data import load_dataset
 from lowloss.device import pick_device
@@ -40,7 +41,7 @@ def model_set(device: torch.device):
     thetas = []
     for seed in range(MODELS):
         torch.manual_seed(seed)
-        model = build_model("onehidden", data.input_shape, data.num_classes, {"width": WIDTH}).to(device)
+        model = build_model("onehidden", data.input_shape, data.num_classes, {"width": WIDTH}).to(device).eval()
         thetas.append({key: value.detach() for key, value in model.state_dict().items()})
     spec = model.spec()
     return model, spec, spec.groups[0], thetas, data
@@ -59,7 +60,7 @@ def fit_cost(method: str) -> dict:
     device = pick_device()
     model, spec, group, thetas, data = model_set(device)
     neurons = torch.cat([butterflies(theta, spec, group) for theta in thetas])
-    flow_type, procedure = METHODS[method]
+    flow_type, procedure = FLOWS[method]
     torch.manual_seed(0)
     nu = nonlinear(Bijection(FlowShape(flow_type, LAYERS, HIDDEN, neurons.shape[1]), neurons.mean(0), neurons.std(0)))
     nu = nu.to(device)
@@ -87,7 +88,7 @@ def path_cost() -> list[dict]:
     ts = [i / (POINTS - 1) for i in range(POINTS)]
     rows = []
     start = time.perf_counter()
-    arc_leg(theta_a, theta_b, spec, group).at(ts)
+    arc_leg(theta_a, theta_b, spec).at(ts)
     arc_s = time.perf_counter() - start
     for flow_type in ("realnvp", "iaf"):
         torch.manual_seed(0)
@@ -122,7 +123,7 @@ def path_cost() -> list[dict]:
 def run() -> list[dict]:
     rows = []
     context = multiprocessing.get_context("spawn")
-    for method in METHODS:
+    for method in FLOWS:
         with context.Pool(1) as pool:
             cost = pool.apply(fit_cost, (method,))
         memory = "GPU allocated" if cost["device"] == "cuda" else "process RSS"

@@ -25,13 +25,13 @@ def nbytes(params: dict) -> int:
 
 
 def run() -> list[dict]:
-    model, _, theta_b, data = random_setup((1, 28, 28), WIDTH, SAMPLES)
+    network, _, theta_b, data = random_setup((1, 28, 28), WIDTH, SAMPLES)
     perm = torch.randperm(WIDTH, generator=torch.Generator().manual_seed(1))
-    stage = permutation_stage(theta_b, model.spec(), "h1", perm)
+    stage = permutation_stage(theta_b, network.spec, "h1", perm)
     legs = stage.legs()
-    incremental = best_time(lambda: evaluate_path(model, Path(legs, "ot"), data, progress=False))
+    incremental = best_time(lambda: evaluate_path(network, Path(legs, "ot"), data, progress=False))
     sample = Path(legs[:BASELINE_LEGS], "ot")
-    full = best_time(lambda: evaluate_path(model, sample, data, progress=False, fast=False), repeats=1)
+    full = best_time(lambda: evaluate_path(network, sample, data, progress=False, fast=False), repeats=1)
     per_leg, baseline_per_leg = incremental / len(legs), full / BASELINE_LEGS
     stage_bytes = sum(t.numel() * t.element_size() for t in (stage.positions, stage.units, stage.checkpoints))
     copies = 2 * nbytes(theta_b) * len(legs)

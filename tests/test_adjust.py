@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from lowloss.connect.adjust import fit_layer, solve_rows
 from lowloss.connect.context import ALL, Options
-from lowloss.connect.layerwise import route_points
+from lowloss.connect.layerwise import Route
 from lowloss.connect.path import Leg
 from lowloss.connect.registry import get_method
 from lowloss.errors import LowlossError
@@ -82,7 +82,7 @@ def test_overparameterised_route_points_reproduce_network_a(arch, options, digit
     theta_a, theta_b = random_params(0, arch=arch, options=options), random_params(1, arch=arch, options=options)
     x = fitting_inputs(digits)
     target = network.run(theta_a, x)
-    points = route_points(network, theta_a, theta_b, x, len(network.layers), progress=False)
+    points = Route("linear+wa", theta_a, theta_b, context(network, digits, wa_samples=SAMPLES, seed=5)).points
     assert len(points) == len(network.layers)
     for k, point in enumerate(points[1:], start=1):
         b_layers = {key for layer in network.layers[:k] for key in layer.keys}

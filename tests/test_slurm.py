@@ -66,7 +66,7 @@ def slurm_jobs() -> dict[int, tuple[str, str, str]]:
 def test_tiny_workflow_on_slurm_completes_and_gpu_rules_request_a_gpu(slurm, tmp_path):
     def one_pair(config):
         config["methods"] = ["linear", "ot"]  # GPU rules (train, connect) and one without (match)
-        config["experiments"][EXPERIMENT]["pairs"] = [[0, 1]]
+        config["experiments"] = {EXPERIMENT: {**config["experiments"][EXPERIMENT], "pairs": [[0, 1]]}}
 
     config = write_config(tmp_path / "slurm.yaml", one_pair)
     before = max(slurm_jobs(), default=0)

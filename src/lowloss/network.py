@@ -64,10 +64,6 @@ class Layer:
             return outputs.movedim(1, -1).flatten(0, -2)
         return outputs
 
-    def weight_matrix(self, params: Params) -> Tensor:
-        """(out, m) weight in the column order of `rows`."""
-        return params[self.weight].flatten(1)
-
 
 def before(layer: Layer | str) -> str:
     """The cut at a layer's input."""
@@ -197,7 +193,4 @@ class Segment:
 
     def __call__(self, params: Params, x: Tensor) -> Tensor:
         return functional_call(self.module, {key: params[key] for key in self.keys}, (x,))
-
-    def uses(self, keys: set[str] | frozenset[str]) -> bool:
-        return bool(self.keys & keys)
 

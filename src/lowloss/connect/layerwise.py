@@ -14,7 +14,7 @@ subnetwork whose input is the same at both ends (B's features) and whose output 
   first adjusted point; then Θ_n^AB -> Θ^B is linear (the loss is convex in the last layer).
 
 For one hidden layer the route is Θ^A -> Θ_2^AB -> Θ^B: the `*+wa` methods of §3.5, and `linear+bfly`,
-`arc+bfly`, `ot+bfly` equal `linear`, `arc`, `ot`.
+`arc+bfly`, `ot+bfly` equal `linear`, `arc`, `ot`. The OT methods' permutation stages come last (`Route`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from lowloss.connect.context import ALL, Context
 from lowloss.connect.interpolate import arc_curve, units_leg
 from lowloss.connect.matching import load_matching, match_group
 from lowloss.connect.path import Leg, Path, chain, in_stage, stack_params, unstack_params
-from lowloss.connect.permutation import matched_legs, permutation_stage
+from lowloss.connect.permutation import permutation_legs
 from lowloss.errors import LowlossError
 from lowloss.network import INPUT, Network, after, before
 from lowloss.spec import Params, permute
@@ -69,46 +69,54 @@ def adjust_points(network: Network, group: str, points: list[Params], theta_a: P
     return adjusted
 
 
-def route_points(network: Network, theta_a: Params, theta_b: Params, x: Tensor, count: int,
-                 progress: bool = True) -> list[Params]:
-    """[Θ_1^AB = Θ^A, Θ_2^AB, …, Θ_count^AB] (§4.1)."""
-    points = [theta_a]
-    groups = network.spec.groups
-    for k in tqdm(range(1, count), desc="route points", unit="layer", disable=not progress or count < 2):
-        b_keys = {key for layer in network.layers[:k] for key in layer.keys}
-        mixed = {key: theta_b[key] if key in b_keys else theta_a[key] for key in theta_a}
-        points += adjust_points(network, groups[k - 1], [mixed], theta_a, x)
-    return points
-
-
 class Route:
-    """The route's points and its stages' ends for one method, on the context's fitting samples."""
+    """The route's points for one method, fitted on the context's training samples.
 
-    def __init__(self, method: str, theta_a: Params, theta_b: Params, ctx: Context):
+    For the OT methods the route runs to B' = Θ^B with every group's units in A's order, matched stage
+    by stage as the points are made (each stage matches its group between its two ends, whose inputs
+    are already in the same basis), so that every stage is a plain linear or arc connection of matched
+    units; the permutation stages back to Θ^B's own order come at the very end, on B's trained weights.
+    Deferring them keeps swap legs away from re-fitted layers, whose least-squares weights can be far
+    larger than trained ones (averaging two such units breaks the cancellations they rely on).
+    """
+
+    def __init__(self, method: str, theta_a: Params, theta_b: Params, ctx: Context,
+                 perms: dict[str, Tensor] | None = None):
         self.first, self.kind = split_name(method)
         self.network, self.ctx = ctx.network, ctx
         self.theta_a, self.theta_b = theta_a, theta_b
         self.groups = self.network.spec.groups
-        n = len(self.network.layers)
-        needs_data = self.kind == "wa" or n > 2
+        needs_data = self.kind == "wa" or len(self.groups) > 1
         if needs_data and ctx.data is None:
             raise LowlossError(f"{method} fits weight adjustments on training data: pass --dataset")
         self.x = fitting_samples(ctx.data.x_train, ctx.options.wa_samples, ctx.options.seed) if needs_data else None
-        # WA ends at Θ_n^AB then moves the last layer; butterflies skip Θ_n^AB
-        count = n if self.kind == "wa" else n - 1
-        self.points = route_points(self.network, theta_a, theta_b, self.x, count, ctx.options.progress)
-        self.ends = self.points[1:] + ([] if self.kind == "wa" else [theta_b])
+        self.perms: dict[str, Tensor] = {}
+        self.target = theta_b  # Θ^B, or B' once matched
+        self.points, self.ends = [theta_a], []
+        stages = tqdm(enumerate(self.groups), total=len(self.groups), desc="route", unit="stage",
+                      disable=not ctx.options.progress or not needs_data)
+        for s, group in stages:
+            last_butterflies = self.kind == "bfly" and s == len(self.groups) - 1
+            end = self.target if last_butterflies else self._next_point(s)
+            if self.first == "ot":
+                perm = perms[group] if perms is not None else match_group(
+                    self.points[-1], end, self.stage_units(s), group, ctx.options.ot_solver)
+                end, self.target = (permute(p, self.network.spec, {group: perm}) for p in (end, self.target))
+                self.perms[group] = perm
+            self.ends.append(end)
+            if not last_butterflies:  # WA ends at Θ_n^AB then moves the last layer; butterflies skip Θ_n^AB
+                self.points.append(end)
+
+    def _next_point(self, s: int) -> Params:
+        """Θ_{s+2}^AB: the target's layers up to s, A's layer s + 1 re-fitted to read them, A's after."""
+        b_keys = {key for layer in self.network.layers[:s + 1] for key in layer.keys}
+        mixed = {key: self.target[key] if key in b_keys else value for key, value in self.theta_a.items()}
+        return adjust_points(self.network, self.groups[s], [mixed], self.theta_a, self.x)[0]
 
     def stage_units(self, stage: int):
         """The spec whose units stage `stage` moves: a layer's rows (WA) or the butterflies (bfly)."""
         spec, group = self.network.spec, self.groups[stage]
         return spec.restricted(self.network.computing(group).keys) if self.kind == "wa" else spec
-
-    def matchings(self) -> dict[str, Tensor]:
-        """OT permutation of every stage's group, matched between the stage's two ends."""
-        solver = self.ctx.options.ot_solver
-        return {group: match_group(start, end, self.stage_units(s), group, solver)
-                for s, (group, start, end) in enumerate(zip(self.groups, self.points, self.ends))}
 
 
 def fitted(ctx: Context) -> dict | None:
@@ -126,47 +134,35 @@ def build(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> Path:
     perms = None
     if first == "ot" and ctx.matching is not None:  # checked before any fitting
         perms = load_matching(ctx.matching, method, ctx, theta_b, fitted(ctx))
-    route = Route(method, theta_a, theta_b, ctx)
-    if first == "ot" and perms is None:
-        perms = route.matchings()
-    legs: list[Leg] = []
-    for s, (group, start, end) in enumerate(zip(route.groups, route.points, route.ends)):
-        perm = None if perms is None else perms[group]
-        stage = wa_stage(route, s, start, end, perm) if route.kind == "wa" else bfly_stage(route, s, start, end, perm)
-        legs += in_stage(stage, s + 1)
+    route = Route(method, theta_a, theta_b, ctx, perms)
+    stages = [wa_stage(route, s, start, end) if route.kind == "wa" else bfly_stage(route, s, start, end)
+              for s, (start, end) in enumerate(zip(route.points, route.ends))]
     if route.kind == "wa":
-        legs += in_stage([Leg(route.points[-1], theta_b, "last-layer")], len(route.groups) + 1)
-    return Path(legs)
+        stages.append([Leg(route.points[-1], route.target, "last-layer")])
+    if first == "ot":  # B' -> Θ^B, within the last stage: it ends where Θ^B's units take their own order
+        stages[-1] += permutation_legs(theta_b, ctx.spec, route.perms)
+    return Path([leg for s, stage in enumerate(stages) for leg in in_stage(stage, s + 1)])
 
 
 def route_matching(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> tuple[dict[str, Tensor], dict | None]:
     """The matchings a route method uses, for `lowloss match`, with what they depend on."""
-    return Route(method, theta_a, theta_b, ctx).matchings(), fitted(ctx)
+    return Route(method, theta_a, theta_b, ctx).perms, fitted(ctx)
 
 
-def bfly_stage(route: Route, s: int, start: Params, end: Params, perm: Tensor | None) -> list[Leg]:
-    """Stage s of a Butterfly method: the subnetwork's butterflies by linear, arc or OT."""
-    group, spec = route.groups[s], route.network.spec
-    if route.first == "linear":
-        return [Leg(start, end, f"s{s + 1}-linear")]
+def bfly_stage(route: Route, s: int, start: Params, end: Params) -> list[Leg]:
+    """Stage s of a Butterfly method: the subnetwork's butterflies by a straight line (OT's are matched) or arcs."""
+    name = f"s{s + 1}-{route.first}"
     if route.first == "arc":
-        return [units_leg(start, end, [arc_curve(start, end, spec, group)], f"s{s + 1}-arc")]
-    return matched_legs(start, end, spec, {group: perm}, f"s{s + 1}-ot")
+        return [units_leg(start, end, [arc_curve(start, end, route.network.spec, route.groups[s])], name)]
+    return [Leg(start, end, name)]
 
 
-def wa_stage(route: Route, s: int, start: Params, end: Params, perm: Tensor | None) -> list[Leg]:
-    """Stage s of a Weight Adjustment method: layer s's rows move, the next layer is re-fitted along them.
-
-    The adjusted point at t = 1 is the next route point itself (or its permutation for OT, which the
-    permutation stage then undoes).
-    """
+def wa_stage(route: Route, s: int, start: Params, end: Params) -> list[Leg]:
+    """Stage s of a Weight Adjustment method: layer s's rows move (straight, OT's matched, or by arcs), the
+    next layer is re-fitted along them; the adjusted point at t = 1 is the next route point itself."""
     network, group = route.network, route.groups[s]
     rows = route.stage_units(s)
-    row_keys = network.computing(group).keys
-    target = {**start, **{key: end[key] for key in row_keys}}
-    final = end
-    if perm is not None:
-        target, final = (permute(p, network.spec, {group: perm}) for p in (target, end))
+    target = {**start, **{key: end[key] for key in network.computing(group).keys}}
     if route.first == "arc":
         moving = units_leg(start, target, [arc_curve(start, target, rows, group)], "arc")
     else:
@@ -181,14 +177,7 @@ def wa_stage(route: Route, s: int, start: Params, end: Params, perm: Tensor | No
     prefix = f"s{s + 1}-wa"
     if breakpoints == ALL:  # re-fitted at every evaluated t, as the authors' code does
         start_point = adjusted(torch.zeros(1, dtype=torch.float64))[0]
-        legs = [Leg(start, start_point, f"{prefix}-start"),
-                Leg(start_point, final, f"{prefix}-all", fn=lambda t: stack_params(adjusted(t)))]
-    else:
-        ts = torch.linspace(0, 1, breakpoints, dtype=torch.float64)[:-1]
-        points = adjusted(ts)
-        names = [f"{prefix}-start", *(f"{prefix}-{k}" for k in range(1, breakpoints))]
-        legs = chain([start, *points, final], names)
-    if perm is not None:
-        legs += permutation_stage(end, network.spec, group, perm).legs()
-    return legs
-
+        return [Leg(start, start_point, f"{prefix}-start"),
+                Leg(start_point, end, f"{prefix}-all", fn=lambda t: stack_params(adjusted(t)))]
+    points = adjusted(torch.linspace(0, 1, breakpoints, dtype=torch.float64)[:-1])
+    return chain([start, *points, end], [f"{prefix}-start", *(f"{prefix}-{k}" for k in range(1, breakpoints))])

@@ -85,11 +85,8 @@ class LayeredEngine:
 
     def _first_outputs(self, layer: Layer, stacked: Params):
         """h -> (T, B, …) outputs of the first changing layer at every point, through its low-rank basis."""
-        count = len(stacked[layer.weight])
         rows = torch.cat([stacked[key].flatten(1) for key in layer.keys], 1)
         coeffs, basis = low_rank(rows)
-        if coeffs.shape[1] >= count:
-            coeffs, basis = torch.eye(count, device=rows.device), rows
         shapes = [stacked[key].shape[1:] for key in layer.keys]
         sizes = [shape.numel() for shape in shapes]
         params = [dict(zip(("weight", "bias"), (part.reshape(shape) for part, shape in zip(row.split(sizes), shapes))))

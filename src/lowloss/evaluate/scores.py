@@ -75,11 +75,14 @@ def low_rank(rows: torch.Tensor, tol: float = 1e-12) -> tuple[torch.Tensor, torc
     """rows (T, P) = coeffs (T, r) @ basis (r, P), r the numerical rank (eigenvalues of the Gram > tol·max).
 
     A straight leg has rank 2, an arc or a quadratic Bezier curve rank 3, whatever T is. The discarded
-    directions are below float32 rounding of the rows.
+    directions are below float32 rounding of the rows. Points of full rank (a learned ν's path) are
+    their own basis: the identity and the rows themselves, exactly.
     """
     m = rows.double()
     eigval, eigvec = torch.linalg.eigh(m @ m.T)
     coeffs = eigvec[:, eigval > tol * eigval[-1].clamp_min(torch.finfo(m.dtype).tiny)]
+    if coeffs.shape[1] >= len(rows):
+        return torch.eye(len(rows), device=rows.device), rows.float()
     return coeffs.float(), (coeffs.T @ m).float()
 
 
