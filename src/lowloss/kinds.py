@@ -12,3 +12,7 @@ INCLUDES = {ANY: {ANY, LAYERED, ONE_HIDDEN}, LAYERED: {LAYERED, ONE_HIDDEN}, ONE
 """The kinds of network a method for each kind applies to (a one-hidden network is a chain too)."""
 
 ARCHITECTURE_KINDS = {"onehidden": ONE_HIDDEN, "fc3": LAYERED, "conv2fc1": LAYERED, "vgg16": LAYERED}
+
+WEIGHT_LAYERS = {"onehidden": 2, "fc3": 3, "conv2fc1": 3, "vgg16": 16}
+"""Dense and conv layers of each architecture (WA(n) of an ensemble needs 1 ≤ n < this); a test checks it
+against `lowloss.network.Network`."""
