@@ -19,6 +19,7 @@ from lowloss.train import TrainConfig, train_endpoint
 from tests.conftest import SMALL, assert_one_line_error, copy_with_meta, network_of, random_params, run_main
 
 FIT_SAMPLES = 300  # training digits the least squares are fitted on in the exactness tests
+WIDTH = 24  # of the trained one-hidden models the command is tested on
 
 
 def every_method(network) -> list[int | None]:
@@ -120,8 +121,8 @@ def test_wa_averages_logits_only_for_the_last_layer_and_probabilities_otherwise(
 
 @pytest.fixture(scope="module")
 def models(digits_endpoints):
-    """Three trained width-32 one-hidden digits models."""
-    return [digits_endpoints(32, seed, 5) for seed in (0, 1, 2)]
+    """Three trained width-24 one-hidden digits models."""
+    return [digits_endpoints(WIDTH, seed, 5) for seed in (0, 1, 2)]
 
 
 def ensemble_summary(capsys, *args) -> dict:
@@ -136,7 +137,7 @@ def test_wa1_is_saved_as_one_model_with_the_predictions_of_the_unsaved_ensemble(
     model, artifact = load_model(out)  # an ordinary model file
     assert artifact.meta["kind"] == "model" and artifact.meta["test_acc"] == summary["wa_test_acc"]
     saved = F.softmax(model(digits.x_test), -1).detach()
-    network = network_of(width=32)
+    network = network_of(width=WIDTH)
     members = [load_model(path)[1].tensors for path in models]
     unsaved = weight_adjusted(network, members, 1, digits.x_train).log_probs(digits.x_test).exp()
     torch.testing.assert_close(saved, unsaved, rtol=0, atol=1e-5)
@@ -189,23 +190,13 @@ def test_a_saved_conv_wa_ensemble_loads_and_predicts_like_the_unsaved_one(conv_m
     assert shared == {"conv1.weight", "conv1.bias"}  # model 1's backbone, stored once
 
 
-@pytest.fixture(scope="module")
-def odd_models(tmp_path_factory, digits):
-    """A narrower one-hidden model and an fc3 model (one epoch: only their shape matters)."""
-    folder = tmp_path_factory.mktemp("odd")
-    narrow, fc3 = folder / "narrow.safetensors", folder / "fc3.safetensors"
-    train_endpoint("onehidden", {"width": 16}, digits, TrainConfig(epochs=1), narrow, progress=False)
-    train_endpoint("fc3", {"widths": [16, 8]}, digits, TrainConfig(epochs=1), fc3, progress=False)
-    return narrow, fc3
-
-
-def test_bad_input_is_one_line_and_writes_nothing(models, odd_models, tmp_path, capsys):
-    narrow, fc3 = odd_models
+def test_bad_input_is_one_line_and_writes_nothing(models, odd_endpoints, tmp_path, capsys):
+    narrow, fc3 = odd_endpoints
     other_data = copy_with_meta(models[1], tmp_path / "mnist.safetensors", dataset="mnist")
     out = tmp_path / "bad.safetensors"
     cases = [
         ((models[0], fc3, "--independent"), ("fc3.safetensors: arch 'fc3' differs", "must share architecture")),
-        ((models[0], narrow, "--wa-layer", "1"), ("narrow.safetensors: arch_options {'width': 16} differs",)),
+        ((models[0], narrow, "--wa-layer", "1"), ("narrow.safetensors: arch_options {'width': 32} differs",)),
         ((models[0], other_data, "--independent"), ("mnist.safetensors: dataset 'mnist' differs",)),
         ((*models, "--wa-layer", "2"), ("--wa-layer 2 is out of range for OneHidden", "allow 1 (the last layer) to 1")),
         ((fc3, fc3, "--wa-layer", "0"), ("--wa-layer 0 is out of range for FC3",)),
