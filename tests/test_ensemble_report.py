@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lowloss.artifacts import read_meta
-from lowloss.ensemble_report import BEST_SINGLE, build_ensemble_report, ensembles_table
+from lowloss.ensemble_report import BEST_SINGLE, ensembles_table
 from tests.conftest import assert_one_line_error, copy_model, run_cli, run_main
 from tests.test_ensemble import WIDTH
 

@@ -29,7 +29,7 @@ from lowloss.data import Dataset
 from lowloss.errors import LowlossError
 from lowloss.evaluate.scores import chunk_sizes, layer_flops, mean_scores
 from lowloss.models import build_model
-from lowloss.network import INPUT, OUTPUT, Network, after, before
+from lowloss.network import INPUT, OUTPUT, Layer, Network, after, before
 from lowloss.spec import Params
 
 IND = "ind"
@@ -103,16 +103,13 @@ class Ensemble:
         return {"flops": sum(flops[layer.name] for layer in shared) + copies * sum(flops[layer.name] for layer in head),
                 "params": _numel(self.shared) + copies * _numel(self.heads[0])}
 
-    def to(self, device: torch.device | str) -> Ensemble:
-        return replace(self, shared=_on(self.shared, device), heads=[_on(head, device) for head in self.heads])
-
 
 def _numel(params: Params) -> int:
     return sum(tensor.numel() for tensor in params.values())
 
 
-def _on(params: Params, device: torch.device | str) -> Params:
-    return {key: value.to(device) for key, value in params.items()}
+def _keys(layers: Sequence[Layer]) -> list[str]:
+    return [key for layer in layers for key in layer.keys]
 
 
 def check_members(network: Network, members: Sequence[Params]) -> None:
@@ -147,8 +144,7 @@ def weight_adjusted(network: Network, members: Sequence[Params], wa_layer: int, 
     check_members(network, members)
     index = split_layer(network, wa_layer)
     layer, first = network.layers[index], members[0]
-    shared_keys = [key for previous in network.layers[:index] for key in previous.keys]
-    head_keys = [key for later in network.layers[index:] for key in later.keys]
+    shared_keys, head_keys = _keys(network.layers[:index]), _keys(network.layers[index:])
     features = network.segment(INPUT, before(layer))
     outputs = network.segment(INPUT, after(layer))
     with torch.no_grad():
@@ -226,8 +222,7 @@ def load_ensemble(path: str | Path) -> tuple[Ensemble, Artifact]:
     network = Network(model.eval())
     template = Ensemble(network, {}, [], wa_layer)
     shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    shared_keys = [key for layer in network.layers[:template.split] for key in layer.keys]
-    head_keys = [key for layer in network.layers[template.split:] for key in layer.keys]
+    shared_keys, head_keys = _keys(network.layers[:template.split]), _keys(network.layers[template.split:])
     expected = {SHARED + key: shapes[key] for key in shared_keys}
     for k in range(size):
         expected.update({MEMBER.format(k) + key: shapes[key] for key in head_keys})

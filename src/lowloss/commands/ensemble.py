@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lowloss.commands.options import add_dataset_options, add_device_option
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from lowloss.artifacts import Artifact
+    from lowloss.ensemble import Ensemble
 
 NAME = "ensemble"
 HELP = "ensemble trained models: Ind, or WA(n) on model 1's backbone (§6); accuracy, loss and cost as JSON"
@@ -30,14 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the ensemble (.safetensors + .json sidecar; WA(1): an ordinary model file)")
 
 
-def load_members(paths: list[Path]):
+def load_members(paths: list[Path]) -> tuple[nn.Module, list[Artifact]]:
     """(model 1's module, every member's artifact), checked to share architecture, width and dataset."""
     from lowloss.commands.connect import MODEL_KEYS
     from lowloss.errors import LowlossError
     from lowloss.models import load_model
 
-    if len(paths) < 2:
-        raise LowlossError(f"an ensemble needs at least two models, got {len(paths)}")
     model, first = load_model(paths[0])
     artifacts = [first]
     for path in paths[1:]:
@@ -50,7 +55,8 @@ def load_members(paths: list[Path]):
     return model, artifacts
 
 
-def summarise(artifacts: list, ind, wa, scores: dict, input_shape) -> dict:
+def summarise(artifacts: list[Artifact], ind: Ensemble, wa: Ensemble | None, scores: dict,
+              input_shape: tuple[int, ...]) -> dict:
     """What the command reports and the ensemble's sidecar records: every member's, Ind's and WA's scores
     (flat, for MLflow), and the inference cost and stored parameters of one model, Ind and WA(n)."""
     from lowloss.ensemble import IND, Ensemble, flat_scores
@@ -84,8 +90,9 @@ def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     model, artifacts = load_members(args.models)
     network = Network(model)
+    ensemble.check_members(network, [artifact.tensors for artifact in artifacts])  # before the data are loaded
     if args.wa_layer is not None:
-        ensemble.split_layer(network, args.wa_layer)  # checked before the data are loaded
+        ensemble.split_layer(network, args.wa_layer)
     data = dataset_from_args(args)
     check_dataset(data, artifacts[0])
     device = data.x_train.device
