@@ -41,6 +41,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from lowloss.artifacts import Artifact, ArtifactError, save_weights
+from lowloss.checkpoints import checkpoint_path, config_hash, discard_checkpoint, epoch_generator, resumable_checkpoint
 from lowloss.connect.interpolate import ONE_HIDDEN, butterfly_leg, generalised_arc
 from lowloss.connect.neurons import butterflies
 from lowloss.connect.path import Leg, Path, unstack_params
@@ -51,7 +52,6 @@ from lowloss.evaluate import evaluate_stacked
 from lowloss.models import build_model
 from lowloss.modelset import ModelSet
 from lowloss.spec import Params, Spec
-from lowloss.train import checkpoint_path, config_hash, discard_checkpoint, epoch_generator, resumable_checkpoint
 
 logger = logging.getLogger(__name__)
 
