@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lowloss.artifacts import read_meta, sidecar_path
+from lowloss.artifacts import load_weights, save_weights, sidecar_path
 from lowloss.cli import main
 from lowloss.connect.context import Context, Options
 from lowloss.data import load_dataset
@@ -85,9 +84,9 @@ def copy_model(source: Path, target: Path) -> Path:
 
 
 def copy_with_meta(source: Path, target: Path, **changes) -> Path:
-    """A copy of a model file whose sidecar says something else (its hash still matches the tensors)."""
-    copy_model(source, target)
-    sidecar_path(target).write_text(json.dumps({**read_meta(source), **changes}))
+    """A copy of a model file whose metadata says something else (same tensors, so the same hash)."""
+    artifact = load_weights(source)
+    save_weights(target, artifact.tensors, {**artifact.meta, **changes})
     return target
 
 

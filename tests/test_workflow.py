@@ -96,7 +96,7 @@ def test_every_stage_runs_and_every_output_exists(workflow):
     for seed in (0, 1, 2, 3, 10, 11):
         assert (results / "models" / f"seed{seed}.safetensors").is_file()
         assert not (results / "models" / f"seed{seed}.ckpt.safetensors").exists()
-    assert (results / "model_set" / "V.json").is_file()
+    assert (results / "V.json").is_file()
     assert (results / "connectors" / "realnvp-flow.safetensors").is_file()
     for pair in pairs:  # fitted files live in folders named after the method that reads them
         assert (results / "matchings" / "ot" / f"{pair}.safetensors").is_file()

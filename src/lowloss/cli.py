@@ -60,8 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lowloss: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a file the command could not read or write: name it, without the exception type
+        return _fail(os_error_message(exc), exc, args, start)
     except Exception as exc:  # one line for the user, whatever broke; LOWLOSS_DEBUG shows the trace
         return _fail(f"{type(exc).__name__}: {exc}", exc, args, start)
+
+
+def os_error_message(exc: OSError) -> str:
+    """`FILE: reason` for an OSError (a symbolic link loop, a full disk, a permission, …)."""
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename is not None else reason
 
 
 def _fail(message: str, exc: BaseException, args: argparse.Namespace | None, start: float) -> int:

@@ -6,9 +6,6 @@ Determinism: every epoch draws its shuffle, augmentation and dropout from genera
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,12 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from lowloss.artifacts import Artifact, load_weights, save_weights, sidecar_path
+from lowloss.artifacts import Artifact, save_weights
+from lowloss.checkpoints import checkpoint_path, config_hash, discard_checkpoint, epoch_generator, resumable_checkpoint
 from lowloss.data import Dataset, augment_batch
 from lowloss.errors import LowlossError
 from lowloss.models import arch_options, build_model
-
-logger = logging.getLogger(__name__)
 
 EVAL_BATCH = 2048
 MOMENTUM_PREFIX = "momentum::"
@@ -56,11 +52,6 @@ def learning_rate(epoch: int, config: TrainConfig) -> float:
     return config.lr * factor
 
 
-def epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
-    """A CPU generator that depends only on (seed, epoch, salt)."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 101 + salt)
-
-
 @torch.no_grad()
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (a fraction) of `model` on (x, y), in eval mode."""
@@ -74,11 +65,6 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
         correct += (logits.argmax(1) == target).sum().item()
     model.train(was_training)
     return loss_sum / len(x), correct / len(x)
-
-
-def config_hash(payload: dict) -> str:
-    """Short stable hash of a JSON-able dict (what produced an artifact)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def cross_entropy_of(model: nn.Module) -> Objective:
@@ -156,24 +142,6 @@ def _save_checkpoint(path: Path, identity: str, epoch: int, model: nn.Module,
     save_weights(path, tensors, {"kind": "checkpoint", "identity": identity, "epoch": epoch, "history": history})
 
 
-def resumable_checkpoint(path: Path, identity: str) -> Artifact | None:
-    """The checkpoint at `path` when it was written by this very run (same `identity`), else None.
-
-    A checkpoint left by a run of another configuration (say, the epochs changed after an
-    interruption) cannot be resumed; it is discarded with a warning and the run starts afresh,
-    which is what re-running a changed configuration means.
-    """
-    if not path.exists():
-        return None
-    artifact = load_weights(path)
-    if artifact.meta.get("kind") == "checkpoint" and artifact.meta.get("identity") == identity:
-        return artifact
-    logger.warning("%s: checkpoint of another configuration, starting afresh", path)
-    path.unlink()
-    sidecar_path(path).unlink(missing_ok=True)
-    return None
-
-
 def _resume(artifact: Artifact, model: nn.Module, optimizer: torch.optim.Optimizer,
             device: torch.device) -> tuple[int, list[dict]]:
     state = {k: v for k, v in artifact.tensors.items() if not k.startswith(MOMENTUM_PREFIX)}
@@ -183,18 +151,6 @@ def _resume(artifact: Artifact, model: nn.Module, optimizer: torch.optim.Optimiz
         if buffer is not None:
             optimizer.state[param]["momentum_buffer"] = buffer.to(device).clone()
     return artifact.meta["epoch"], list(artifact.meta["history"])
-
-
-def checkpoint_path(out: Path) -> Path:
-    """Where the resumable checkpoint of `out` lives while training runs."""
-    return out.with_name(out.stem + ".ckpt.safetensors")
-
-
-def discard_checkpoint(out: Path) -> None:
-    """Remove the checkpoint of `out` (and its sidecar) once `out` itself is written."""
-    ckpt = checkpoint_path(out)
-    ckpt.unlink(missing_ok=True)
-    sidecar_path(ckpt).unlink(missing_ok=True)
 
 
 def train_endpoint(arch: str, options: dict, data: Dataset, config: TrainConfig, out: Path,

@@ -10,7 +10,7 @@ from pathlib import Path
 from torch import nn
 
 from lowloss.artifacts import Artifact, load_weights, save_weights, write_json_atomic, write_text_atomic
-from lowloss.commands.options import add_dataset_options, add_device_option, dataset_from_args
+from lowloss.commands.options import MAX_POINTS, add_dataset_options, add_device_option, count, dataset_from_args
 from lowloss.connect.context import DEFAULT_BREAKPOINTS, OT_SOLVERS, Context, Options, breakpoints
 from lowloss.connect.path import Path as ConnectionPath
 from lowloss.connect.permutation import SwapLeg
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True, help="connection method (see `lowloss methods`)")
     add_dataset_options(parser)
     add_device_option(parser)
-    parser.add_argument("--points", type=int, default=21, help="evaluated points per leg (default 21)")
+    parser.add_argument("--points", type=count(1, MAX_POINTS), default=21, help="evaluated points per leg (default 21)")
     parser.add_argument("--out", type=Path, required=True, help="output CSV: one row per leg, t and split")
     parser.add_argument("--save-path", type=Path, help="folder for the path's breakpoints (safetensors)")
     parser.add_argument("--connector", type=Path, help="fitted connector (learned ν) for realnvp-*/iaf-*")
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wa-breakpoints", type=breakpoints, default=DEFAULT_BREAKPOINTS, metavar="K|all",
                         help=f"*+wa: points per stage where the next layer is re-fitted, or 'all' for every "
                              f"evaluated t (default {DEFAULT_BREAKPOINTS})")
-    parser.add_argument("--wa-samples", type=int,
+    parser.add_argument("--wa-samples", type=count(1),
                         help="*+wa, *+bfly: training samples the weight adjustments are fitted on (default all)")
     parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd",
                         help="OT solver (default emd, as the paper)")
@@ -111,8 +111,6 @@ def save_breakpoints(folder: Path, path: ConnectionPath, meta: dict) -> None:
 def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     method = get_method(args.method)
-    if args.points < 1:
-        raise LowlossError(f"--points must be at least 1 (got {args.points})")
     model, artifact_a, artifact_b = load_endpoints(args.endpoint_a, args.endpoint_b)
     data = dataset_from_args(args)
     check_dataset(data, artifact_a)

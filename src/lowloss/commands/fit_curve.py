@@ -11,7 +11,8 @@ import argparse
 from pathlib import Path
 
 from lowloss.commands.connect import check_dataset, load_endpoints
-from lowloss.commands.options import add_dataset_options, add_device_option, dataset_from_args
+from lowloss.commands.options import (add_dataset_options, add_device_option, count, dataset_from_args,
+                                      non_negative_float, positive_float)
 from lowloss.connect.curves import fit_curve, paper_epochs
 from lowloss.connect.registry import CURVES
 from lowloss.train import TrainConfig
@@ -29,11 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_options(parser)
     add_device_option(parser)
     defaults = TrainConfig()
-    parser.add_argument("--epochs", type=int, help="default: the paper's budget, 200 on cifar10, 60 otherwise")
+    parser.add_argument("--epochs", type=count(1), help="default: the paper's budget, 200 on cifar10, 60 otherwise")
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="on w(t)")
+    parser.add_argument("--lr", type=positive_float, default=defaults.lr)
+    parser.add_argument("--batch-size", type=count(1), default=defaults.batch_size)
+    parser.add_argument("--weight-decay", type=non_negative_float, default=defaults.weight_decay, help="on w(t)")
     parser.add_argument("--out", type=Path, required=True, help="output curve .safetensors (sidecar beside it)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

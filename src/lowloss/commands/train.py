@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from lowloss.commands.options import (add_arch_options, add_dataset_options, add_device_option,
-                                      arch_options_from_args, dataset_from_args)
+                                      arch_options_from_args, count, dataset_from_args, non_negative_float,
+                                      positive_float)
 from lowloss.train import TrainConfig, train_endpoint
 
 NAME = "train"
@@ -19,10 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_option(parser)
     defaults = TrainConfig()
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--epochs", type=count(1), default=defaults.epochs)
+    parser.add_argument("--lr", type=positive_float, default=defaults.lr)
+    parser.add_argument("--batch-size", type=count(1), default=defaults.batch_size)
+    parser.add_argument("--weight-decay", type=non_negative_float, default=defaults.weight_decay)
     parser.add_argument("--out", type=Path, required=True, help="output .safetensors (sidecar .json beside it)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
