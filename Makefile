@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run ui test bench install clean
+.PHONY: run report ui test bench install clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,16 @@ install: $(STAMP)
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local $(ARGS)
 
-# The MLflow UI on the workflow's default store: http://127.0.0.1:$(UI_PORT)
+# Snakemake's HTML report of the same run (tables, figure, captions): results/report.html. Give it the
+# ARGS of the run, e.g. `make report ARGS="--configfile configs/fashion-mnist.yaml"`.
+report: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --report results/report.html $(ARGS)
+
+# The MLflow UI on the workflow's default store, opened on the runs (not on MLflow's GenAI pages):
+# http://127.0.0.1:$(UI_PORT)/#/experiments?workflowType=machine_learning
 UI_PORT ?= 5000
 ui: $(STAMP)
+	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)/#/experiments?workflowType=machine_learning"
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///results/mlflow.db
 
 test: $(STAMP)

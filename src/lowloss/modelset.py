@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lowloss.artifacts import Artifact, load_weights, read_meta, write_json_atomic
 from lowloss.errors import LowlossError
+from lowloss.kinds import require_kind
 from lowloss.models import model_from_artifact
 
 FORMAT = "lowloss-model-set/1"
@@ -54,9 +55,8 @@ def write_model_set(out: str | os.PathLike, models: list[str | os.PathLike]) -> 
         raise LowlossError(f"{out}: a model set needs at least two models, got {len(models)}")
     shared, members, seen = None, [], {}
     for model in map(Path, models):
+        require_kind(model, "model")
         artifact = load_weights(model)
-        if artifact.meta.get("kind") != "model":
-            raise LowlossError(f"{model}: not a trained model (kind {artifact.meta.get('kind')!r})")
         model_from_artifact(artifact)  # tensors fit the architecture the sidecar names
         own = {key: artifact.meta.get(key) for key in SHARED}
         if shared is None:

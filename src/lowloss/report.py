@@ -28,6 +28,7 @@ TABLE_FILES = ("table1.csv", "table1.md", "table1.tex", "worst_points.csv")
 PATH_NAME = re.compile(r"(?P<a>\d+)-(?P<b>\d+)\.csv")
 BASELINE_PREFIX = "garipov-"  # trained curves, drawn dashed
 MAX_STAGE_LEGS = 12  # longer runs of numbered legs (a permutation stage) share one part of the x axis
+X_LABEL = r"position along the path, $\Theta^A \to \Theta^B$ (stages of legs scaled equally)"
 
 
 @dataclass(frozen=True)
@@ -154,11 +155,7 @@ def plot_paths(runs: Sequence[PathRun], endpoints: dict[tuple[str, int], dict[st
     line is the mean over pairs, breakpoints are ticked on it, and the endpoints' mean accuracies are
     drawn at both ends.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     palette = plt.get_cmap("tab20").colors
     colors = dict(zip(methods, palette[0::2] + palette[1::2]))  # ten strong colours first, then light ones
     fig, axes = plt.subplots(len(SPLITS), len(experiments), figsize=(5.5 * len(experiments) + 2.5, 7),
@@ -175,7 +172,7 @@ def plot_paths(runs: Sequence[PathRun], endpoints: dict[tuple[str, int], dict[st
             ax.set_title(f"{experiment}: {split}", fontsize=11)
             _accuracy_axis(ax)
             ax.set_xlim(-0.02, 1.02)
-        axes[-1, col].set_xlabel(r"position along the path, $\Theta^A \to \Theta^B$ (stages of legs scaled equally)")
+        axes[-1, col].set_xlabel(X_LABEL)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center right", fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0, 1 - 2.3 / fig.get_figwidth(), 1))
@@ -186,6 +183,34 @@ def plot_paths(runs: Sequence[PathRun], endpoints: dict[tuple[str, int], dict[st
         written.append(target)
     plt.close(fig)
     return written
+
+
+def plot_path(table: pd.DataFrame, title: str):
+    """One path table's accuracy along the path, train and test, on the axes of `plot_paths` (a figure
+    for the run of the `connect` that wrote it)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    run = PathRun(experiment="", method=title, seeds=(0, 1), table=table)
+    for split, color in zip(SPLITS, ("tab:blue", "tab:orange")):
+        if (table["split"] == split).any():
+            _plot_method(ax, [run], split, color, split, "-")
+    _accuracy_axis(ax)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel(X_LABEL)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (jobs have no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _accuracy_axis(ax) -> None:

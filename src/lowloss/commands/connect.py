@@ -6,22 +6,21 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from lowloss.artifacts import Artifact, load_weights, save_weights, write_json_atomic, write_text_atomic
 from lowloss.commands.options import add_dataset_options, add_device_option, dataset_from_args
-from lowloss.connect.adjust import DEFAULT_BREAKPOINTS
-from lowloss.connect.matching import SOLVERS
-from lowloss.connect.path import Path as ConnectionPath
-from lowloss.connect.path import stack_params
-from lowloss.connect.registry import Context, get_method
-from lowloss.data import Dataset
+from lowloss.defaults import OT_SOLVERS as SOLVERS
+from lowloss.defaults import WA_BREAKPOINTS as DEFAULT_BREAKPOINTS
 from lowloss.errors import LowlossError
-from lowloss.evaluate import evaluate_path, evaluate_stacked, worst_points
-from lowloss.models import load_model
-from lowloss.spec import Params
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from lowloss.artifacts import Artifact
+    from lowloss.connect.path import Path as ConnectionPath
+    from lowloss.data import Dataset
+    from lowloss.spec import Params
 
 NAME = "connect"
 HELP = "build a method's path between two endpoints and evaluate it (CSV table + JSON summary)"
@@ -52,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_endpoints(path_a: Path, path_b: Path) -> tuple[nn.Module, Artifact, Artifact]:
     """Both endpoints, validated, of one architecture, width and dataset; the model is A's."""
+    from lowloss.models import load_model
+
     model, artifact_a = load_model(path_a)
     _, artifact_b = load_model(path_b)
     for key in MODEL_KEYS:
@@ -72,11 +73,18 @@ def check_dataset(data: Dataset, artifact: Artifact) -> None:
 
 
 def optional_weights(path: Path | None) -> Artifact | None:
+    from lowloss.artifacts import load_weights
+
     return None if path is None else load_weights(path)
 
 
 def endpoint_metrics(model: nn.Module, endpoints: list[Params], data: Dataset) -> dict[str, torch.Tensor]:
     """Accuracy of each endpoint per split (the table's swap legs may not contain Θ^B itself)."""
+    import torch
+
+    from lowloss.connect.path import stack_params
+    from lowloss.evaluate import evaluate_stacked
+
     stacked = {k: v.to(data.x_train.device, torch.float32) for k, v in stack_params(endpoints).items()}
     return {split: evaluate_stacked(model, stacked, *data.split(split), batch=4096)[1] for split in ("train", "test")}
 
@@ -87,6 +95,8 @@ def save_breakpoints(folder: Path, path: ConnectionPath, meta: dict) -> None:
     Swap legs are listed by the two units they exchange: their breakpoints are permutations of the
     stage's end and would cost one full copy of the network each.
     """
+    from lowloss.artifacts import save_weights, write_json_atomic
+
     legs, saved = [], {}
 
     def file_of(params: Params, index: int) -> str:
@@ -107,6 +117,10 @@ def save_breakpoints(folder: Path, path: ConnectionPath, meta: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from lowloss.artifacts import write_text_atomic
+    from lowloss.connect.registry import Context, get_method
+    from lowloss.evaluate import evaluate_path, worst_points
+
     started = time.perf_counter()
     method = get_method(args.method)
     if args.points < 1:

@@ -10,10 +10,8 @@ import argparse
 from pathlib import Path
 
 from lowloss.commands.options import add_dataset_options, add_device_option, dataset_from_args
-from lowloss.connect.flows import HIDDEN, LAYERS, METHODS, FitConfig, fit_connector
-from lowloss.device import pick_device
+from lowloss.defaults import CONNECTOR_KINDS, FIT_CONNECTOR
 from lowloss.errors import LowlossError
-from lowloss.modelset import load_model_set
 
 NAME = "fit-connector"
 HELP = "fit a learnable bijection ν (RealNVP/IAF Flow, RealNVP Bijection) on a model set V"
@@ -21,20 +19,20 @@ BATCH_DEFAULTS = {"flow": 256, "bijection": 128}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kind", choices=sorted(METHODS), required=True, help="the connection method to fit ν for")
+    parser.add_argument("--kind", choices=CONNECTOR_KINDS, required=True, help="the connection method to fit ν for")
     parser.add_argument("--model-set", type=Path, required=True, help="manifest written by `lowloss model-set`")
     add_dataset_options(parser)
     add_device_option(parser)
-    defaults = FitConfig()
-    parser.add_argument("--steps", type=int, default=defaults.steps, help=f"optimiser steps (default {defaults.steps})")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"Adam learning rate (default {defaults.lr})")
+    steps, lr, layers, hidden = (FIT_CONNECTOR[key] for key in ("steps", "lr", "layers", "hidden"))
+    parser.add_argument("--steps", type=int, default=steps, help=f"optimiser steps (default {steps})")
+    parser.add_argument("--lr", type=float, default=lr, help=f"Adam learning rate (default {lr})")
     parser.add_argument("--batch-size", type=int,
                         help="neurons per step for Flow (default 256), training samples for Bijection (default 128)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--layers", type=int, default=LAYERS,
-                        help=f"coupling / autoregressive layers of ν (default {LAYERS})")
-    parser.add_argument("--hidden", type=int, default=HIDDEN,
-                        help=f"hidden width of ν's conditioner networks (default {HIDDEN})")
+    parser.add_argument("--seed", type=int, default=FIT_CONNECTOR["seed"])
+    parser.add_argument("--layers", type=int, default=layers,
+                        help=f"coupling / autoregressive layers of ν (default {layers})")
+    parser.add_argument("--hidden", type=int, default=hidden,
+                        help=f"hidden width of ν's conditioner networks (default {hidden})")
     parser.add_argument("--t-uniform", action="store_true",
                         help="Bijection: draw t ~ U(0, 1) per step instead of the midpoint t = 0.5")
     parser.add_argument("--out", type=Path, required=True, help="output connector .safetensors (sidecar beside it)")
@@ -42,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from lowloss.connect.flows import METHODS, FitConfig, fit_connector
+    from lowloss.device import pick_device
+    from lowloss.modelset import load_model_set
+
     model_set = load_model_set(args.model_set)
     procedure = METHODS[args.kind][1]
     config = FitConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size or BATCH_DEFAULTS[procedure],

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from lowloss.commands.connect import check_dataset, load_endpoints
 from lowloss.commands.options import add_dataset_options, add_device_option, dataset_from_args
-from lowloss.connect.curves import COEFFICIENTS, METHODS, fit_curve, paper_epochs
+from lowloss.defaults import CURVE_FAMILIES, TRAIN
 from lowloss.errors import LowlossError
-from lowloss.train import TrainConfig
 
 NAME = "fit-curve"
 HELP = "train a Garipov et al. polychain or Bezier curve between two endpoints"
@@ -22,22 +21,24 @@ HELP = "train a Garipov et al. polychain or Bezier curve between two endpoints"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_a", type=Path, metavar="A", help="endpoint Θ^A (.safetensors)")
     parser.add_argument("model_b", type=Path, metavar="B", help="endpoint Θ^B (.safetensors)")
-    parser.add_argument("--curve", choices=sorted(COEFFICIENTS), default="polychain", help="curve family")
+    parser.add_argument("--curve", choices=CURVE_FAMILIES, default="polychain", help="curve family")
     parser.add_argument("--points", type=int, choices=(3, 5), default=3,
                         help="control points including both endpoints (3 = one bend)")
     add_dataset_options(parser)
     add_device_option(parser)
-    defaults = TrainConfig()
     parser.add_argument("--epochs", type=int, help="default: the paper's budget, 200 on cifar10, 60 otherwise")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="on w(t)")
+    parser.add_argument("--seed", type=int, default=TRAIN["seed"])
+    parser.add_argument("--lr", type=float, default=TRAIN["lr"])
+    parser.add_argument("--batch-size", type=int, default=TRAIN["batch_size"])
+    parser.add_argument("--weight-decay", type=float, default=TRAIN["weight_decay"], help="on w(t)")
     parser.add_argument("--out", type=Path, required=True, help="output curve .safetensors (sidecar beside it)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> dict:
+    from lowloss.connect.curves import METHODS, fit_curve, paper_epochs
+    from lowloss.train import TrainConfig
+
     method = f"garipov-{args.curve}-{args.points}"
     if method not in METHODS:
         raise LowlossError(f"--curve {args.curve} --points {args.points}: no method evaluates it "

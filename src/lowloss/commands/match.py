@@ -6,10 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
 from lowloss.commands.connect import load_endpoints
-from lowloss.connect.matching import SOLVERS, find_matching, save_matching
+from lowloss.defaults import OT_SOLVERS as SOLVERS
 
 NAME = "match"
 HELP = "OT-match the hidden units of two endpoints and save the permutation"
@@ -23,6 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    import torch
+
+    from lowloss.connect.matching import find_matching, save_matching
+
     started = time.perf_counter()
     model, artifact_a, artifact_b = load_endpoints(args.endpoint_a, args.endpoint_b)
     perms = find_matching(artifact_a.tensors, artifact_b.tensors, model.spec(), args.ot_solver)
