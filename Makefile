@@ -26,12 +26,13 @@ run: $(STAMP)
 report: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --report results/report.html $(ARGS)
 
-# The MLflow UI on the workflow's default store, opened on the runs (not on MLflow's GenAI pages):
-# http://127.0.0.1:$(UI_PORT)/#/experiments?workflowType=machine_learning
+# The MLflow UI on the workflow's default store; it first prints the address of each experiment's runs
+# (with MLflow 3's switch to its runs pages rather than its GenAI pages).
 UI_PORT ?= 5000
+UI_STORE := sqlite:///results/mlflow.db
 ui: $(STAMP)
-	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)/#/experiments?workflowType=machine_learning"
-	$(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///results/mlflow.db
+	@$(BIN)/python -c "from lowloss.tracking import ui_links; print('\n'.join(ui_links('$(UI_STORE)', 'http://127.0.0.1:$(UI_PORT)')))"
+	$(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri $(UI_STORE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -85,6 +85,16 @@ def test_the_experiment_describes_itself_and_opens_on_its_runs(store, tmp_path):
     assert "Accuracies are fractions" in tags[tracking.NOTE_TAG]
 
 
+def test_the_ui_is_opened_on_each_experiments_runs(store, tmp_path):
+    tracking.log_command(namespace(store, tmp_path / "none"), {}, time.time())
+    from mlflow.tracking import MlflowClient
+
+    unit = MlflowClient(store).get_experiment_by_name("unit").experiment_id
+    assert f"unit: http://ui/#/experiments/{unit}/runs?workflowType=machine_learning" in tracking.ui_links(store, "http://ui")
+    assert tracking.ui_links(f"sqlite:///{tmp_path}/none.db", "http://ui") == [
+        "http://ui/#/experiments?workflowType=machine_learning"]
+
+
 def test_a_run_names_the_runs_that_made_its_inputs_and_its_parent(store, tmp_path, monkeypatch):
     a, b = save_model(tmp_path / "a.safetensors", 5.0), save_model(tmp_path / "b.safetensors", 6.0)
     makers = [tracking.log_command(namespace(store, path, mlflow_tag=[("rule", "train")]), {"seed": seed}, time.time())

@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                             format="%(levelname)s %(name)s: %(message)s")
         summary = args.run(args)
         tracking.log_command(args, summary, start)
-        print(human_summary(args.command, summary, time.time() - start), file=sys.stderr, flush=True)
         if summary is not None:
+            print(human_summary(args.command, summary, time.time() - start), file=sys.stderr, flush=True)
             print(json.dumps(summary), flush=True)
         return 0
     except LowlossError as exc:

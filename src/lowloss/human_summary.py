@@ -6,13 +6,12 @@ OUT_KEYS = ("out", "out_dir")
 LEFT_OUT = {"files", "seconds", "build_seconds"}
 
 
-def human_summary(command: str, summary: dict | None, seconds: float) -> str:
+def human_summary(command: str, summary: dict, seconds: float) -> str:
     """`lowloss train: done in 3.2 s, wrote m.safetensors · train acc 99.3 % · test acc 95.6 % · epochs 20`.
 
     Accuracies (fractions in the summary) are shown in percent; lists, tables and timings of parts
     are left to the JSON line.
     """
-    summary = summary or {}
     head = f"lowloss {command}: done in {seconds:.1f} s"
     written = [str(summary[key]) for key in OUT_KEYS if summary.get(key)]
     if written:

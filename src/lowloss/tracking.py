@@ -240,6 +240,21 @@ def experiment_id(client, name: str, uri: str) -> str:
     return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
 
 
+def ui_links(uri: str, ui: str) -> list[str]:
+    """Where the MLflow UI at `ui` shows each experiment's runs. The `workflowType` switch makes
+    MLflow 3 open on runs rather than on its GenAI pages, which it shows by default."""
+    switch = "?workflowType=machine_learning"
+    database = _sqlite_file(uri)
+    if database is not None and not database.exists():
+        return [f"{ui}/#/experiments{switch}"]
+    from mlflow.tracking import MlflowClient
+
+    quiet_mlflow()
+    return [f"{experiment.name}: {ui}/#/experiments/{experiment.experiment_id}/runs{switch}"
+            for experiment in MlflowClient(tracking_uri=uri).search_experiments()
+            if experiment.name != "Default"] or [f"{ui}/#/experiments{switch}"]
+
+
 def _sqlite_file(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
