@@ -14,7 +14,7 @@ import pytest
 from lowloss import defaults
 from lowloss.commands import COMMANDS
 from lowloss.errors import did_you_mean
-from tests.conftest import assert_one_line_error, copy_model, run_cli
+from tests.conftest import assert_one_line_error, copy_model, run_cli, run_main
 
 NO_TORCH = """
 import sys, time
@@ -92,20 +92,18 @@ def test_success_says_what_was_done_on_stderr_and_keeps_the_json_line_last(tmp_p
     assert f"test acc {100 * summary['test_acc']:.2f} %" in last
 
 
-def test_a_file_of_the_wrong_kind_is_named(digits_endpoints, tmp_path):
+def test_a_file_of_the_wrong_kind_is_named(digits_endpoints, tmp_path, capsys):
     model = copy_model(digits_endpoints(16, 0, 1), tmp_path / "seed0.safetensors")
     other = copy_model(digits_endpoints(16, 1, 1), tmp_path / "seed1.safetensors")
-    matching = tmp_path / "m.safetensors"
-    run_cli("match", model, other, "--out", matching, check=True)
-    table = tmp_path / "0-1.csv"
-    run_cli("connect", model, other, "--method", "linear", "--points", "2", "--out", table, "--no-progress",
-            check=True)
-    model_set = tmp_path / "V.json"
-    run_cli("model-set", model, other, "--out", model_set, check=True)
+    matching, table, model_set = tmp_path / "m.safetensors", tmp_path / "0-1.csv", tmp_path / "V.json"
+    for args in (["match", model, other, "--out", matching],
+                 ["connect", model, other, "--method", "linear", "--points", "2", "--out", table, "--no-progress"],
+                 ["model-set", model, other, "--out", model_set]):
+        assert run_main(capsys, *args).returncode == 0
     cases = [(matching, "this is an OT matching (from `lowloss match`)"),
              (table, "this is a path table (from `lowloss connect`)"),
              (model_set, "this is a model set manifest (from `lowloss model-set`)"),
              (model.with_suffix(".json"), "this is the JSON sidecar of seed0.safetensors")]
     for wrong, fragment in cases:
-        result = run_cli("connect", wrong, other, "--method", "linear", "--out", tmp_path / "p.csv")
+        result = run_main(capsys, "connect", wrong, other, "--method", "linear", "--out", tmp_path / "p.csv")
         assert_one_line_error(result, f"{wrong}: {fragment}, but a trained model (from `lowloss train`) is expected")
