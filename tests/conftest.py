@@ -19,6 +19,7 @@ from lowloss.network import Network
 from lowloss.train import TrainConfig, train_endpoint
 
 torch.set_num_threads(2)
+LOG_LEVELS = ("INFO ", "WARNING ")
 
 
 SMALL = {"onehidden": {"width": 16}, "fc3": {"widths": [12, 10]}, "conv2fc1": {"channels": [6, 8]},
@@ -91,9 +92,12 @@ def copy_with_meta(source: Path, target: Path, **changes) -> Path:
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    """The CLI's error contract: exit 2, one stderr line starting `lowloss: error:`, no traceback."""
+    """The CLI's error contract: exit 2, one stderr line starting `lowloss: error:`, no traceback.
+
+    Progress lines logged before it (`INFO …: loading dataset …`) may precede it.
+    """
     assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith(LOG_LEVELS)]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("lowloss: error:"), lines[0]
     for fragment in fragments:

@@ -69,7 +69,7 @@ def test_mixed_architectures_are_one_line_errors(models, digits_endpoints, tmp_p
     ("other-dataset", "differs from"),
     ("duplicate", "same weights as"),
     ("single", "at least two models"),
-    ("not-a-model", "not a trained model"),
+    ("not-a-model", "this is a fitted connector ν .*, but a trained model .* is expected"),
 ])
 def test_bad_model_sets(models, tmp_path, bad, fragment):
     files = {

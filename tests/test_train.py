@@ -25,7 +25,7 @@ def test_schedule_is_constant_then_linear_to_one_percent():
 
 
 def _train(digits, out, epochs=4, interrupt_after=None, seed=3):
-    def stop(epoch, row):
+    def stop(epoch, row, model):
         if epoch == interrupt_after:
             raise KeyboardInterrupt
 

@@ -4,7 +4,8 @@ A subcommand's `run(args)` returns a summary dict (or None); it is printed as th
 one JSON object, which scripts and the workflow read. Every error reaches the user as one line,
 `lowloss: error: …`, and exit status 2; set LOWLOSS_DEBUG=1 to see the traceback instead.
 With `--mlflow-experiment` (or $LOWLOSS_MLFLOW_EXPERIMENT) every command is logged as one MLflow run
-(`lowloss.tracking`).
+(`lowloss.tracking`). On success a one-line summary for people goes to stderr. Nothing imported here
+imports torch (commands import it when they run), so `--help` answers at once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from lowloss import __version__, tracking
 from lowloss.commands import COMMANDS
 from lowloss.errors import LowlossError
+from lowloss.human_summary import human_summary
 
 EXIT_ERROR = 2
 
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = args.run(args)
         tracking.log_command(args, summary, start)
         if summary is not None:
+            print(human_summary(args.command, summary, time.time() - start), file=sys.stderr, flush=True)
             print(json.dumps(summary), flush=True)
         return 0
     except LowlossError as exc:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lowloss.artifacts import Artifact, ArtifactError, load_weights, read_meta, require_file, write_json_atomic
 from lowloss.errors import LowlossError
+from lowloss.file_kinds import require_kind
 from lowloss.models import model_from_artifact
 
 FORMAT = "lowloss-model-set/1"
@@ -59,6 +60,7 @@ def write_model_set(out: str | os.PathLike, models: list[str | os.PathLike], all
     _require_two(out, len(models))
     members, shared = [], None
     for model in map(Path, models):
+        require_kind(model, "model")
         artifact = _member(out, model, load_weights)
         if artifact.meta.get("kind") == "model":
             model_from_artifact(artifact)  # tensors fit the architecture the metadata names

@@ -154,14 +154,18 @@ def _resume(artifact: Artifact, model: nn.Module, optimizer: torch.optim.Optimiz
 
 
 def train_endpoint(arch: str, options: dict, data: Dataset, config: TrainConfig, out: Path,
-                   on_epoch_end: Callable[[int, dict], None] | None = None, progress: bool = True) -> dict:
-    """Train one endpoint from seed `config.seed`, save it as `out` (+ sidecar), return the sidecar."""
+                   on_epoch_end: Callable[[int, dict, nn.Module], None] | None = None, progress: bool = True) -> dict:
+    """Train one endpoint from seed `config.seed`, save it as `out` (+ sidecar), return the sidecar.
+
+    `on_epoch_end(epoch, row, model)` may add entries to the epoch's `row` of the history.
+    """
     options = arch_options(arch, options)
     torch.manual_seed(config.seed)
     model = build_model(arch, data.input_shape, data.num_classes, options).to(data.x_train.device)
     produced_by = {"arch": arch, "arch_options": options, "dataset": data.name, "train": asdict(config)}
     identity = config_hash(produced_by)
-    history = train(model, data, config, checkpoint_path(out), identity, on_epoch_end, progress)
+    epoch_end = None if on_epoch_end is None else lambda epoch, row: on_epoch_end(epoch, row, model)
+    history = train(model, data, config, checkpoint_path(out), identity, epoch_end, progress)
     train_loss, train_acc = evaluate_model(model, data.x_train, data.y_train)
     test_loss, test_acc = evaluate_model(model, data.x_test, data.y_test)
     meta = {

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lowloss.modelset import write_model_set
-
 NAME = "model-set"
 HELP = "write the manifest of a model set V (models sharing architecture and dataset)"
 
@@ -19,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from lowloss.modelset import write_model_set
+
     manifest = write_model_set(args.out, args.models, args.allow_outside)
     return {"out": str(args.out), "models": len(manifest["models"]), "arch": manifest["arch"],
             "arch_options": manifest["arch_options"], "dataset": manifest["dataset"]}
