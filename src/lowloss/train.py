@@ -82,7 +82,8 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, checkpoint: Path
     """Train `model` in place on `data` (both on the same device); return per-epoch history.
 
     With `checkpoint`, the model and optimizer state are saved after every epoch and a matching
-    checkpoint (same `identity`) is resumed from. `on_epoch_end(epoch, row)` runs after the save.
+    checkpoint (same `identity`) is resumed from. `on_epoch_end(epoch, row)` runs before the save, so a
+    resumed run's history holds what it added to the rows (an interrupt it raises loses that epoch).
     `objective` (default: cross-entropy of `model(x)`) lets another trainable module reuse this loop:
     curve training draws t per batch from the generator it is given, seeded by (seed, epoch) like the
     shuffle, so a resumed run stays bit-identical.
@@ -125,10 +126,10 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, checkpoint: Path
             raise LowlossError(f"training diverged at epoch {epoch + 1} (loss {row['train_loss']}); lower --lr")
         history.append(row)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", acc=f"{row['train_acc']:.4f}")
+        if on_epoch_end is not None:  # before the save: what it adds to the row is checkpointed too
+            on_epoch_end(epoch + 1, row)
         if checkpoint is not None:
             _save_checkpoint(checkpoint, identity, epoch + 1, model, optimizer, history)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, row)
     return history
 
 
