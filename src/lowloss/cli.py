@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lowloss: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`lowloss methods | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # a file the command could not read or write: name it, without the exception type
         return _fail(os_error_message(exc), exc, args, start)
     except Exception as exc:  # one line for the user, whatever broke; LOWLOSS_DEBUG shows the trace
