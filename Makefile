@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run ui test bench install clean
+.PHONY: run report ui test bench install clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,10 +21,18 @@ install: $(STAMP)
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local $(ARGS)
 
-# The MLflow UI on the workflow's default store: http://127.0.0.1:$(UI_PORT)
+# Snakemake's HTML report of the same run (tables, figure, captions): results/report.html. Give it the
+# ARGS of the run, e.g. `make report ARGS="--configfile configs/fashion-mnist.yaml"`.
+report: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --report results/report.html $(ARGS)
+
+# The MLflow UI on the workflow's default store; it first prints the address of each experiment's runs
+# (with MLflow 3's switch to its runs pages rather than its GenAI pages).
 UI_PORT ?= 5000
+UI_STORE := sqlite:///results/mlflow.db
 ui: $(STAMP)
-	$(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///results/mlflow.db
+	@$(BIN)/python -c "from lowloss.tracking import ui_links; print('\n'.join(ui_links('$(UI_STORE)', 'http://127.0.0.1:$(UI_PORT)')))"
+	$(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri $(UI_STORE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -16,7 +16,8 @@ from lowloss.connect.interpolate import arc_leg
 from lowloss.connect.path import Leg, Path
 from lowloss.data import Dataset
 from lowloss.device import pick_device
-from lowloss.evaluate import chunk_sizes, evaluate_path, evaluate_stacked, flops_per_point, leg_ts
+from lowloss.evaluate import evaluate_path, leg_ts
+from lowloss.evaluate.scores import chunk_sizes, evaluate_stacked, flops_per_point
 from lowloss.models import build_model
 from lowloss.network import Network
 

@@ -31,20 +31,28 @@ def fmt(value) -> str:
     return "" if value is None else str(value)
 
 
+def previous_sections() -> dict[str, str]:
+    """The sections of the current RESULTS.md by benchmark name (a partial run keeps the others)."""
+    results = HERE / "RESULTS.md"
+    if not results.exists():
+        return {}
+    parts = results.read_text().split("\n## ")[1:]
+    return {part.split("\n", 1)[0]: "## " + part.rstrip() + "\n" for part in parts}
+
+
 def main(selected: list[str]) -> None:
     sys.path.insert(0, str(HERE.parent))
     modules = sorted(p.stem for p in HERE.glob("bench_*.py"))
     if selected:
         modules = [m for m in modules if any(s in m for s in selected)]
-    lines = ["# Benchmarks", "", f"Measured {datetime.date.today().isoformat()} on {machine()}.", "",
-             "Ratios compare against a baseline measured in the same run; > 1 means lowloss is faster "
-             "(or smaller) by that factor.", ""]
+    sections = previous_sections()
     for name in modules:
         print(f"running {name} …", flush=True)
         rows = importlib.import_module(f"benchmarks.{name}").run()
-        lines += [f"## {name.removeprefix('bench_')}", "",
-                  "| benchmark | baseline | value | baseline value | ratio | target | met | note |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines = [f"## {name.removeprefix('bench_')}",
+                 f"Measured {datetime.date.today().isoformat()} on {machine()}.", "",
+                 "| benchmark | baseline | value | baseline value | ratio | target | met | note |",
+                 "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for row in rows:
             target, ratio = row.get("target"), row.get("ratio")
             met = "" if target is None or ratio is None else ("yes" if ratio >= target else "no")
@@ -52,8 +60,10 @@ def main(selected: list[str]) -> None:
                                                                        "ratio", "target")) +
                          f" | {met} | {fmt(row.get('note'))} |")
             print(f"  {row['name']}: ratio {fmt(ratio)} (target {fmt(target)})", flush=True)
-        lines.append("")
-    (HERE / "RESULTS.md").write_text("\n".join(lines))
+        sections[name.removeprefix("bench_")] = "\n".join(lines) + "\n"
+    header = ["# Benchmarks", "", "Ratios compare against a baseline measured in the same run; > 1 means lowloss is "
+              "faster (or smaller) by that factor. Each section says when and where it was measured.", ""]
+    (HERE / "RESULTS.md").write_text("\n".join(header) + "\n" + "\n".join(sections[key] for key in sorted(sections)))
     print(f"wrote {HERE / 'RESULTS.md'}")
 
 

@@ -1,6 +1,8 @@
 # Config validation, the pair and method tables, wildcard constraints and every input function.
 # Rules refer to these functions by name; no rule holds logic of its own.
 
+import hashlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -9,6 +11,7 @@ from shlex import quote
 import jsonschema
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # this workflow's lowloss (its method table imports no torch)
@@ -17,6 +20,7 @@ from lowloss.errors import did_you_mean  # noqa: E402
 from lowloss.kinds import ARCHITECTURE_KINDS, ONE_HIDDEN, WEIGHT_LAYERS  # noqa: E402
 
 SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
+SRC = Path(workflow.basedir) / "src"
 
 # Where the fitted files a method reads (`lowloss methods`: needs/takes) are made, relative to
 # results/{exp}/; the registry says which method reads which. A new method is one line in the registry.
@@ -45,8 +49,8 @@ def check_config(config):
         key = f"config: experiments.{name}"
         for method in methods(name):
             if method not in METHODS:
-                raise WorkflowError(f"{key}: unknown method {method!r}{did_you_mean(method, METHODS)} "
-                                    f"(`lowloss methods` lists them)")
+                raise WorkflowError(f"{key}: unknown method {method!r}{did_you_mean(method, METHODS)}; "
+                                    f"`lowloss methods` lists them")
             if not METHODS[method].applies_to_architecture(exp["arch"]):
                 raise WorkflowError(f"{key}: method {method!r} applies to {METHODS[method].applies_to}, "
                                     f"not to architecture {exp['arch']!r}")
@@ -82,16 +86,18 @@ def check_ensembles(key, exp):
 def job_prefix(config):
     """What every job's shell runs first: bash strict mode, this workflow's lowloss on PYTHONPATH
     (rules call `python -m lowloss`, so a conda env from envs/lowloss.yaml needs no install of it),
-    and the MLflow experiment and store the `lowloss` CLI logs to.
+    and the MLflow experiment, store and config hash the `lowloss` CLI logs to (the parent run of the
+    invocation reaches the jobs through the environment, see `start_parent_run`).
 
-    A shell prefix is not part of a rule's recorded code, so renaming the experiment or moving the
-    workflow does not rerun finished jobs. Braces are doubled: snakemake formats the prefix.
+    A shell prefix is not part of a rule's recorded code, so renaming the experiment, editing the
+    config or moving the workflow does not rerun finished jobs. Braces are doubled: snakemake formats
+    the prefix.
     """
-    src = Path(workflow.basedir) / "src"
-    parts = ["set -euo pipefail", f"export PYTHONPATH={quote(str(src))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"]
+    parts = ["set -euo pipefail", f"export PYTHONPATH={quote(str(SRC))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"]
     settings = config["mlflow"]
     if settings["enabled"]:
-        parts.append(f"export LOWLOSS_MLFLOW_EXPERIMENT={quote(settings['experiment'] or config['name'])}")
+        parts.append(f"export LOWLOSS_MLFLOW_EXPERIMENT={quote(mlflow_experiment())}")
+        parts.append(f"export LOWLOSS_CONFIG_HASH={config_hash()}")
         if settings["tracking_uri"]:
             parts.append(f"export MLFLOW_TRACKING_URI={quote(settings['tracking_uri'])}")
     else:
@@ -153,6 +159,19 @@ def report_files():
     return files
 
 
+# The report's outputs that `snakemake --report` shows (`make report`): caption file under report/,
+# and the label that names the result there. A file listed here is shown when the config's report has it.
+REPORT_RESULTS = {
+    "table1.csv": ("table1.rst", "Table 1"),
+    "table2.csv": ("table2.rst", "Table 2"),
+    "paths.svg": ("paths.rst", "Accuracy along the path"),
+    "route.svg": ("route.rst", "The layer-wise route"),
+    "worst_points.csv": ("worst_points.rst", "Worst points"),
+    "ensembles.csv": ("ensembles.rst", "Ensembles"),
+    "fig7.svg": ("fig7.rst", "Ensembles by number of models (Fig. 7)"),
+}
+
+
 # ---- input functions ----------------------------------------------------------------------------
 
 def ensemble_experiments():
@@ -172,6 +191,18 @@ def ensemble_sizes(name):
 
 def report_outputs(wildcards=None):
     return [f"{report_dir()}/{file}" for file in report_files()]
+
+
+def report_results(paths):
+    """`paths` (a rule's outputs), those in REPORT_RESULTS marked for the HTML report with their captions."""
+    marked = []
+    for path in paths:
+        file = os.path.basename(path)
+        if file in REPORT_RESULTS:
+            caption, label = REPORT_RESULTS[file]
+            path = report(path, caption=f"../report/{caption}", category="Results", labels={"result": label})
+        marked.append(path)
+    return marked
 
 
 def ensemble_files(wildcards=None):
@@ -305,11 +336,91 @@ def tags(wildcards):
     exp = experiment(wildcards.exp)
     values = {"experiment": wildcards.exp, "dataset": exp["dataset"], "arch": exp["arch"],
               **{key: value for key, value in wildcards.items() if key != "exp"}}
-    return " ".join(f"--mlflow-tag {key}={value}" for key, value in values.items())
+    return tag_flags(values)
+
+
+def report_tags(wildcards):
+    """MLflow tags of the report job: every experiment and dataset of the run, comma-separated."""
+    return summary_tags("report", list(config["experiments"]))
+
+
+def ensemble_report_tags(wildcards):
+    """MLflow tags of the ensembles' report job: the experiments with ensembles and their datasets."""
+    return summary_tags("ensemble_report", ensemble_experiments())
+
+
+def summary_tags(rule, names):
+    datasets = dict.fromkeys(experiment(name)["dataset"] for name in names)
+    return tag_flags({"rule": rule, "experiment": ",".join(names), "dataset": ",".join(datasets)})
+
+
+def tag_flags(values):
+    return " ".join(f"--mlflow-tag {key}={quote(str(value))}" for key, value in values.items())
+
+
+# ---- MLflow: one parent run per invocation ------------------------------------------------------
+
+def mlflow_experiment():
+    """The config's experiment, else lowloss-<name> (never MLflow's own `Default`)."""
+    return config["mlflow"]["experiment"] or f"lowloss-{config['name']}"
+
+
+def config_hash():
+    """Short hash of the validated config (defaults filled in): the `config_hash` tag of every run."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def mlflow_uri():
+    return config["mlflow"]["tracking_uri"] or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///results/mlflow.db"
+
+
+def start_parent_run():
+    """Open this invocation's parent run; jobs started from here inherit its ID and nest under it.
+
+    Snakemake calls this only when jobs are about to run (not on dry runs, not inside cluster jobs).
+    A tracking failure only warns, like every job's tracking.
+    """
+    if not config["mlflow"]["enabled"]:
+        return
+    if str(SRC) not in sys.path:
+        sys.path.insert(0, str(SRC))  # this workflow's lowloss, as in every job
+    from lowloss.lineage import ENV_PARENT_RUN, start_workflow_run
+
+    try:
+        os.environ[ENV_PARENT_RUN] = start_workflow_run(mlflow_experiment(), mlflow_uri(), config["name"],
+                                                        {"config_hash": config_hash()}, config)
+    except Exception as exc:
+        logger.warning(f"MLflow: no parent run for this invocation ({type(exc).__name__}: {exc})")
+
+
+def end_parent_run(status):
+    """Close the parent run opened by `start_parent_run` as FINISHED or FAILED."""
+    if not config["mlflow"]["enabled"]:
+        return
+    from lowloss.lineage import ENV_PARENT_RUN, end_workflow_run
+
+    run_id = os.environ.pop(ENV_PARENT_RUN, None)
+    if run_id:
+        try:
+            end_workflow_run(mlflow_uri(), run_id, status)
+        except Exception as exc:
+            logger.warning(f"MLflow: parent run {run_id} not closed ({type(exc).__name__}: {exc})")
 
 
 check_config(config)
 shell.prefix(job_prefix(config))
+
+
+onstart:
+    start_parent_run()
+
+
+onsuccess:
+    end_parent_run("FINISHED")
+
+
+onerror:
+    end_parent_run("FAILED")
 
 
 wildcard_constraints:

@@ -4,7 +4,7 @@
 rule fit_connector:
     """Fit the connector of one learned method (realnvp-flow, iaf-flow, realnvp-bijection) on V."""
     input:
-        "results/{exp}/model_set/V.json",
+        "results/{exp}/V.json",
     output:
         weights="results/{exp}/connectors/{kind}.safetensors",
         sidecar="results/{exp}/connectors/{kind}.json",

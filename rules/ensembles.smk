@@ -27,13 +27,14 @@ rule ensemble_report:
     input:
         ensemble_files,
     output:
-        ensemble_report_outputs(),
+        report_results(ensemble_report_outputs()),
     params:
         out_dir=output_folder,
+        tags=ensemble_report_tags,
     log:
         f"logs/report/{config['name']}-ensembles.log",
     conda:
         "../envs/lowloss.yaml"
     shell:
-        "python -m lowloss --mlflow-tag rule=ensemble_report ensemble-report {input} --out-dir {params.out_dir} "
+        "python -m lowloss {params.tags} ensemble-report {input} --out-dir {params.out_dir} "
         "> {log} 2>&1"

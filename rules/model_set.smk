@@ -2,11 +2,12 @@
 
 
 rule model_set:
-    """Collect the models trained from model_set_seeds into V's manifest."""
+    """Collect the models trained from model_set_seeds into V's manifest, at the top of the experiment's
+    folder: a manifest may only name files under its own folder, and the members are in models/."""
     input:
         model_set_models,
     output:
-        "results/{exp}/model_set/V.json",
+        "results/{exp}/V.json",
     params:
         tags=tags,
     log:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lowloss.artifacts import read_meta, sidecar_path
+from lowloss.artifacts import load_weights, save_weights, sidecar_path
 from lowloss.cli import main
 from lowloss.connect.context import Context, Options
 from lowloss.data import load_dataset
@@ -20,6 +19,7 @@ from lowloss.network import Network
 from lowloss.train import TrainConfig, train_endpoint
 
 torch.set_num_threads(2)
+LOG_LEVELS = ("INFO ", "WARNING ")
 
 
 SMALL = {"onehidden": {"width": 16}, "fc3": {"widths": [12, 10]}, "conv2fc1": {"channels": [6, 8]},
@@ -85,16 +85,19 @@ def copy_model(source: Path, target: Path) -> Path:
 
 
 def copy_with_meta(source: Path, target: Path, **changes) -> Path:
-    """A copy of a model file whose sidecar says something else (its hash still matches the tensors)."""
-    copy_model(source, target)
-    sidecar_path(target).write_text(json.dumps({**read_meta(source), **changes}))
+    """A copy of a model file whose metadata says something else (same tensors, so the same hash)."""
+    artifact = load_weights(source)
+    save_weights(target, artifact.tensors, {**artifact.meta, **changes})
     return target
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    """The CLI's error contract: exit 2, one stderr line starting `lowloss: error:`, no traceback."""
+    """The CLI's error contract: exit 2, one stderr line starting `lowloss: error:`, no traceback.
+
+    Progress lines logged before it (`INFO …: loading dataset …`) may precede it.
+    """
     assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith(LOG_LEVELS)]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("lowloss: error:"), lines[0]
     for fragment in fragments:

@@ -70,7 +70,7 @@ def test_bad_input_is_one_line_and_writes_nothing(pair, odd_endpoints, tmp_path,
     narrow, fc3 = odd_endpoints
     out = tmp_path / "p.csv"
     cases = [
-        ([*pair, "--method", "ot+wat"], "unknown method 'ot+wat'; did you mean 'ot+wa'? (known: "),
+        ([*pair, "--method", "ot+wat"], "unknown method 'ot+wat' (did you mean `ot+wa`?); known: "),
         ([pair[0], narrow, "--method", "linear"], "arch_options"),
         ([fc3, fc3, "--method", "realnvp-flow"],
          "method 'realnvp-flow' applies to networks with one hidden layer, not to 'fc3'"),

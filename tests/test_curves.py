@@ -7,13 +7,14 @@ import torch
 from safetensors.torch import load_file
 
 from lowloss.artifacts import load_weights, save_weights
+from lowloss.checkpoints import checkpoint_path
 from lowloss.connect.curves import COEFFICIENTS, Curve, fit_curve, linear_bends
 from lowloss.connect.path import Path, chain, interpolate
 from lowloss.connect.registry import CURVES
 from lowloss.errors import LowlossError
 from lowloss.evaluate import evaluate_path
 from lowloss.models import build_model
-from lowloss.train import TrainConfig, checkpoint_path, train_endpoint
+from lowloss.train import TrainConfig, train_endpoint
 from tests.conftest import assert_one_line_error, method_path, run_cli
 
 TS = torch.linspace(0, 1, 1001, dtype=torch.float64)

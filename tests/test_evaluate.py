@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lowloss.connect.interpolate import arc_leg
-from lowloss.connect.path import Leg, Path
+from lowloss.connect.path import Leg, Path, interpolate
 from lowloss.connect.permutation import permutation_legs
 from lowloss.connect.registry import get_method
 from lowloss.evaluate import OneHiddenForm, endpoint_scores, evaluate_path, evaluate_stacked, worst_points
@@ -85,9 +85,25 @@ def test_the_vmapped_engine_of_gpus_equals_the_loop_of_cpus(digits):
     theta_a, theta_b = random_params(0, arch="conv2fc1"), random_params(1, arch="conv2fc1")
     stacked = arc_leg(theta_a, theta_b, network.spec).at([0.0, 0.3, 0.7, 1.0])
     x, y = digits.split("test")
-    looped = LayeredEngine(network, batched=False).points(stacked, x, y, batch=128)
-    vmapped = LayeredEngine(network, batched=True).points(stacked, x, y, batch=128)
-    for a, b in zip(looped, vmapped):
+    looped, vmapped = (LayeredEngine(network, batched) for batched in (False, True))
+    for a, b in zip(looped.points(looped.plan_stacked(stacked), x, y, batch=128),
+                    vmapped.points(vmapped.plan_stacked(stacked), x, y, batch=128)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_straight_plan_equals_the_stacked_plan_of_the_same_points(digits):
+    """plan_straight never stacks the layers that stay still; it must give what stacking every point gives."""
+    network = network_of("fc3")
+    theta_a = random_params(0, arch="fc3")
+    theta_b = {**theta_a, **{key: value for key, value in random_params(1, arch="fc3").items()
+                             if key.startswith(("fc2", "fc3"))}}
+    ts = [0.0, 0.25, 0.5, 1.0]
+    engine = LayeredEngine(network, batched=False)
+    straight = engine.plan_straight(theta_a, theta_b, ts)
+    assert straight.span == (network.layers[1], network.layers[2])
+    x, y = digits.split("test")
+    stacked = engine.plan_stacked(interpolate(theta_a, theta_b, torch.tensor(ts, dtype=torch.float64)))
+    for a, b in zip(engine.points(straight, x, y, batch=128), engine.points(stacked, x, y, batch=128)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 

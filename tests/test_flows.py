@@ -177,8 +177,10 @@ def test_an_exploding_step_is_clipped_or_skipped_and_adam_stays_finite(tmp_path)
 def vset(digits_endpoints, tmp_path_factory):
     """V: six width-256 digits models; two more endpoints trained the same way but outside V."""
     folder = tmp_path_factory.mktemp("modelset")
-    write_model_set(folder / "V.json", [digits_endpoints(WIDTH, s, EPOCHS) for s in V_SEEDS])
-    return {"V": folder / "V.json", "unseen": [digits_endpoints(WIDTH, s, EPOCHS) for s in UNSEEN_SEEDS],
+    members = [digits_endpoints(WIDTH, s, EPOCHS) for s in V_SEEDS]
+    manifest = members[0].parent / "V-flows.json"  # beside its members: a manifest names files in its folder
+    write_model_set(manifest, members)
+    return {"V": manifest, "unseen": [digits_endpoints(WIDTH, s, EPOCHS) for s in UNSEEN_SEEDS],
             "seen": digits_endpoints(WIDTH, V_SEEDS[0], EPOCHS), "folder": folder}
 
 

@@ -37,7 +37,7 @@ def test_route_methods_are_the_layer_wise_ones():
 
 
 def test_an_unknown_method_gets_the_closest_name():
-    with pytest.raises(LowlossError, match="unknown method 'arc-wa'; did you mean 'arc\\+wa'\\?"):
+    with pytest.raises(LowlossError, match="unknown method 'arc-wa' \\(did you mean `arc\\+wa`\\?\\)"):
         get_method("arc-wa")
 
 

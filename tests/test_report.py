@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lowloss.errors import LowlossError
 from lowloss.figures import route_positions, stage_positions
 from lowloss.report import build_report, format_cell
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, run_main
 
 ACCURACY = {0: (0.99, 0.97), 1: (0.98, 0.96), 2: (0.97, 0.95), 3: (0.995, 0.99)}  # seed: (train, test)
 
@@ -170,3 +171,29 @@ def test_a_table_outside_the_results_layout_is_a_one_line_error(tmp_path):
     assert_one_line_error(run_cli("report", stray, "--out-dir", tmp_path / "out"),
                           "expected a path table at <experiment>/paths/<method>/<seedA>-<seedB>.csv")
     assert not (tmp_path / "out").exists()
+
+
+def _set_cell(csv: Path, row: int, column: str, value) -> None:
+    table = pd.read_csv(csv)
+    table.loc[row, column] = value
+    table.to_csv(csv, index=False)
+
+
+@pytest.mark.parametrize("damage,fragment", [
+    (lambda csv: _set_cell(csv, 3, "acc", np.nan), "line 5: acc nan"),
+    (lambda csv: _set_cell(csv, 0, "acc", 1.7), "line 2: acc 1.7"),
+    (lambda csv: _set_cell(csv, 2, "acc", -0.1), "line 4: acc -0.1"),
+    (lambda csv: _set_cell(csv, 1, "loss", np.nan), "line 3: acc 0.95, loss nan"),
+    (lambda csv: csv.write_bytes(b""), "empty file, not a path table"),
+    (lambda csv: csv.write_bytes(b'leg,t\n"1,2\n'), "not a readable CSV"),
+    (lambda csv: csv.write_bytes(b"\xff\xfe\x00binary"), "not a readable CSV"),
+    (lambda csv: (csv.unlink(), csv.symlink_to(csv.name)), "cannot be read (symbolic link loop)"),
+])
+def test_bad_path_tables_are_refused_naming_the_file_and_row(results, capsys, damage, fragment):
+    out, csvs = results
+    damage(csvs[1])
+    with pytest.raises(LowlossError) as error:
+        build_report(csvs, out)
+    assert str(error.value).startswith(f"{csvs[1]}: ") and fragment in str(error.value)
+    assert_one_line_error(run_main(capsys, "report", *csvs, "--out-dir", out), f"{csvs[1]}: ", fragment)
+    assert not out.exists()

@@ -1,4 +1,4 @@
-"""MLflow tracking of a command: what one run holds, large files by reference, failures only warn."""
+"""MLflow tracking of a command: what one run holds, large files by reference, lineage, failures only warn."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from lowloss import tracking
+from lowloss import lineage, tracked_outputs, tracking
 from lowloss.artifacts import save_weights
 from tests.conftest import assert_one_line_error, run_cli
 
-HISTORY = [{"epoch": 1, "lr": 0.01, "train_loss": 2.0, "train_acc": 0.5},
-           {"epoch": 2, "lr": 0.01, "train_loss": 1.0, "train_acc": 0.8}]
+HISTORY = [{"epoch": 1, "lr": 0.01, "train_loss": 2.0, "train_acc": 0.5, "test_acc": 0.4},
+           {"epoch": 2, "lr": 0.01, "train_loss": 1.0, "train_acc": 0.8, "test_acc": 0.7}]
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +26,18 @@ def store(tmp_path_factory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
 
 
+@pytest.fixture(autouse=True)
+def no_workflow(monkeypatch):
+    """Runs here belong to no workflow invocation unless a test says so."""
+    monkeypatch.delenv(lineage.ENV_PARENT_RUN, raising=False)
+    monkeypatch.delenv(lineage.ENV_CONFIG_HASH, raising=False)
+
+
 def namespace(store: str, out: Path, **extra) -> argparse.Namespace:
     """Parsed arguments of a `train`-like command logging to `store`."""
     values = dict(command="train", mlflow_experiment="unit", mlflow_uri=store, verbose=False, run=print,
-                  mlflow_tag=[("rule", "train"), ("pair", "0-1")], out=out, seed=3, dataset="digits", lr=0.01)
+                  mlflow_tag=[("rule", "train"), ("experiment", "digits-x")], out=out, seed=3, dataset="digits",
+                  data_root="data", lr=0.01, epochs=2)
     return argparse.Namespace(**{**values, **extra})
 
 
@@ -40,51 +48,114 @@ def client_run(store: str, run_id: str):
     return client, client.get_run(run_id)
 
 
+def save_model(path: Path, value: float = 1.0) -> Path:
+    save_weights(path, {"w": torch.full((2, 2), value)}, {"kind": "model", "history": HISTORY})
+    return path
+
+
 def test_a_command_is_one_run_with_tags_params_metrics_curves_and_files(store, tmp_path):
-    weights = tmp_path / "seed3.safetensors"
-    save_weights(weights, {"w": torch.ones(2, 2)}, {"kind": "model", "history": HISTORY})
-    summary = {"out": str(weights), "arch": "onehidden", "test_acc": 0.75, "epochs": 2, "ok": True}
+    weights = save_model(tmp_path / "seed3.safetensors")
+    summary = {"out": str(weights), "arch": "onehidden", "seed": 3, "epochs": 2, "test_acc": 0.75, "ok": True}
     run_id = tracking.log_command(namespace(store, weights), summary, time.time())
     client, run = client_run(store, run_id)
-    tags = run.data.tags
-    assert run.info.status == "FINISHED" and run.info.run_name == "train 0-1 3"
-    assert {k: tags[k] for k in ("command", "rule", "pair", "seed", "dataset", "arch")} == {
-        "command": "train", "rule": "train", "pair": "0-1", "seed": "3", "dataset": "digits", "arch": "onehidden"}
-    assert run.data.params["lr"] == "0.01" and "mlflow_tag" not in run.data.params
-    assert run.data.metrics["test_acc"] == 0.75 and "ok" not in run.data.metrics
-    curve = client.get_metric_history(run_id, "history/train_loss")
-    assert [(m.step, m.value) for m in curve] == [(1, 2.0), (2, 1.0)]
+    tags, params = run.data.tags, run.data.params
+    assert run.info.status == "FINISHED" and run.info.run_name == "seed3 · train · digits-x"
+    assert {k: tags[k] for k in ("command", "rule", "seed", "dataset", "arch")} == {
+        "command": "train", "rule": "train", "seed": "3", "dataset": "digits", "arch": "onehidden"}
+    # Constants are params: the RNG seed of the command, the model's seed, the epochs (once).
+    assert (params["rng_seed"], params["seed"], params["epochs"], params["lr"]) == ("3", "3", "2", "0.01")
+    assert "mlflow_tag" not in params and "summary.epochs" not in params
+    assert run.data.metrics["test_acc"] == 0.75 and not {"seed", "epochs", "ok"} & set(run.data.metrics)
+    for key, values in (("history/train_loss", [2.0, 1.0]), ("history/test_acc", [0.4, 0.7])):
+        assert [(m.step, m.value) for m in client.get_metric_history(run_id, key)] == list(zip((1, 2), values))
     logged = {a.path for a in client.list_artifacts(run_id, "outputs")}
     assert logged == {"outputs/seed3.safetensors", "outputs/seed3.json"}
+    assert tags[lineage.OUTPUT_TAG] == json.loads(weights.with_suffix(".json").read_text())["sha256"]
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "digits" and "scikit-learn" in dataset.dataset.source
+    assert {t.key: t.value for t in dataset.tags}["mlflow.data.context"] == "training"
 
 
-def test_a_connector_curve_per_step_is_a_series(store, tmp_path):
-    connector = tmp_path / "nu.safetensors"
-    curve = [{"step": step, "loss": 1 / step} for step in (1, 2, 3)]
-    save_weights(connector, {"w": torch.ones(1)}, {"kind": "connector", "curve": curve})
-    run_id = tracking.log_command(namespace(store, connector, command="fit-connector"), {}, time.time())
-    client, _ = client_run(store, run_id)
-    assert [m.step for m in client.get_metric_history(run_id, "history/loss")] == [1, 2, 3]
+def test_the_experiment_describes_itself_and_opens_on_its_runs(store, tmp_path):
+    tracking.log_command(namespace(store, tmp_path / "none"), {}, time.time())
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient(store).get_experiment_by_name("unit").tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "Accuracies are fractions" in tags[tracking.NOTE_TAG]
 
 
-def test_path_tables_become_metrics_along_the_path(store, tmp_path):
+def test_the_ui_is_opened_on_each_experiments_runs(store, tmp_path):
+    tracking.log_command(namespace(store, tmp_path / "none"), {}, time.time())
+    from mlflow.tracking import MlflowClient
+
+    unit = MlflowClient(store).get_experiment_by_name("unit").experiment_id
+    assert f"unit: http://ui/#/experiments/{unit}/runs?workflowType=machine_learning" in tracking.ui_links(store, "http://ui")
+    assert tracking.ui_links(f"sqlite:///{tmp_path}/none.db", "http://ui") == [
+        "http://ui/#/experiments?workflowType=machine_learning"]
+
+
+def test_a_run_names_the_runs_that_made_its_inputs_and_its_parent(store, tmp_path, monkeypatch):
+    a, b = save_model(tmp_path / "a.safetensors", 5.0), save_model(tmp_path / "b.safetensors", 6.0)
+    makers = [tracking.log_command(namespace(store, path, mlflow_tag=[("rule", "train")]), {"seed": seed}, time.time())
+              for seed, path in ((0, a), (1, b))]
+    monkeypatch.setenv(lineage.ENV_PARENT_RUN, "parent123")
+    monkeypatch.setenv(lineage.ENV_CONFIG_HASH, "cafe")
     csv = tmp_path / "path.csv"
-    rows = [dict(split=split, position=p, acc=0.9 - 0.1 * p, loss=p, leg=0, t=p) for split in ("train", "test")
-            for p in (0.0, 0.5, 1.0)]
-    pd.DataFrame(rows).to_csv(csv, index=False)
-    run_id = tracking.log_command(namespace(store, csv, method="arc"), {"method": "arc"}, time.time())
+    pd.DataFrame([dict(method="arc", leg=0, leg_name="arc", t=0.0, position=0.0, split="test", loss=1.0, acc=0.5)]
+                 ).to_csv(csv, index=False)
+    args = namespace(store, csv, command="connect", endpoint_a=a, endpoint_b=b, connector=None, seed=0,
+                     mlflow_tag=[("pair", "0-1")])
+    run_id = tracking.log_command(args, {"method": "arc"}, time.time())
     client, run = client_run(store, run_id)
+    tags = run.data.tags
+    assert (tags["input.endpoint_a"], tags["input.endpoint_b"]) == tuple(makers)
+    assert f"(#/experiments/{run.info.experiment_id}/runs/{makers[0]})" in tags[tracking.NOTE_TAG]
+    assert tags[lineage.PARENT_TAG] == "parent123" and tags["config_hash"] == "cafe"
+    assert len(tags[lineage.GIT_COMMIT_TAG]) == 40  # the tests run from the project's git checkout
+    assert "seed" not in tags and run.data.params["rng_seed"] == "0"  # connect's seed is no model's seed
+    assert run.info.run_name == "arc 0-1 · connect"
+    assert {a.path for a in client.list_artifacts(run_id, "figures")} == {"figures/path.png"}
+    assert {t.key: t.value for t in run.inputs.dataset_inputs[0].tags}["mlflow.data.context"] == "evaluation"
+
+
+def test_path_curves_use_the_report_axis_so_methods_overlay(store, tmp_path):
+    """A straight leg and a three-leg path share one x axis: step = 1000 × (leg + t) / legs."""
+    rows = [dict(method="m", leg=leg, leg_name=f"leg{leg}", t=t, position=leg + t, split=split, loss=t,
+                 acc=0.9 - 0.1 * t) for split in ("train", "test") for leg in range(3) for t in (0.0, 0.5, 1.0)]
+    csv = tmp_path / "path.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    run_id = tracking.log_command(namespace(store, csv, command="connect"), {"method": "m"}, time.time())
+    client, _ = client_run(store, run_id)
     along = client.get_metric_history(run_id, "path/test_acc")
-    assert [m.step for m in along] == [0, 1, 2]
-    assert [m.value for m in along] == pytest.approx([0.9, 0.85, 0.8])
-    assert [m.value for m in client.get_metric_history(run_id, "path/position")] == [0.0, 0.5, 1.0]
-    assert run.data.tags["method"] == "arc"
+    # Each leg's end and the next leg's start fall on one step; the lower accuracy is kept.
+    assert [m.step for m in along] == [0, 167, 333, 500, 667, 833, 1000]
+    assert [m.value for m in along] == pytest.approx([0.9, 0.85, 0.8, 0.85, 0.8, 0.85, 0.8])
+
+
+def test_the_report_run_carries_every_table_cell_and_the_markdown(store, tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    table = pd.DataFrame({("exp-a", "train"): ["97.50 ± 0.21", "98.02 ± 0.04"], ("exp-a", "test"): ["95.40", ""]},
+                         index=pd.Index(["ot+wa", "End Points"]))
+    table.columns.names = [None, "Methods"]
+    table.to_csv(out / "table1.csv")
+    (out / "table1.md").write_text("| Methods | exp-a train |\n|:--|--:|\n| ot+wa | 97.50 ± 0.21 |\n")
+    args = namespace(store, None, command="report", out_dir=out, mlflow_tag=[("experiment", "exp-a")])
+    run_id = tracking.log_command(args, {"files": [str(out / "table1.csv"), str(out / "table1.md")]}, time.time())
+    _, run = client_run(store, run_id)
+    table_metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("table/")}
+    assert table_metrics == pytest.approx({"table/exp-a/ot_wa/train_mean": 0.975, "table/exp-a/ot_wa/train_std": 0.0021,
+                                           "table/exp-a/End Points/train_mean": 0.9802,
+                                           "table/exp-a/End Points/train_std": 0.0004,
+                                           "table/exp-a/ot_wa/test_mean": 0.954})
+    assert "| ot+wa | 97.50 ± 0.21 |" in run.data.tags[tracking.NOTE_TAG]
+    assert run.info.run_name == "report · exp-a"
 
 
 def test_large_files_are_listed_by_uri_and_hash_not_copied(store, tmp_path, monkeypatch):
     monkeypatch.setenv(tracking.ENV_MAX_ARTIFACT_MB, "0")
-    weights = tmp_path / "big.safetensors"
-    save_weights(weights, {"w": torch.ones(4)}, {"kind": "model"})
+    weights = save_model(tmp_path / "big.safetensors")
     run_id = tracking.log_command(namespace(store, weights), {}, time.time())
     client, _ = client_run(store, run_id)
     assert client.list_artifacts(run_id, "outputs") == []
@@ -98,6 +169,15 @@ def test_a_failed_command_is_a_failed_run(store, tmp_path):
                                   error="bad input")
     _, run = client_run(store, run_id)
     assert run.info.status == "FAILED" and run.data.tags["error"] == "bad input"
+
+
+def test_the_workflow_parent_run_opens_and_closes(store):
+    run_id = lineage.start_workflow_run("unit", store, "tiny", {"config_hash": "abc"}, {"name": "tiny"})
+    _, run = client_run(store, run_id)
+    assert run.info.status == "RUNNING" and run.info.run_name == "workflow · tiny"
+    assert run.data.tags["config_hash"] == "abc" and lineage.PARENT_TAG not in run.data.tags
+    lineage.end_workflow_run(store, run_id, "FINISHED")
+    assert client_run(store, run_id)[1].info.status == "FINISHED"
 
 
 def test_without_an_experiment_nothing_is_tracked(tmp_path, monkeypatch):
@@ -122,6 +202,12 @@ def test_tags_are_key_value():
         tracking.tag("novalue")
 
 
+def test_a_table_cell_that_is_not_a_number_is_left_out(tmp_path):
+    csv = tmp_path / "table2.csv"
+    pd.DataFrame({("e", "test"): ["n/a", "90.00 ± 1.00"]}, index=["a", "b"]).to_csv(csv)
+    assert tracked_outputs.table_metrics(csv) == pytest.approx({"table/e/b/test_mean": 0.9, "table/e/b/test_std": 0.01})
+
+
 def test_the_cli_logs_to_the_default_store_and_keeps_its_summary_last(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(tracking.ENV_URI, raising=False)
@@ -134,7 +220,8 @@ def test_the_cli_logs_to_the_default_store_and_keeps_its_summary_last(tmp_path, 
     client = MlflowClient(f"sqlite:///{tmp_path}/results/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("cli").experiment_id])
     assert len(runs) == 1 and runs[0].data.tags["rule"] == "train"
-    assert len(client.get_metric_history(runs[0].info.run_id, "history/train_acc")) == 2
+    for key in ("history/train_acc", "history/train_loss", "history/test_acc"):  # test accuracy per epoch too
+        assert len(client.get_metric_history(runs[0].info.run_id, key)) == 2
     assert (tmp_path / "results" / "mlartifacts").is_dir()
 
 

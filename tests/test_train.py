@@ -4,7 +4,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lowloss.train import TrainConfig, checkpoint_path, learning_rate, train_endpoint
+from lowloss.checkpoints import UNTRUSTED_SUFFIX, checkpoint_path
+from lowloss.train import TrainConfig, learning_rate, train_endpoint
 
 
 def test_digits_onehidden_reaches_95_percent(digits_endpoints):
@@ -24,7 +25,7 @@ def test_schedule_is_constant_then_linear_to_one_percent():
 
 
 def _train(digits, out, epochs=4, interrupt_after=None, seed=3):
-    def stop(epoch, row):
+    def stop(epoch, row, model):
         if epoch == interrupt_after:
             raise KeyboardInterrupt
 
@@ -71,3 +72,36 @@ def test_a_stale_checkpoint_of_another_configuration_is_discarded(digits, tmp_pa
     _train(digits, reference, epochs=3)
     a, b = load_file(out), load_file(reference)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_that_cannot_be_trusted_is_set_aside_and_training_starts_afresh(digits, tmp_path, caplog):
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        _train(digits, out, interrupt_after=2)
+    ckpt = checkpoint_path(out)
+    data = bytearray(ckpt.read_bytes())
+    data[-1] ^= 1  # one flipped bit in the last weight: the hash in the header no longer matches
+    ckpt.write_bytes(bytes(data))
+    meta = _train(digits, out)
+    assert "set aside as m.ckpt.safetensors.untrusted, starting afresh" in caplog.text
+    assert [row["epoch"] for row in meta["history"]] == [1, 2, 3, 4]
+    reference = tmp_path / "reference.safetensors"
+    _train(digits, reference)
+    a, b = load_file(out), load_file(reference)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert ckpt.with_name(ckpt.name + UNTRUSTED_SUFFIX).exists() and not ckpt.exists()
+
+
+@pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="thread-independent products need MKL (x86 builds)")
+def test_one_or_two_threads_give_the_same_bytes(digits, tmp_path):
+    """The README's promise: CPU training is bit-identical whatever the thread count. Width 2000 is where
+    the matrix products split their sums across threads (without MKL's strict mode they differ by ~1e-8)."""
+    threads = torch.get_num_threads()
+    outs = [tmp_path / "threads1.safetensors", tmp_path / "threads2.safetensors"]
+    try:
+        for count, out in enumerate(outs, start=1):
+            torch.set_num_threads(count)
+            train_endpoint("onehidden", {"width": 2000}, digits, TrainConfig(epochs=1), out, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert outs[0].read_bytes() == outs[1].read_bytes()

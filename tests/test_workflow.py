@@ -1,13 +1,16 @@
-"""The workflow on configs/test-tiny.yaml: every output, the table, one MLflow run per job (in the store
-and through a real `mlflow server`), incremental re-runs, a run killed with SIGKILL, lint, and config
+"""The workflow on configs/test-tiny.yaml: every output, the table, the HTML report, one MLflow run per job
+nested under the invocation's run with its lineage (in the store and through a real `mlflow server`),
+incremental re-runs, a run killed with SIGKILL, lint, presets that replace config.yaml, and config
 validation. The tiny workflow runs once per module; later tests only dry-run or redo a few jobs."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "test-tiny.yaml"
 EXPERIMENT, DEEP = "digits-tiny", "digits-fc3-tiny"
 REPORT = Path("results/report/test-tiny")
+MLFLOW_EXPERIMENT = "lowloss-test-tiny"
 REPORT_FILES = ["table1.csv", "table1.md", "table1.tex", "table2.csv", "table2.md", "table2.tex", "worst_points.csv",
                 "paths.png", "paths.svg", "route.png", "route.svg", "ensembles.csv", "ensembles.md", "fig7.png", "fig7.svg",
                 "ensembles_cost.png", "ensembles_cost.svg"]
@@ -45,9 +49,11 @@ def job_environment() -> dict[str, str]:
     return env
 
 
-def snakemake(workdir: Path, *args: str | Path, config: Path = TINY, check: bool = True,
+def snakemake(workdir: Path, *args: str | Path, config: Path | None = TINY, check: bool = True,
               timeout: int = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run(snakemake_command("--configfile", config, "--profile", ROOT / "profiles" / "local",
+    """Snakemake with the local profile in `workdir`, on `config` (None: the workdir's config.yaml)."""
+    configfile = [] if config is None else ["--configfile", config]
+    result = subprocess.run(snakemake_command(*configfile, "--profile", ROOT / "profiles" / "local",
                                               "--cores", "2", *args),
                             cwd=workdir, env=job_environment(), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
@@ -99,7 +105,7 @@ def test_every_stage_runs_and_every_output_exists(workflow):
     for seed in (0, 1, 2, 3, 10, 11):
         assert (results / "models" / f"seed{seed}.safetensors").is_file()
         assert not (results / "models" / f"seed{seed}.ckpt.safetensors").exists()
-    assert (results / "model_set" / "V.json").is_file()
+    assert (results / "V.json").is_file()
     assert (results / "connectors" / "realnvp-flow.safetensors").is_file()
     for pair in pairs:  # fitted files live in folders named after the method that reads them
         assert (results / "matchings" / "ot" / f"{pair}.safetensors").is_file()
@@ -153,20 +159,29 @@ def mlflow_runs(workdir: Path) -> list:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{workdir}/results/mlflow.db")
-    experiment = client.get_experiment_by_name("test-tiny")
+    experiment = client.get_experiment_by_name(MLFLOW_EXPERIMENT)
     return client, client.search_runs([experiment.experiment_id], max_results=1000)
 
 
 def test_every_job_logged_one_mlflow_run_with_tags_metrics_and_files(workflow):
+    """Runs only after the first invocation: later tests re-run jobs under parent runs of their own."""
     workdir, plan = workflow
     client, runs = mlflow_runs(workdir)
-    assert Counter(run.data.tags["rule"] for run in runs) == plan - Counter(all=1)
+    (parent,) = [run for run in runs if run.data.tags["rule"] == "workflow"]
+    jobs = [run for run in runs if run is not parent]
+    assert Counter(run.data.tags["rule"] for run in jobs) == plan - Counter(all=1)
+    assert {run.data.tags.get("mlflow.parentRunId") for run in jobs} == {parent.info.run_id}
     assert {run.info.status for run in runs} == {"FINISHED"}
-    for run in runs:
+    assert len({run.data.tags["config_hash"] for run in runs}) == 1
+    for run in jobs:
         tags = run.data.tags
-        if tags["rule"] not in ("report", "ensemble_report"):
+        assert tags["dataset"] == "digits"
+        if tags["rule"] == "report":  # the report covers both experiments
+            assert tags["experiment"] == f"{EXPERIMENT},{DEEP}"
+        elif tags["rule"] == "ensemble_report":  # only the deep experiment has ensembles
+            assert tags["experiment"] == DEEP
+        else:
             assert (tags["experiment"], tags["arch"]) in {(EXPERIMENT, "onehidden"), (DEEP, "fc3")}
-            assert tags["dataset"] == "digits"
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"summary.json", "outputs.json", "outputs"} <= artifacts
     train = next(r for r in runs if r.data.tags["rule"] == "train" and r.data.tags["seed"] == "0"
@@ -178,8 +193,46 @@ def test_every_job_logged_one_mlflow_run_with_tags_metrics_and_files(workflow):
     assert connect.data.tags["pair"] in {"0-1", "2-3"}
     along = client.get_metric_history(connect.info.run_id, "path/test_acc")
     table = pd.read_csv(workdir / "results" / EXPERIMENT / "paths" / "ot" / f"{connect.data.tags['pair']}.csv")
-    assert len(along) == (table["split"] == "test").sum()
+    assert 0 < len(along) <= (table["split"] == "test").sum()  # steps on the report's x axis
+    assert min(m.step for m in along) == 0 and max(m.step for m in along) <= 1000  # Θ^A at 0, Θ^B at 1000
     assert min(m.value for m in along) == pytest.approx(connect.data.metrics["worst_test_acc"])
+    # Lineage: the connect run names the runs that trained its endpoints and matched them.
+    a, b = connect.data.tags["pair"].split("-")
+    made = {(run.data.tags.get("experiment"), run.data.tags["rule"], run.data.tags.get("method"),
+             run.data.tags.get("seed", run.data.tags.get("pair"))): run.info.run_id for run in jobs}
+    assert connect.data.tags["input.endpoint_a"] == made[EXPERIMENT, "train", None, a]
+    assert connect.data.tags["input.endpoint_b"] == made[EXPERIMENT, "train", None, b]
+    assert connect.data.tags["input.matching"] == made[EXPERIMENT, "match", "ot", connect.data.tags["pair"]]
+    assert [d.dataset.name for d in connect.inputs.dataset_inputs] == ["digits"]
+    # The report run carries every cell of Table 1, as fractions.
+    (report,) = [run for run in jobs if run.data.tags["rule"] == "report"]
+    for (experiment, split), column in report_table(workdir).items():
+        for method, cell in column.items():
+            mean, std = (float(part) / 100 for part in cell.split(" ± "))
+            key = f"table/{experiment}/{method}/{split}"
+            assert report.data.metrics[f"{key}_mean"] == pytest.approx(mean)
+            assert report.data.metrics[f"{key}_std"] == pytest.approx(std)
+    assert "| End Points" in report.data.tags["mlflow.note.content"]
+
+
+def embedded_files(html: str) -> dict[str, bytes]:
+    """The files a Snakemake HTML report embeds as data URIs, by name."""
+    return {name: base64.b64decode(data)
+            for name, data in re.findall(r"data:[\w/+.-]+;charset=\w+;filename=([^;]+);base64,([A-Za-z0-9+/=]+)", html)}
+
+
+def test_the_html_report_holds_the_description_the_tables_and_the_figure(workflow):
+    workdir, _ = workflow
+    snakemake(workdir, "--report", "report.html")
+    html = (workdir / "report.html").read_text()
+    files = embedded_files(html)
+    for name in ("table1.csv", "worst_points.csv", "paths.svg", "ensembles.csv", "fig7.svg"):
+        assert files[name] == (workdir / REPORT / name).read_bytes()
+    text = re.sub(r"(\\n|\s)+", " ", html)  # captions sit in JSON strings, lines broken by \n
+    assert "worst accuracy (%) along the path" in text  # Table 1's caption
+    assert "Accuracy along the path" in text  # the figure's label
+    assert "The paper's **Fig. 7**" in text or "paper's <strong>Fig. 7</strong>" in text  # its caption
+    assert "experiments <tt" in text and "digits-tiny" in text  # the workflow description, from the config
 
 
 def free_port() -> int:
@@ -201,7 +254,7 @@ def test_mlflow_server_answers_the_rest_search(workflow, tmp_path):
         deadline = time.time() + 90
         while True:
             try:
-                with urllib.request.urlopen(f"{base}/experiments/get-by-name?experiment_name=test-tiny",
+                with urllib.request.urlopen(f"{base}/experiments/get-by-name?experiment_name={MLFLOW_EXPERIMENT}",
                                             timeout=5) as response:
                     experiment = json.load(response)["experiment"]
                 break
@@ -294,7 +347,7 @@ def test_lint_is_clean():
     (lambda c: c["experiments"][EXPERIMENT].update(trian={"epochs": 3}),
      f"config: experiments.{EXPERIMENT}: Additional properties are not allowed ('trian' was unexpected)"),
     (lambda c: c["methods"].append("lineer"),
-     f"config: experiments.{EXPERIMENT}: unknown method 'lineer'; did you mean 'linear'?"),
+     f"config: experiments.{EXPERIMENT}: unknown method 'lineer' (did you mean `linear`?)"),
     (lambda c: c["experiments"][DEEP]["methods"].append("realnvp-flow"),
      f"config: experiments.{DEEP}: method 'realnvp-flow' applies to networks with one hidden layer, "
      f"not to architecture 'fc3'"),
@@ -317,3 +370,23 @@ def test_a_bad_config_stops_before_any_job_naming_the_key(tmp_path, change, frag
     assert result.returncode != 0
     assert fragment in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def planned_experiments_and_methods(workdir: Path, config: Path | None) -> tuple[set[str], set[str]]:
+    """The experiments and methods of the jobs a dry run plans."""
+    output = snakemake(workdir, "--dry-run", config=config).stdout
+    return set(re.findall(r"\bexp=([\w.-]+)", output)), set(re.findall(r"\bmethod=([\w+-]+)", output))
+
+
+def experiments_and_methods(config: dict) -> tuple[set[str], set[str]]:
+    """A config's experiments and every method they run (an experiment may have its own list)."""
+    return set(config["experiments"]), {method for experiment in config["experiments"].values()
+                                        for method in experiment.get("methods") or config["methods"]}
+
+
+def test_a_preset_replaces_config_yaml_and_plans_only_its_own_experiments(tmp_path):
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")  # as in the project folder, where `make run` runs
+    default = yaml.safe_load((ROOT / "config.yaml").read_text())
+    assert planned_experiments_and_methods(tmp_path, None) == experiments_and_methods(default)
+    preset = ROOT / "configs" / "fashion-mnist.yaml"
+    assert planned_experiments_and_methods(tmp_path, preset) == experiments_and_methods(yaml.safe_load(preset.read_text()))

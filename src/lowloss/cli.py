@@ -4,7 +4,8 @@ A subcommand's `run(args)` returns a summary dict (or None); it is printed as th
 one JSON object, which scripts and the workflow read. Every error reaches the user as one line,
 `lowloss: error: …`, and exit status 2; set LOWLOSS_DEBUG=1 to see the traceback instead.
 With `--mlflow-experiment` (or $LOWLOSS_MLFLOW_EXPERIMENT) every command is logged as one MLflow run
-(`lowloss.tracking`).
+(`lowloss.tracking`). On success a one-line summary for people goes to stderr. Nothing imported here
+imports torch (commands import it when they run), so `--help` answers at once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from lowloss import __version__, tracking
 from lowloss.commands import COMMANDS
 from lowloss.errors import LowlossError
+from lowloss.human_summary import human_summary
 
 EXIT_ERROR = 2
 
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = args.run(args)
         tracking.log_command(args, summary, start)
         if summary is not None:
+            print(human_summary(args.command, summary, time.time() - start), file=sys.stderr, flush=True)
             print(json.dumps(summary), flush=True)
         return 0
     except LowlossError as exc:
@@ -60,8 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lowloss: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`lowloss methods | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as exc:  # a file the command could not read or write: name it, without the exception type
+        return _fail(os_error_message(exc), exc, args, start)
     except Exception as exc:  # one line for the user, whatever broke; LOWLOSS_DEBUG shows the trace
         return _fail(f"{type(exc).__name__}: {exc}", exc, args, start)
+
+
+def os_error_message(exc: OSError) -> str:
+    """`FILE: reason` for an OSError (a symbolic link loop, a full disk, a permission, …)."""
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename is not None else reason
 
 
 def _fail(message: str, exc: BaseException, args: argparse.Namespace | None, start: float) -> int:

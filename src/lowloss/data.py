@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from lowloss.artifacts import write_atomic
-from lowloss.errors import LowlossError
+from lowloss.errors import LowlossError, unknown_name
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DIGITS_TEST_FRACTION = 0.25
@@ -161,7 +161,7 @@ def load_dataset(name: str, root: str | Path = "data", download: bool = False,
                  device: torch.device | str = "cpu") -> Dataset:
     """Load a registered dataset onto `device`; an unknown name lists the known ones."""
     if name not in LOADERS:
-        raise LowlossError(f"unknown dataset {name!r} (known: {', '.join(LOADERS)})")
+        raise unknown_name("dataset", name, LOADERS)
     return LOADERS[name](Path(root), download).to(device)
 
 

@@ -11,6 +11,12 @@ class LowlossError(Exception):
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """`; did you mean 'ot+wa'?` for the closest known name, or '' when none is close."""
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    """` (did you mean `ot+wa`?)` for the known name closest to a misspelt `name`, else ``."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def unknown_name(what: str, name: str, known: Iterable[str]) -> LowlossError:
+    """`unknown dataset 'digit' (did you mean `digits`?); known: digits, mnist, …` as an error to raise."""
+    known = list(known)
+    return LowlossError(f"unknown {what} {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}")

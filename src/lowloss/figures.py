@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ SPLITS = ("train", "test")
 END_POINTS = "End Points"
 BASELINE_PREFIX = "garipov-"  # trained curves, drawn dashed
 MAX_STAGE_LEGS = 12  # longer runs of numbered legs (a permutation stage) share one part of the x axis
+X_LABEL = r"position along the path, $\Theta^A \to \Theta^B$ (stages of legs scaled equally)"
 
 
 def stage_positions(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -50,6 +52,7 @@ def route_positions(table: pd.DataFrame) -> np.ndarray:
 
 
 def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (jobs have no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,11 +97,29 @@ def plot_paths(runs: Sequence, endpoints: dict[tuple[str, int], dict[str, float]
             ax.set_title(f"{experiment}: {split}", fontsize=11)
             _accuracy_axis(ax)
             ax.set_xlim(-0.02, 1.02)
-        axes[-1, col].set_xlabel(r"position along the path, $\Theta^A \to \Theta^B$ (stages of legs scaled equally)")
+        axes[-1, col].set_xlabel(X_LABEL)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center right", fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0, 1 - 2.3 / fig.get_figwidth(), 1))
     return save_figure(fig, out_stem)
+
+
+def plot_path(table: pd.DataFrame, title: str):
+    """One path table's accuracy along the path, train and test, on the axes of `plot_paths` (a figure
+    for the run of the `connect` that wrote it)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    run = SimpleNamespace(table=table)
+    for split, color in zip(SPLITS, ("tab:blue", "tab:orange")):
+        if (table["split"] == split).any():
+            _plot_method(ax, [run], split, color, split, "-")
+    _accuracy_axis(ax)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel(X_LABEL)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
 
 
 def plot_routes(runs: Sequence, methods: Sequence[str], experiments: Sequence[str], out_stem: Path) -> list[Path]:

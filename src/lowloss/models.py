@@ -16,6 +16,7 @@ from torch import nn
 
 from lowloss.artifacts import Artifact, ArtifactError, load_weights
 from lowloss.errors import LowlossError
+from lowloss.file_kinds import require_kind
 from lowloss.spec import Spec, conv, dense
 
 
@@ -189,7 +190,6 @@ def model_from_artifact(artifact: Artifact) -> nn.Module:
 
 def load_model(path: str | Path) -> tuple[nn.Module, Artifact]:
     """Load a trained model file (validated) as an nn.Module on CPU in eval mode, with its artifact."""
+    require_kind(path, "model")
     artifact = load_weights(path)
-    if artifact.meta.get("kind") != "model":
-        raise ArtifactError(f"{path}: not a trained model (kind {artifact.meta.get('kind')!r})")
     return model_from_artifact(artifact).eval(), artifact

@@ -2,7 +2,13 @@
 
 Learnable methods are fitted on V's neurons (Flow) or on paths between V's members (Bijection) and
 are then applied to endpoints *outside* V. The manifest pins every member by the SHA-256 of its
-tensor file, so a connector can later tell whether an endpoint was seen while fitting it.
+tensors, so a connector can later tell whether an endpoint was seen while fitting it.
+
+A manifest is checked by the same rules when it is written and every time it is read
+(`_check_manifest`): at least two distinct members, each a trained model whose architecture, options
+and dataset are the manifest's, each still the file the manifest pinned, and each inside the
+manifest's folder unless `allow_outside` is given. A hand-edited manifest cannot relabel its members
+or point at arbitrary files.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lowloss.artifacts import Artifact, load_weights, read_meta, write_json_atomic
+from lowloss.artifacts import Artifact, ArtifactError, load_weights, read_meta, require_file, write_json_atomic
 from lowloss.errors import LowlossError
+from lowloss.file_kinds import require_kind
 from lowloss.models import model_from_artifact
 
 FORMAT = "lowloss-model-set/1"
@@ -34,63 +41,117 @@ class ModelSet:
         """Load every member, checking it still is the file the manifest pinned."""
         artifacts = []
         for file, sha in zip(self.files, self.hashes):
-            artifact = load_weights(file)
+            artifact = _member(self.path, file, load_weights)
             if artifact.meta["sha256"] != sha:
-                raise LowlossError(f"{file}: changed since {self.path} was written (hash differs); "
-                                   f"rebuild the model set")
+                raise _changed(self.path, file)
             artifacts.append(artifact)
         return artifacts
 
 
-def write_model_set(out: str | os.PathLike, models: list[str | os.PathLike]) -> dict:
+def write_model_set(out: str | os.PathLike, models: list[str | os.PathLike], allow_outside: bool = False) -> dict:
     """Validate `models` as one model set and write its manifest to `out`; return the manifest.
 
     All members must be trained models of the same architecture (and options) on the same dataset,
     and no file may appear twice (Bijection draws pairs Θ^A ≠ Θ^B). Paths are stored relative to
-    the manifest's folder, so a results tree can move as a whole.
+    the manifest's folder, so a results tree can move as a whole; members outside that folder need
+    `allow_outside`, on writing and on every read.
     """
     out = Path(out)
-    if len(models) < 2:
-        raise LowlossError(f"{out}: a model set needs at least two models, got {len(models)}")
-    shared, members, seen = None, [], {}
+    _require_two(out, len(models))
+    members, shared = [], None
     for model in map(Path, models):
-        artifact = load_weights(model)
-        if artifact.meta.get("kind") != "model":
-            raise LowlossError(f"{model}: not a trained model (kind {artifact.meta.get('kind')!r})")
-        model_from_artifact(artifact)  # tensors fit the architecture the sidecar names
-        own = {key: artifact.meta.get(key) for key in SHARED}
-        if shared is None:
-            shared = own
-        elif own != shared:
-            raise LowlossError(f"{model}: {_describe(own)} differs from {models[0]}'s {_describe(shared)}; "
-                               f"all models of a set must share architecture and dataset")
-        sha = artifact.meta["sha256"]
-        if sha in seen:
-            raise LowlossError(f"{model}: same weights as {seen[sha]} (a model set needs distinct models)")
-        seen[sha] = model
-        members.append({"path": os.path.relpath(model.resolve(), out.resolve().parent), "sha256": sha,
-                        "seed": artifact.meta.get("seed"), "test_acc": artifact.meta.get("test_acc")})
+        require_kind(model, "model")
+        artifact = _member(out, model, load_weights)
+        if artifact.meta.get("kind") == "model":
+            model_from_artifact(artifact)  # tensors fit the architecture the metadata names
+        shared = shared or {key: artifact.meta.get(key) for key in SHARED}
+        members.append({"path": os.path.relpath(os.path.abspath(model), os.path.abspath(out.parent)),
+                        "sha256": artifact.meta["sha256"], "seed": artifact.meta.get("seed"),
+                        "test_acc": artifact.meta.get("test_acc")})
     manifest = {"format": FORMAT, **shared, "models": members}
+    _check_manifest(out, manifest, allow_outside, shown=list(map(Path, models)))
     write_json_atomic(out, manifest)
     return manifest
 
 
-def load_model_set(path: str | os.PathLike) -> ModelSet:
-    """Read and check a manifest written by `write_model_set` (members are loaded by `ModelSet.load`)."""
+def load_model_set(path: str | os.PathLike, allow_outside: bool = False) -> ModelSet:
+    """Read a manifest and check it by the rules of `write_model_set` (members are loaded by
+    `ModelSet.load`; here only their headers are read, so a bad set fails before any long work)."""
     path = Path(path)
+    require_file(path)
     try:
         manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise LowlossError(f"{path}: model set not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LowlossError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise LowlossError(f"{path}: not a lowloss model set (expected format {FORMAT!r})")
-    files = tuple((path.parent / member["path"]) for member in manifest["models"])
-    for file in files:
-        read_meta(file)  # exists and has its sidecar: fail before any long computation
-    meta = {key: manifest[key] for key in SHARED}
-    return ModelSet(path, meta, files, tuple(member["sha256"] for member in manifest["models"]))
+    files = _check_manifest(path, manifest, allow_outside)
+    return ModelSet(path, {key: manifest[key] for key in SHARED}, files,
+                    tuple(member["sha256"] for member in manifest["models"]))
+
+
+def _check_manifest(path: Path, manifest: dict, allow_outside: bool,
+                    shown: list[Path] | None = None) -> tuple[Path, ...]:
+    """The rules of a model set, for writing and reading alike; returns the members' files.
+
+    `shown` names the members in messages as the user gave them (on writing); by default they are
+    named by their path in the manifest, resolved against its folder.
+    """
+    missing = [key for key in SHARED if key not in manifest]
+    if missing:
+        raise LowlossError(f"{path}: lacks {', '.join(map(repr, missing))}; rebuild it with `lowloss model-set`")
+    members = manifest.get("models")
+    _require_two(path, len(members) if isinstance(members, list) else 0)
+    shared = {key: manifest[key] for key in SHARED}
+    files, seen = [], {}
+    for index, member in enumerate(members):
+        if not (isinstance(member, dict) and isinstance(member.get("path"), str)
+                and isinstance(member.get("sha256"), str)):
+            raise LowlossError(f"{path}: member {index + 1} needs a 'path' and a 'sha256' (got {member!r})")
+        file = _resolve(path, member["path"], allow_outside)
+        name = shown[index] if shown else file
+        meta = _member(path, name, read_meta)
+        if meta.get("kind") != "model":
+            raise LowlossError(f"{path}: member {name}: not a trained model (kind {meta.get('kind')!r})")
+        own = {key: meta.get(key) for key in SHARED}
+        if own != shared:
+            raise LowlossError(f"{path}: member {name}: {_describe(own)} differs from the set's {_describe(shared)}; "
+                               f"all models of a set must share architecture and dataset")
+        if meta.get("sha256") != member["sha256"]:
+            raise _changed(path, name)
+        if member["sha256"] in seen:
+            raise LowlossError(f"{path}: member {name}: same weights as {seen[member['sha256']]} "
+                               f"(a model set needs distinct models)")
+        seen[member["sha256"]] = name
+        files.append(file)
+    return tuple(files)
+
+
+def _resolve(path: Path, member: str, allow_outside: bool) -> Path:
+    """A member's file: relative to the manifest's folder, and inside it unless `allow_outside`."""
+    inside = not os.path.isabs(member) and Path(os.path.normpath(member)).parts[:1] != (os.pardir,)
+    if not (inside or allow_outside):
+        raise LowlossError(f"{path}: member {member}: lies outside the manifest's folder "
+                           f"(pass --allow-outside to use it)")
+    return path.parent / member
+
+
+def _require_two(path: Path, count: int) -> None:
+    if count < 2:
+        raise LowlossError(f"{path}: a model set needs at least two models, got {count}")
+
+
+def _member(path: Path, file: Path, read):
+    """`read(file)` with a failure named by the manifest and the member."""
+    try:
+        return read(file)
+    except ArtifactError as exc:
+        raise LowlossError(f"{path}: member {exc}") from None
+
+
+def _changed(path: Path, file: Path) -> LowlossError:
+    return LowlossError(f"{path}: member {file}: changed since the manifest was written (hash differs); "
+                        f"rebuild the model set")
 
 
 def _describe(shared: dict) -> str:

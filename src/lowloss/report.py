@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lowloss.artifacts import write_text_atomic
+from lowloss.artifacts import require_file, write_text_atomic
 from lowloss.connect.registry import ROUTE_METHODS
 from lowloss.errors import LowlossError
 from lowloss.figures import END_POINTS, SPLITS, plot_paths, plot_routes
@@ -55,17 +55,30 @@ class PathRun:
 
 
 def load_path_run(csv: str | os.PathLike) -> PathRun:
-    """Read a path table and its experiment/method/pair from its place in the results tree."""
+    """Read a path table and its experiment/method/pair from its place in the results tree.
+
+    An empty or unreadable file, an accuracy outside [0, 1] (NaN included) or a loss that is not a
+    number is one error naming the file (and the line)."""
     csv = Path(csv)
     match = PATH_NAME.fullmatch(csv.name)
     if match is None or csv.parent.parent.name != "paths":
         raise LowlossError(f"{csv}: expected a path table at <experiment>/paths/<method>/<seedA>-<seedB>.csv")
-    if not csv.is_file():
-        raise LowlossError(f"{csv}: file not found")
-    table = pd.read_csv(csv)
+    require_file(csv)
+    try:
+        table = pd.read_csv(csv)
+    except pd.errors.EmptyDataError:
+        raise LowlossError(f"{csv}: empty file, not a path table (rerun the job that writes it)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise LowlossError(f"{csv}: not a readable CSV ({' '.join(str(exc).split())})") from None
     missing = COLUMNS - set(table.columns)
     if missing or table.empty:
         raise LowlossError(f"{csv}: not a path table (missing columns {sorted(missing)} or no rows)")
+    acc, loss = (pd.to_numeric(table[column], errors="coerce") for column in ("acc", "loss"))
+    bad = np.flatnonzero((~acc.between(0, 1) | loss.isna()).to_numpy())  # NaN is never between
+    if len(bad):
+        row = int(bad[0])  # named by its line in the file, where the header is line 1
+        raise LowlossError(f"{csv}: line {row + 2}: acc {table['acc'].iloc[row]}, loss {table['loss'].iloc[row]}: "
+                           f"accuracy must be a fraction in [0, 1] and loss a number")
     return PathRun(experiment=csv.parent.parent.parent.name, method=csv.parent.name, arch=str(table["arch"].iloc[0]),
                    seeds=(int(match["a"]), int(match["b"])), table=table)
 

@@ -1,14 +1,17 @@
-"""MLflow tracking of one `lowloss` command: one run with its tags, params, metrics, series and files.
+"""MLflow tracking of one `lowloss` command: one run with its tags, params, metrics, series, files and
+lineage.
 
 Tracking is on when an experiment is named (`lowloss --mlflow-experiment NAME …` or
 $LOWLOSS_MLFLOW_EXPERIMENT, which the workflow sets). The store is `--mlflow-uri`, else
 $MLFLOW_TRACKING_URI, else `sqlite:///results/mlflow.db` with artifacts in `results/mlartifacts/`.
 
-What a run holds: the command's arguments as params; the numbers of its summary (the dict `run(args)`
-returns) as metrics; series read back from what it wrote — training curves per epoch from a weight
-file's sidecar `history`, and loss/accuracy along the path from a path table; its output files as
-artifacts (files above a size limit are listed by URI and hash instead of copied). The files are the
-source of truth: any tracking failure is a warning and never changes the command's result.
+What a run holds: the command's arguments and the integers of its summary (seeds, epochs, counts) as
+params; the summary's other numbers (accuracies as fractions, losses, seconds) as metrics; what
+`lowloss.tracked_outputs` reads back from the files it wrote (curves, tables, figures); its output files
+as artifacts (files above a size limit are listed by URI and hash instead of copied); and, from
+`lowloss.lineage`, the runs that made its inputs, its dataset, git commit and parent run. The files
+are the source of truth: any tracking failure is a warning and never changes the command's result.
+Nothing here imports torch, so `lowloss --help` stays fast.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lowloss.artifacts import read_meta, sidecar_path
+from lowloss import lineage, tracked_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +36,31 @@ DEFAULT_URI = "sqlite:///results/mlflow.db"
 DEFAULT_MAX_ARTIFACT_MB = 16.0
 LOCK_TIMEOUT_S = 300
 PARAM_MAX_CHARS = 6000  # MLflow's limit on a param value
-TAG_KEYS = ("dataset", "arch", "method", "seed", "kind")
+TAG_KEYS = ("experiment", "dataset", "arch", "method", "kind")
 """Argument or summary values promoted to tags, so runs can be filtered by them."""
+MODEL_SEED = "seed"
+"""The `seed` tag is the seed of the model a run trained (the summary's `seed`, or the workflow's tag)."""
+RENAMED_PARAMS = {"seed": "rng_seed"}
+"""A command's `--seed` seeds its random choices; only for `train` is that also the model's seed."""
 NOT_PARAMS = {"run", "command", "verbose", "mlflow_experiment", "mlflow_uri", "mlflow_tag"}
-PATH_TABLE_COLUMNS = {"split", "position", "acc", "loss"}
-CURVE_KEYS = ("history", "curve")
-"""Sidecar keys holding a training curve, a list of rows: per epoch (`history` of models and Garipov
-curves) or per step (`curve` of connectors)."""
+NOTE_TAG = "mlflow.note.content"  # the run's (or experiment's) description in the MLflow UI
+NAME_PARTS = ("method", "kind", "pair")
+"""What tells runs of one command apart leads the run's name: `ot+wa 0-1 · connect · digits-onehidden`."""
+EXPERIMENT_DESCRIPTION = """\
+Runs of `lowloss` (low-loss connection of neural-network weight vectors). A workflow invocation is one
+parent run (`workflow · <config>`) with every job's run nested under it; a run's `input.<argument>` tags
+(and the links in its description) name the runs that wrote its input files.
+
+- Accuracies are fractions (0.95 = 95 %), in every metric.
+- `history/…`: training curves per epoch (per step for connectors), test accuracy beside train accuracy.
+- `path/<split>_acc`, `path/<split>_loss`: along the path, at step = 1000 × the position on the report
+  figure's axis (Θ^A = 0, Θ^B = 1, legs scaled equally), so that methods overlay with the step as x axis.
+- `table/<experiment>/<method>/<split>_mean` and `_std`: the report's tables, on the report run.
+- Params: the command's options and the integers of its result (`rng_seed` seeds a command's random
+  choices; the `seed` tag is the seed of the model a run trained).
+"""
+EXPERIMENT_TAGS = {NOTE_TAG: EXPERIMENT_DESCRIPTION,
+                   "mlflow.experimentKind": "custom_model_development"}  # runs, not the GenAI pages
 
 
 def add_tracking_options(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +85,7 @@ def experiment_name(args: argparse.Namespace) -> str | None:
     return getattr(args, "mlflow_experiment", None) or os.environ.get(ENV_EXPERIMENT) or None
 
 
-def tracking_uri(args: argparse.Namespace) -> str:
+def tracking_uri(args: argparse.Namespace | None = None) -> str:
     return getattr(args, "mlflow_uri", None) or os.environ.get(ENV_URI) or DEFAULT_URI
 
 
@@ -91,24 +112,38 @@ def _log_run(args: argparse.Namespace, summary: dict, start_s: float, error: str
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
-    for name in ("mlflow", "alembic"):  # schema migrations of a new store log dozens of INFO lines
-        logging.getLogger(name).setLevel(logging.WARNING)
-    tags = run_tags(args, summary)
+    quiet_mlflow()
+    tags = {**run_tags(args, summary), **lineage.provenance_tags(), **lineage.output_tags(args)}
     if error is not None:
         tags["error"] = error[:PARAM_MAX_CHARS]
-    files = output_files(args, summary)
+    files = tracked_outputs.output_files(args, summary)
     now_ms = int(time.time() * 1000)
     metrics = [Metric(key, value, now_ms, 0) for key, value in summary_metrics(summary).items()]
-    metrics += [Metric(key, value, now_ms, step) for path in files for key, value, step in series(path)]
-    params = [Param(key, value) for key, value in command_params(args).items()]
-    with _store_lock(uri):
+    metrics += [Metric(key, value, now_ms, step) for path in files for key, value, step in tracked_outputs.series(path)]
+    metrics += [Metric(key, value, now_ms, 0) for path in files if tracked_outputs.is_table(path)
+                for key, value in tracked_outputs.table_metrics(path).items()]
+    params = [Param(key, value) for key, value in run_params(args, summary).items()]
+    figures = tracked_outputs.path_figures(files)  # drawn before taking the store's lock
+    dataset = lineage.dataset_input(args)
+    with store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
-        run = client.create_run(_experiment_id(client, experiment, uri), start_time=int(start_s * 1000),
-                                tags=tags, run_name=run_name(args, tags))
+        exp_id = experiment_id(client, experiment, uri)
+        producers = lineage.producing_runs(client, exp_id, lineage.input_files(args))
+        tags.update(lineage.input_tags(producers))
+        note = "\n".join(filter(None, [tracked_outputs.tables_markdown(files),
+                                       lineage.inputs_markdown(exp_id, producers)]))
+        if note:
+            tags[NOTE_TAG] = note
+        run = client.create_run(exp_id, start_time=int(start_s * 1000), tags=tags,
+                                run_name=run_name(args, tags))
         run_id = run.info.run_id
         try:
             client.log_batch(run_id, metrics=metrics, params=params,
                              tags=[RunTag("mlflow.source.name", f"lowloss {args.command}")])
+            if dataset is not None:
+                client.log_inputs(run_id, datasets=[dataset])
+            for name, figure in figures.items():
+                client.log_figure(run_id, figure, f"figures/{name}")
             client.log_dict(run_id, summary, "summary.json")
             client.log_dict(run_id, {"files": [_log_file(client, run_id, path) for path in files]},
                             "outputs.json")
@@ -119,21 +154,47 @@ def _log_run(args: argparse.Namespace, summary: dict, start_s: float, error: str
     return run_id
 
 
+def quiet_mlflow() -> None:
+    """Schema migrations of a new store log dozens of INFO lines; keep warnings only."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def run_tags(args: argparse.Namespace, summary: dict) -> dict[str, str]:
-    """The command, TAG_KEYS found in the arguments or summary, then the explicit --mlflow-tag values."""
+    """The command, TAG_KEYS found in the arguments or summary, the model's seed, then the explicit
+    --mlflow-tag values."""
     tags = {"command": args.command}
     for key in TAG_KEYS:
         value = summary.get(key, getattr(args, key, None))
         if value is not None and not isinstance(value, (dict, list)):
             tags[key] = str(value)
+    if summary.get(MODEL_SEED) is not None:
+        tags[MODEL_SEED] = str(summary[MODEL_SEED])
     tags.update(getattr(args, "mlflow_tag", []))
     return tags
 
 
 def run_name(args: argparse.Namespace, tags: dict[str, str]) -> str:
-    """E.g. `connect digits-onehidden arc 0-1`: the command and what distinguishes the job."""
-    parts = [tags.get(key) for key in ("experiment", "method", "kind", "curve", "pair", "seed")]
-    return " ".join([args.command, *(part for part in parts if part)])
+    """What differs first, then the command and the experiment: `ot+wa 0-1 · connect · digits-onehidden`,
+    `seed3 · train · digits-onehidden` (the UI cuts long names at the end)."""
+    parts = [tags[key] for key in NAME_PARTS if tags.get(key)]
+    if tags.get(MODEL_SEED):
+        parts.append(f"seed{tags[MODEL_SEED]}")
+    return " · ".join(filter(None, [" ".join(parts), args.command, tags.get("experiment")]))
+
+
+def run_params(args: argparse.Namespace, summary: dict) -> dict[str, str]:
+    """The command's arguments, then the integers of its summary (a summary integer that repeats an
+    argument is left out; one that differs from its argument is `summary.<key>`)."""
+    params = command_params(args)
+    for key, value in summary.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            continue
+        if key not in params:
+            params[key] = str(value)
+        elif params[key] != str(value):
+            params[f"summary.{key}"] = str(value)
+    return params
 
 
 def command_params(args: argparse.Namespace) -> dict[str, str]:
@@ -143,70 +204,15 @@ def command_params(args: argparse.Namespace) -> dict[str, str]:
         if key in NOT_PARAMS or value is None or callable(value):
             continue
         text = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-        params[key] = text if len(text) <= PARAM_MAX_CHARS else text[:PARAM_MAX_CHARS - 1] + "…"
+        params[RENAMED_PARAMS.get(key, key)] = text if len(text) <= PARAM_MAX_CHARS else text[:PARAM_MAX_CHARS - 1] + "…"
     return params
 
 
 def summary_metrics(summary: dict) -> dict[str, float]:
-    """The finite numbers of a command's summary (booleans and text stay in summary.json)."""
+    """The finite non-integer numbers of a command's summary (integers are params; text and booleans
+    stay in summary.json)."""
     return {key: float(value) for key, value in summary.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)}
-
-
-def output_files(args: argparse.Namespace, summary: dict) -> list[Path]:
-    """The files a command wrote: `--out*` / `--save-path` arguments (folders walked, sidecars
-    included) and the summary's `files` list."""
-    candidates = [value for key, value in vars(args).items()
-                  if value is not None and (key == "out" or key.startswith("out_") or key == "save_path")]
-    candidates += summary.get("files", [])
-    files: dict[Path, None] = {}
-    for candidate in map(Path, candidates):
-        if candidate.is_dir():
-            files.update(dict.fromkeys(sorted(p for p in candidate.rglob("*") if p.is_file())))
-        elif candidate.is_file():
-            files[candidate] = None
-            if candidate.suffix == ".safetensors" and sidecar_path(candidate).is_file():
-                files[sidecar_path(candidate)] = None
-    return list(files)
-
-
-def series(path: Path) -> Iterator[tuple[str, float, int]]:
-    """(key, value, step) of the curves in an output: a sidecar's training curve, or a path table."""
-    if path.suffix == ".csv":
-        yield from _path_series(path)
-    elif path.suffix == ".safetensors":
-        meta = read_meta(path)
-        for key in CURVE_KEYS:
-            if isinstance(meta.get(key), list):
-                yield from _history_series(meta[key])
-
-
-def _history_series(history: list) -> Iterator[tuple[str, float, int]]:
-    """Training curves: `history/<field>` at step = epoch (or step, or row number)."""
-    for index, row in enumerate(history):
-        if not isinstance(row, dict):
-            continue
-        step = int(row.get("epoch", row.get("step", index + 1)))
-        for key, value in row.items():
-            if key not in ("epoch", "step") and isinstance(value, (int, float)) and math.isfinite(value):
-                yield f"history/{key}", float(value), step
-
-
-def _path_series(path: Path) -> Iterator[tuple[str, float, int]]:
-    """Loss and accuracy along the path: `path/<split>_<acc|loss>` at step = point index along the
-    path, with `path/position` (leg index + t) at the same steps to read them against."""
-    import pandas as pd
-
-    table = pd.read_csv(path)
-    if not PATH_TABLE_COLUMNS <= set(table.columns):
-        return
-    for split, rows in table.groupby("split", sort=True):
-        rows = rows.sort_values("position", kind="stable").reset_index(drop=True)
-        for step, row in rows.iterrows():
-            yield f"path/{split}_acc", float(row["acc"]), int(step)
-            yield f"path/{split}_loss", float(row["loss"]), int(step)
-            if split == "test":
-                yield "path/position", float(row["position"]), int(step)
+            if isinstance(value, float) and math.isfinite(value)}
 
 
 def _log_file(client, run_id: str, path: Path) -> dict:
@@ -215,14 +221,15 @@ def _log_file(client, run_id: str, path: Path) -> dict:
     size = path.stat().st_size
     entry = {"path": str(path), "uri": path.resolve().as_uri(), "bytes": size, "logged": size <= limit}
     if path.suffix == ".safetensors":
-        entry["sha256"] = read_meta(path).get("sha256")
+        entry["sha256"] = lineage.file_digest(path)
     if entry["logged"]:
         client.log_artifact(run_id, str(path), artifact_path="outputs")
     return entry
 
 
-def _experiment_id(client, name: str, uri: str) -> str:
-    """The experiment's id, created on first use; a local store keeps artifacts beside its database."""
+def experiment_id(client, name: str, uri: str) -> str:
+    """The experiment's id, created on first use with its description, opening on its runs; a local
+    store keeps artifacts beside its database."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
@@ -230,7 +237,22 @@ def _experiment_id(client, name: str, uri: str) -> str:
     database = _sqlite_file(uri)
     if database is not None:
         location = (database.parent / "mlartifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+
+
+def ui_links(uri: str, ui: str) -> list[str]:
+    """Where the MLflow UI at `ui` shows each experiment's runs. The `workflowType` switch makes
+    MLflow 3 open on runs rather than on its GenAI pages, which it shows by default."""
+    switch = "?workflowType=machine_learning"
+    database = _sqlite_file(uri)
+    if database is not None and not database.exists():
+        return [f"{ui}/#/experiments{switch}"]
+    from mlflow.tracking import MlflowClient
+
+    quiet_mlflow()
+    return [f"{experiment.name}: {ui}/#/experiments/{experiment.experiment_id}/runs{switch}"
+            for experiment in MlflowClient(tracking_uri=uri).search_experiments()
+            if experiment.name != "Default"] or [f"{ui}/#/experiments{switch}"]
 
 
 def _sqlite_file(uri: str) -> Path | None:
@@ -238,7 +260,7 @@ def _sqlite_file(uri: str) -> Path | None:
 
 
 @contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
+def store_lock(uri: str) -> Iterator[None]:
     """Serialise writers of one sqlite store.
 
     Concurrent jobs that find no database race to create its schema (one fails with "duplicate column"),

@@ -6,9 +6,6 @@ Determinism: every epoch draws its shuffle, augmentation and dropout from genera
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,12 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from lowloss.artifacts import Artifact, load_weights, save_weights, sidecar_path
+from lowloss.artifacts import Artifact, save_weights
+from lowloss.checkpoints import checkpoint_path, config_hash, discard_checkpoint, epoch_generator, resumable_checkpoint
 from lowloss.data import Dataset, augment_batch
 from lowloss.errors import LowlossError
 from lowloss.models import arch_options, build_model
-
-logger = logging.getLogger(__name__)
 
 EVAL_BATCH = 2048
 MOMENTUM_PREFIX = "momentum::"
@@ -56,11 +52,6 @@ def learning_rate(epoch: int, config: TrainConfig) -> float:
     return config.lr * factor
 
 
-def epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
-    """A CPU generator that depends only on (seed, epoch, salt)."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 101 + salt)
-
-
 @torch.no_grad()
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (a fraction) of `model` on (x, y), in eval mode."""
@@ -74,11 +65,6 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
         correct += (logits.argmax(1) == target).sum().item()
     model.train(was_training)
     return loss_sum / len(x), correct / len(x)
-
-
-def config_hash(payload: dict) -> str:
-    """Short stable hash of a JSON-able dict (what produced an artifact)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def cross_entropy_of(model: nn.Module) -> Objective:
@@ -96,7 +82,8 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, checkpoint: Path
     """Train `model` in place on `data` (both on the same device); return per-epoch history.
 
     With `checkpoint`, the model and optimizer state are saved after every epoch and a matching
-    checkpoint (same `identity`) is resumed from. `on_epoch_end(epoch, row)` runs after the save.
+    checkpoint (same `identity`) is resumed from. `on_epoch_end(epoch, row)` runs before the save, so a
+    resumed run's history holds what it added to the rows (an interrupt it raises loses that epoch).
     `objective` (default: cross-entropy of `model(x)`) lets another trainable module reuse this loop:
     curve training draws t per batch from the generator it is given, seeded by (seed, epoch) like the
     shuffle, so a resumed run stays bit-identical.
@@ -139,10 +126,10 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, checkpoint: Path
             raise LowlossError(f"training diverged at epoch {epoch + 1} (loss {row['train_loss']}); lower --lr")
         history.append(row)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", acc=f"{row['train_acc']:.4f}")
+        if on_epoch_end is not None:  # before the save: what it adds to the row is checkpointed too
+            on_epoch_end(epoch + 1, row)
         if checkpoint is not None:
             _save_checkpoint(checkpoint, identity, epoch + 1, model, optimizer, history)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, row)
     return history
 
 
@@ -156,24 +143,6 @@ def _save_checkpoint(path: Path, identity: str, epoch: int, model: nn.Module,
     save_weights(path, tensors, {"kind": "checkpoint", "identity": identity, "epoch": epoch, "history": history})
 
 
-def resumable_checkpoint(path: Path, identity: str) -> Artifact | None:
-    """The checkpoint at `path` when it was written by this very run (same `identity`), else None.
-
-    A checkpoint left by a run of another configuration (say, the epochs changed after an
-    interruption) cannot be resumed; it is discarded with a warning and the run starts afresh,
-    which is what re-running a changed configuration means.
-    """
-    if not path.exists():
-        return None
-    artifact = load_weights(path)
-    if artifact.meta.get("kind") == "checkpoint" and artifact.meta.get("identity") == identity:
-        return artifact
-    logger.warning("%s: checkpoint of another configuration, starting afresh", path)
-    path.unlink()
-    sidecar_path(path).unlink(missing_ok=True)
-    return None
-
-
 def _resume(artifact: Artifact, model: nn.Module, optimizer: torch.optim.Optimizer,
             device: torch.device) -> tuple[int, list[dict]]:
     state = {k: v for k, v in artifact.tensors.items() if not k.startswith(MOMENTUM_PREFIX)}
@@ -185,27 +154,19 @@ def _resume(artifact: Artifact, model: nn.Module, optimizer: torch.optim.Optimiz
     return artifact.meta["epoch"], list(artifact.meta["history"])
 
 
-def checkpoint_path(out: Path) -> Path:
-    """Where the resumable checkpoint of `out` lives while training runs."""
-    return out.with_name(out.stem + ".ckpt.safetensors")
-
-
-def discard_checkpoint(out: Path) -> None:
-    """Remove the checkpoint of `out` (and its sidecar) once `out` itself is written."""
-    ckpt = checkpoint_path(out)
-    ckpt.unlink(missing_ok=True)
-    sidecar_path(ckpt).unlink(missing_ok=True)
-
-
 def train_endpoint(arch: str, options: dict, data: Dataset, config: TrainConfig, out: Path,
-                   on_epoch_end: Callable[[int, dict], None] | None = None, progress: bool = True) -> dict:
-    """Train one endpoint from seed `config.seed`, save it as `out` (+ sidecar), return the sidecar."""
+                   on_epoch_end: Callable[[int, dict, nn.Module], None] | None = None, progress: bool = True) -> dict:
+    """Train one endpoint from seed `config.seed`, save it as `out` (+ sidecar), return the sidecar.
+
+    `on_epoch_end(epoch, row, model)` may add entries to the epoch's `row` of the history.
+    """
     options = arch_options(arch, options)
     torch.manual_seed(config.seed)
     model = build_model(arch, data.input_shape, data.num_classes, options).to(data.x_train.device)
     produced_by = {"arch": arch, "arch_options": options, "dataset": data.name, "train": asdict(config)}
     identity = config_hash(produced_by)
-    history = train(model, data, config, checkpoint_path(out), identity, on_epoch_end, progress)
+    epoch_end = None if on_epoch_end is None else lambda epoch, row: on_epoch_end(epoch, row, model)
+    history = train(model, data, config, checkpoint_path(out), identity, epoch_end, progress)
     train_loss, train_acc = evaluate_model(model, data.x_train, data.y_train)
     test_loss, test_acc = evaluate_model(model, data.x_test, data.y_test)
     meta = {

@@ -6,21 +6,19 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from lowloss.artifacts import Artifact, load_weights, save_weights, write_json_atomic, write_text_atomic
-from lowloss.commands.options import add_dataset_options, add_device_option, dataset_from_args
-from lowloss.connect.context import DEFAULT_BREAKPOINTS, OT_SOLVERS, Context, Options, breakpoints
-from lowloss.connect.path import Path as ConnectionPath
-from lowloss.connect.permutation import SwapLeg
-from lowloss.connect.registry import get_method
-from lowloss.data import Dataset
+from lowloss.commands.options import MAX_POINTS, add_dataset_options, add_device_option, count, dataset_from_args
+from lowloss.connect.context import DEFAULT_BREAKPOINTS, OT_SOLVERS, breakpoints
 from lowloss.errors import LowlossError
-from lowloss.evaluate import endpoint_scores, evaluate_path, worst_points
-from lowloss.models import load_model
-from lowloss.network import Network
-from lowloss.spec import Params
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from lowloss.artifacts import Artifact
+    from lowloss.connect.path import Path as ConnectionPath
+    from lowloss.data import Dataset
+    from lowloss.spec import Params
 
 NAME = "connect"
 HELP = "build a method's path between two endpoints and evaluate it (CSV table + JSON summary)"
@@ -34,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True, help="connection method (see `lowloss methods`)")
     add_dataset_options(parser)
     add_device_option(parser)
-    parser.add_argument("--points", type=int, default=21, help="evaluated points per leg (default 21)")
+    parser.add_argument("--points", type=count(1, MAX_POINTS), default=21, help="evaluated points per leg (default 21)")
     parser.add_argument("--out", type=Path, required=True, help="output CSV: one row per leg, t and split")
     parser.add_argument("--save-path", type=Path, help="folder for the path's breakpoints (safetensors)")
     parser.add_argument("--connector", type=Path, help="fitted connector (learned ν) for realnvp-*/iaf-*")
@@ -44,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wa-breakpoints", type=breakpoints, default=DEFAULT_BREAKPOINTS, metavar="K|all",
                         help=f"*+wa: points per stage where the next layer is re-fitted, or 'all' for every "
                              f"evaluated t (default {DEFAULT_BREAKPOINTS})")
-    parser.add_argument("--wa-samples", type=int,
+    parser.add_argument("--wa-samples", type=count(1),
                         help="*+wa, *+bfly: training samples the weight adjustments are fitted on (default all)")
     parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd",
                         help="OT solver (default emd, as the paper)")
@@ -54,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_endpoints(path_a: Path, path_b: Path) -> tuple[nn.Module, Artifact, Artifact]:
     """Both endpoints, validated, of one architecture, width and dataset; the model is A's."""
+    from lowloss.models import load_model
+
     model, artifact_a = load_model(path_a)
     _, artifact_b = load_model(path_b)
     for key in MODEL_KEYS:
@@ -80,6 +80,8 @@ def endpoint_params(artifact_a: Artifact, artifact_b: Artifact, data: Dataset) -
 
 
 def optional_weights(path: Path | None) -> Artifact | None:
+    from lowloss.artifacts import load_weights
+
     return None if path is None else load_weights(path)
 
 
@@ -89,6 +91,9 @@ def save_breakpoints(folder: Path, path: ConnectionPath, meta: dict) -> None:
     Swap legs are listed by the two units they exchange: their breakpoints are permutations of the
     stage's end and would cost one full copy of the network each.
     """
+    from lowloss.artifacts import save_weights, write_json_atomic
+    from lowloss.connect.permutation import SwapLeg
+
     legs, saved = [], {}
 
     def file_of(params: Params, index: int) -> str:
@@ -109,10 +114,14 @@ def save_breakpoints(folder: Path, path: ConnectionPath, meta: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from lowloss.artifacts import write_text_atomic
+    from lowloss.connect.context import Context, Options
+    from lowloss.connect.registry import get_method
+    from lowloss.evaluate import endpoint_scores, evaluate_path, worst_points
+    from lowloss.network import Network
+
     started = time.perf_counter()
     method = get_method(args.method)
-    if args.points < 1:
-        raise LowlossError(f"--points must be at least 1 (got {args.points})")
     model, artifact_a, artifact_b = load_endpoints(args.endpoint_a, args.endpoint_b)
     data = dataset_from_args(args)
     check_dataset(data, artifact_a)

@@ -9,14 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lowloss.commands.options import add_dataset_options, add_device_option, dataset_from_args
-from lowloss.connect.flows.connector import fit_connector
-from lowloss.connect.flows.nu import HIDDEN, LAYERS
-from lowloss.connect.flows.optimise import FitConfig
+from lowloss.commands.options import add_dataset_options, add_device_option, count, dataset_from_args, positive_float
 from lowloss.connect.registry import FLOWS
-from lowloss.device import pick_device
+from lowloss.defaults import FIT_CONNECTOR
 from lowloss.errors import LowlossError
-from lowloss.modelset import load_model_set
 
 NAME = "fit-connector"
 HELP = "fit a learnable bijection ν (RealNVP/IAF Flow, RealNVP Bijection) on a model set V"
@@ -26,18 +22,20 @@ BATCH_DEFAULTS = {"flow": 256, "bijection": 128}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", choices=sorted(FLOWS), required=True, help="the connection method to fit ν for")
     parser.add_argument("--model-set", type=Path, required=True, help="manifest written by `lowloss model-set`")
+    parser.add_argument("--allow-outside", action="store_true",
+                        help="accept members of the model set outside the manifest's folder")
     add_dataset_options(parser)
     add_device_option(parser)
-    defaults = FitConfig()
-    parser.add_argument("--steps", type=int, default=defaults.steps, help=f"optimiser steps (default {defaults.steps})")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"Adam learning rate (default {defaults.lr})")
-    parser.add_argument("--batch-size", type=int,
+    steps, lr, layers, hidden = (FIT_CONNECTOR[key] for key in ("steps", "lr", "layers", "hidden"))
+    parser.add_argument("--steps", type=count(1), default=steps, help=f"optimiser steps (default {steps})")
+    parser.add_argument("--lr", type=positive_float, default=lr, help=f"Adam learning rate (default {lr})")
+    parser.add_argument("--batch-size", type=count(1),
                         help="neurons per step for Flow (default 256), training samples for Bijection (default 128)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--layers", type=int, default=LAYERS,
-                        help=f"coupling / autoregressive layers of ν (default {LAYERS})")
-    parser.add_argument("--hidden", type=int, default=HIDDEN,
-                        help=f"hidden width of ν's conditioner networks (default {HIDDEN})")
+    parser.add_argument("--seed", type=int, default=FIT_CONNECTOR["seed"])
+    parser.add_argument("--layers", type=count(1), default=layers,
+                        help=f"coupling / autoregressive layers of ν (default {layers})")
+    parser.add_argument("--hidden", type=count(1), default=hidden,
+                        help=f"hidden width of ν's conditioner networks (default {hidden})")
     parser.add_argument("--t-uniform", action="store_true",
                         help="Bijection: draw t ~ U(0, 1) per step instead of the midpoint t = 0.5")
     parser.add_argument("--out", type=Path, required=True, help="output connector .safetensors (sidecar beside it)")
@@ -45,7 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    model_set = load_model_set(args.model_set)
+    from lowloss.connect.flows.connector import fit_connector
+    from lowloss.connect.flows.optimise import FitConfig
+    from lowloss.device import pick_device
+    from lowloss.modelset import load_model_set
+
+    model_set = load_model_set(args.model_set, args.allow_outside)
     procedure = FLOWS[args.kind][1]
     config = FitConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size or BATCH_DEFAULTS[procedure],
                        seed=args.seed, t_uniform=args.t_uniform)

@@ -11,10 +11,10 @@ import argparse
 from pathlib import Path
 
 from lowloss.commands.connect import check_dataset, load_endpoints
-from lowloss.commands.options import add_dataset_options, add_device_option, dataset_from_args
-from lowloss.connect.curves import fit_curve, paper_epochs
+from lowloss.commands.options import (add_dataset_options, add_device_option, count, dataset_from_args,
+                                      non_negative_float, positive_float)
 from lowloss.connect.registry import CURVES
-from lowloss.train import TrainConfig
+from lowloss.defaults import TRAIN
 
 NAME = "fit-curve"
 HELP = "train a Garipov et al. polychain or Bezier curve between two endpoints"
@@ -28,17 +28,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(garipov-polychain-3 has one bend)")
     add_dataset_options(parser)
     add_device_option(parser)
-    defaults = TrainConfig()
-    parser.add_argument("--epochs", type=int, help="default: the paper's budget, 200 on cifar10, 60 otherwise")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="on w(t)")
+    parser.add_argument("--epochs", type=count(1), help="default: the paper's budget, 200 on cifar10, 60 otherwise")
+    parser.add_argument("--seed", type=int, default=TRAIN["seed"])
+    parser.add_argument("--lr", type=positive_float, default=TRAIN["lr"])
+    parser.add_argument("--batch-size", type=count(1), default=TRAIN["batch_size"])
+    parser.add_argument("--weight-decay", type=non_negative_float, default=TRAIN["weight_decay"], help="on w(t)")
     parser.add_argument("--out", type=Path, required=True, help="output curve .safetensors (sidecar beside it)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> dict:
+    from lowloss.connect.curves import fit_curve, paper_epochs
+    from lowloss.train import TrainConfig
+
     family, points = CURVES[args.method]
     _, model_a, model_b = load_endpoints(args.model_a, args.model_b)
     data = dataset_from_args(args)

@@ -6,8 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from lowloss.artifacts import load_weights
-
 NAME = "info"
 HELP = "validate a weight file and print its sidecar summary"
 SUMMARY_SKIP = {"tensors", "history", "format"}
@@ -19,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from lowloss.artifacts import load_weights
+
     artifact = load_weights(args.file)
     if args.json:
         print(json.dumps(artifact.meta, indent=2, sort_keys=True))

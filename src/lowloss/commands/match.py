@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from lowloss.commands.options import add_dataset_options, add_device_option, dataset_from_args
+from lowloss.commands.options import add_dataset_options, add_device_option, count, dataset_from_args
 from lowloss.connect.context import OT_SOLVERS
 
 NAME = "match"
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="ot", help="the method the matching is for: ot (default), ot+wa, ot+bfly")
     parser.add_argument("--out", type=Path, required=True, help="output matching (.safetensors + .json)")
     parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd", help="OT solver (default emd, as the paper)")
-    parser.add_argument("--wa-samples", type=int,
+    parser.add_argument("--wa-samples", type=count(1),
                         help="route methods: training samples the route's weight adjustments are fitted on (default all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --wa-samples subset")
     add_dataset_options(parser)

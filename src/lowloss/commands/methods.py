@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from lowloss.connect.registry import METHODS
-
 NAME = "methods"
 HELP = "list the connection methods with a one-line description each"
 
@@ -15,6 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from lowloss.connect.registry import METHODS
+
     width = max(len(name) for name in METHODS)
     for name in sorted(METHODS):
         method = METHODS[name]

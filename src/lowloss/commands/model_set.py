@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lowloss.modelset import write_model_set
-
 NAME = "model-set"
 HELP = "write the manifest of a model set V (models sharing architecture and dataset)"
 
@@ -14,9 +12,13 @@ HELP = "write the manifest of a model set V (models sharing architecture and dat
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", nargs="+", type=Path, help="trained model files (.safetensors)")
     parser.add_argument("--out", type=Path, required=True, help="manifest to write (JSON), e.g. V.json")
+    parser.add_argument("--allow-outside", action="store_true",
+                        help="accept models outside the manifest's folder (then every reader needs it too)")
 
 
 def run(args: argparse.Namespace) -> dict:
-    manifest = write_model_set(args.out, args.models)
+    from lowloss.modelset import write_model_set
+
+    manifest = write_model_set(args.out, args.models, args.allow_outside)
     return {"out": str(args.out), "models": len(manifest["models"]), "arch": manifest["arch"],
             "arch_options": manifest["arch_options"], "dataset": manifest["dataset"]}

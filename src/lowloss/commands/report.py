@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lowloss.report import build_report
-
 NAME = "report"
 HELP = "Table 1 (worst accuracy along the path, mean ± std over pairs) and path figures"
 
@@ -20,4 +18,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from lowloss.report import build_report
+
     return build_report(args.paths, args.out_dir)

@@ -21,6 +21,7 @@ from torch import nn
 from torch.func import functional_call
 
 from lowloss.artifacts import Artifact, save_weights
+from lowloss.checkpoints import checkpoint_path, config_hash, discard_checkpoint
 from lowloss.connect.path import Leg, Path, chain, interpolate, unstack_params
 from lowloss.connect.context import Context
 from lowloss.connect.registry import CURVES
@@ -28,7 +29,7 @@ from lowloss.data import Dataset
 from lowloss.errors import LowlossError
 from lowloss.models import model_from_artifact
 from lowloss.spec import Params
-from lowloss.train import Objective, TrainConfig, checkpoint_path, config_hash, discard_checkpoint, train
+from lowloss.train import Objective, TrainConfig, train
 
 PAPER_EPOCHS = {"cifar10": 200}  # the paper's curve budgets: 200 epochs on CIFAR-10, 60 otherwise
 DEFAULT_EPOCHS = 60

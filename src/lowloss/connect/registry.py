@@ -12,7 +12,7 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lowloss.errors import LowlossError, did_you_mean
+from lowloss.errors import LowlossError, unknown_name
 from lowloss.kinds import ANY, ARCHITECTURE_KINDS, INCLUDES, LAYERED, ONE_HIDDEN
 
 if TYPE_CHECKING:
@@ -127,5 +127,5 @@ WA_METHODS = ROUTE_METHODS[:len(FIRST_LAYERS)]
 def get_method(name: str) -> Method:
     """The method `name`; an unknown name gets the closest known one suggested."""
     if name not in METHODS:
-        raise LowlossError(f"unknown method {name!r}{did_you_mean(name, METHODS)} (known: {', '.join(METHODS)})")
+        raise unknown_name("method", name, METHODS)
     return METHODS[name]

@@ -63,13 +63,20 @@ class Evaluator:
         self.per_sample = 4 * 3 * activation_elements(network.model, data.input_shape)
         self._swap_ok: dict[int, bool] = {}
 
-    def points(self, stacked, split: str) -> Scores:
-        x, y = self.data.split(split)
+    def points(self, leg: Leg, ts: list[float], splits: Sequence[str]) -> dict[str, Scores]:
+        """Scores of the leg's points at `ts` on every split; whatever a strategy prepares is shared by the splits."""
+        data, batch = self.data, self.batch
+        if self.layered is not None and leg.fn is None:  # a straight leg: nothing that stays still is stacked
+            plan = self.layered.plan_straight(on_device(leg.start, self.device), on_device(leg.end, self.device), ts)
+            return {split: self.layered.points(plan, *data.split(split), batch) for split in splits}
+        stacked = on_device(leg.at(ts), self.device)
         if self.form is not None:
-            return self.form.evaluate(stacked, x, y, self.batch, low_rank(self.form.first_layer(stacked)))
+            factors = low_rank(self.form.first_layer(stacked))
+            return {split: self.form.evaluate(stacked, *data.split(split), batch, factors) for split in splits}
         if self.layered is not None:
-            return self.layered.points(stacked, x, y, self.batch)
-        return evaluate_stacked(self.network.model, stacked, x, y, self.batch)
+            plan = self.layered.plan_stacked(stacked)
+            return {split: self.layered.points(plan, *data.split(split), batch) for split in splits}
+        return {split: evaluate_stacked(self.network.model, stacked, *data.split(split), batch) for split in splits}
 
     def swaps(self, legs: Sequence[SwapLeg], ts: Sequence[float], split: str) -> Scores | None:
         """Scores of swap legs of one permutation stage (one point per entry of `ts`), or None when no
@@ -132,10 +139,13 @@ def evaluate_path(network: Network, path: Path, data: Dataset, points: int = 21,
             grid = grids[index]
             for begin in range(0, len(grid), evaluator.points_per_chunk):
                 t_chunk = grid[begin:begin + evaluator.points_per_chunk]
-                stacked = on_device(leg.at(t_chunk), data.x_train.device)
-                for split in splits:
-                    loss, acc = evaluator.points(stacked, split) if fast else evaluate_stacked(
-                        network.model, stacked, *data.split(split), evaluator.batch)
+                if fast:
+                    scores = evaluator.points(leg, t_chunk, splits)
+                else:
+                    stacked = on_device(leg.at(t_chunk), data.x_train.device)
+                    scores = {split: evaluate_stacked(network.model, stacked, *data.split(split), evaluator.batch)
+                              for split in splits}
+                for split, (loss, acc) in scores.items():
                     rows += table_rows(path.method, [(index, leg)] * len(t_chunk), t_chunk, split, loss, acc)
                 bar.update(len(t_chunk))
     bar.close()

@@ -18,12 +18,14 @@ units; only the rest of the network runs per leg, for many legs at once.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from lowloss.connect.path import interpolate
 from lowloss.evaluate.scores import Scores, evaluate_stacked, low_rank, mean_scores
 from lowloss.network import INPUT, OUTPUT, Layer, Network, after, before
 from lowloss.spec import Params, unit_view
@@ -44,59 +46,85 @@ def unit_weight(rows: Tensor, like: Tensor, n_units: int) -> Tensor:
     return rows.reshape(rows.shape[0] * per_unit, *moved.shape[1:]).movedim(0, 1)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How a chunk of T points is evaluated: the shared parameters, the first and last changing layer, the
+    first one's outputs as coefficients (T, r) over r basis parameter sets, and the other changing layers'
+    parameters stacked (T, …)."""
+
+    shared: Params
+    count: int
+    span: tuple[Layer, Layer] | None
+    coeffs: Tensor | None = None
+    basis: list[dict[str, Tensor]] | None = None
+    middle: Params | None = None
+
+
 class LayeredEngine:
-    """Evaluation of stacked points of a chain network (`Network.is_chain`)."""
+    """Evaluation of points of a chain network (`Network.is_chain`)."""
 
     def __init__(self, network: Network, batched: bool):
         self.network, self.batched = network, batched
 
-    def span(self, stacked: Params) -> tuple[Layer, Layer] | None:
-        """The first and last layer whose parameters differ between the points (None when none do)."""
-        changing = {key for key, value in stacked.items() if not torch.equal(value, value[:1].expand_as(value))}
+    def _span(self, changing: set[str]) -> tuple[Layer, Layer] | None:
         hits = [layer for layer in self.network.layers if changing & set(layer.keys)]
         return (hits[0], hits[-1]) if hits else None
 
-    @torch.no_grad()
-    def points(self, stacked: Params, x: Tensor, y: Tensor, batch: int) -> Scores:
-        """Mean loss and accuracy of every stacked point: (T,) each."""
+    def plan_straight(self, start: Params, end: Params, ts: list[float]) -> Plan:
+        """A straight leg's points (1 − t) start + t end, without stacking what does not change: the first
+        changing layer's outputs are the mix of its outputs at the two ends."""
+        changing = {key for key in start if not torch.equal(start[key], end[key])}
+        span = self._span(changing)
+        if span is None:
+            return Plan(start, len(ts), None)
+        first, last = span
+        t = torch.tensor(ts, dtype=torch.float64)
+        coeffs = torch.stack([1 - t, t], 1).to(start[first.weight])
+        basis = [{name: ends[key] for name, key in zip(("weight", "bias"), first.keys)} for ends in (start, end)]
+        keys = self.network.segment(after(first), after(last)).keys
+        middle = interpolate({key: start[key] for key in keys}, end, t)
+        return Plan(start, len(ts), span, coeffs, basis, middle)
+
+    def plan_stacked(self, stacked: Params) -> Plan:
+        """Any leg's points, stacked: the first changing layer through the low-rank basis of its parameters."""
         count = len(next(iter(stacked.values())))
         shared = {key: value[0] for key, value in stacked.items()}
-        span = self.span(stacked)
+        changing = {key for key, value in stacked.items() if not torch.equal(value, value[:1].expand_as(value))}
+        span = self._span(changing)
         if span is None:
-            loss, acc = evaluate_stacked(self.network.model, {k: v[:1] for k, v in stacked.items()}, x, y, batch)
-            return loss.expand(count), acc.expand(count)
+            return Plan(shared, count, None)
         first, last = span
+        coeffs, rows = low_rank(torch.cat([stacked[key].flatten(1) for key in first.keys], 1))
+        shapes = [stacked[key].shape[1:] for key in first.keys]
+        sizes = [shape.numel() for shape in shapes]
+        basis = [dict(zip(("weight", "bias"), (part.reshape(shape) for part, shape in zip(row.split(sizes), shapes))))
+                 for row in rows]
+        keys = self.network.segment(after(first), after(last)).keys
+        return Plan(shared, count, span, coeffs, basis, {key: stacked[key] for key in keys})
+
+    @torch.no_grad()
+    def points(self, plan: Plan, x: Tensor, y: Tensor, batch: int) -> Scores:
+        """Mean loss and accuracy of every point of the plan: (T,) each."""
+        if plan.span is None:
+            loss, acc = evaluate_stacked(self.network.model, {k: v[None] for k, v in plan.shared.items()}, x, y, batch)
+            return loss.expand(plan.count), acc.expand(plan.count)
+        first, last = plan.span
         prefix = self.network.segment(INPUT, before(first))
         middle = self.network.segment(after(first), after(last))
         suffix = self.network.segment(after(last), OUTPUT)
-        first_outputs = self._first_outputs(first, stacked)
-        middle_params = {key: stacked[key] for key in middle.keys}
 
         def logits(xb: Tensor) -> Tensor:
-            z = first_outputs(prefix(shared, xb))
+            h = prefix(plan.shared, xb)
+            per_basis = torch.stack([functional_call(first.module, params, (h,)) for params in plan.basis])
+            z = torch.tensordot(plan.coeffs, per_basis, dims=1)  # (T, B, …): every point's first changing layer
             if self.batched:
-                z = vmap(middle)(middle_params, z)
+                z = vmap(middle)(plan.middle, z)
             else:
-                z = torch.stack([middle({key: value[i] for key, value in middle_params.items()}, z[i])
-                                 for i in range(count)])
-            return suffix(shared, z.flatten(0, 1)).unflatten(0, (count, len(xb)))
+                z = torch.stack([middle({key: value[i] for key, value in plan.middle.items()}, z[i])
+                                 for i in range(plan.count)])
+            return suffix(plan.shared, z.flatten(0, 1)).unflatten(0, (plan.count, len(xb)))
 
         return mean_scores((logits(x[start:start + batch]) for start in range(0, len(x), batch)), y)
-
-    def _first_outputs(self, layer: Layer, stacked: Params):
-        """h -> (T, B, …) outputs of the first changing layer at every point, through its low-rank basis."""
-        rows = torch.cat([stacked[key].flatten(1) for key in layer.keys], 1)
-        coeffs, basis = low_rank(rows)
-        shapes = [stacked[key].shape[1:] for key in layer.keys]
-        sizes = [shape.numel() for shape in shapes]
-        params = [dict(zip(("weight", "bias"), (part.reshape(shape) for part, shape in zip(row.split(sizes), shapes))))
-                  for row in basis]
-
-        def outputs(h: Tensor) -> Tensor:
-            per_basis = torch.stack([functional_call(layer.module, p, (h,)) for p in params])
-            return torch.tensordot(coeffs, per_basis, dims=1)
-
-        return outputs
 
     @torch.no_grad()
     def swaps(self, base: Params, group: str, units: Tensor, t: Tensor, x: Tensor, y: Tensor, batch: int,

@@ -23,7 +23,7 @@ from lowloss.models import build_model
 from lowloss.modelset import ModelSet
 from lowloss.network import Network
 from lowloss.spec import Params
-from lowloss.train import checkpoint_path, config_hash, discard_checkpoint
+from lowloss.checkpoints import checkpoint_path, config_hash, discard_checkpoint
 
 
 def fit_connector(method: str, model_set: ModelSet, out: FilePath, layers: int = LAYERS, hidden: int = HIDDEN,

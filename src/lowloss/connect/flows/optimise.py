@@ -14,7 +14,7 @@ from lowloss.artifacts import Artifact, save_weights
 from lowloss.connect.flows.nu import Bijection
 from lowloss.connect.flows.objectives import Objective
 from lowloss.errors import LowlossError
-from lowloss.train import epoch_generator, resumable_checkpoint
+from lowloss.checkpoints import epoch_generator, resumable_checkpoint
 
 logger = logging.getLogger(__name__)
 
