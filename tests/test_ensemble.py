@@ -202,6 +202,7 @@ def test_bad_input_is_one_line_and_writes_nothing(models, odd_endpoints, tmp_pat
         ((fc3, fc3, "--wa-layer", "0"), ("--wa-layer 0 is out of range for FC3",)),
         ((models[0], "--independent"), ("an ensemble needs at least two models, got 1",)),
         ((*models, "--independent", "--wa-layer", "1"), ("not allowed with argument",)),
+        ((*models, "--wa-layer", "1", "--wa-samples", "0"), ("--wa-samples: must be at least 1, got 0",)),
     ]
     for args, fragments in cases:
         assert_one_line_error(run_main(capsys, "ensemble", *args, "--out", out), *fragments)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lowloss.commands.options import add_dataset_options, add_device_option
+from lowloss.commands.options import add_dataset_options, add_device_option, count
 
 if TYPE_CHECKING:
     from torch import nn
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     method.add_argument("--independent", action="store_true", help="Ind: the usual ensemble of the unchanged models")
     add_dataset_options(parser)
     add_device_option(parser)
-    parser.add_argument("--wa-samples", type=int,
+    parser.add_argument("--wa-samples", type=count(1),
                         help="training samples the adjusted layers are fitted on (default: the whole training split)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --wa-samples subset")
     parser.add_argument("--out", type=Path, required=True,
