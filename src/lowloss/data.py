@@ -104,8 +104,9 @@ def _targets(split) -> np.ndarray:
 
 
 def _fashion_mnist(root: Path, download: bool) -> Dataset:
-    if not download:
-        install_debian_fashion_mnist(root)
+    """Debian's files when installed (the same images; torchvision then finds them and downloads nothing),
+    else torchvision's download when asked for."""
+    install_debian_fashion_mnist(root)
     return _torchvision("FashionMNIST", "fashion-mnist", root, download)
 
 

@@ -72,6 +72,17 @@ def save_figure(fig, out_stem: Path) -> list[Path]:
     return written
 
 
+def legend_entries(axes, methods: Sequence[str]) -> tuple[list, list[str]]:
+    """(handles, labels) of every method drawn in any panel, once, in `methods` order, End Points last:
+    experiments may compare different methods, so no single panel holds them all."""
+    drawn = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            drawn.setdefault(label, handle)
+    labels = [label for label in [*methods, END_POINTS] if label in drawn]
+    return [drawn[label] for label in labels], labels
+
+
 def plot_paths(runs: Sequence, endpoints: dict[tuple[str, int], dict[str, float]], methods: Sequence[str],
                experiments: Sequence[str], out_stem: Path) -> list[Path]:
     """Accuracy along the path: one panel per experiment (columns) and split (rows), one line per method.
@@ -98,8 +109,7 @@ def plot_paths(runs: Sequence, endpoints: dict[tuple[str, int], dict[str, float]
             _accuracy_axis(ax)
             ax.set_xlim(-0.02, 1.02)
         axes[-1, col].set_xlabel(X_LABEL)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=9, frameon=False)
+    fig.legend(*legend_entries(axes.flat, methods), loc="center right", fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0, 1 - 2.3 / fig.get_figwidth(), 1))
     return save_figure(fig, out_stem)
 
