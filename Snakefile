@@ -1,6 +1,7 @@
 # lowloss workflow: train endpoints -> model set V -> connectors, matchings, curves -> every method on
-# every pair -> report; ensembles of each experiment's models -> their report. Each rule is one `lowloss` command; see rules/ (one stage per file) and
-# config.yaml (the default run). `make run` runs it with profiles/local; profiles/slurm targets Slurm.
+# every pair -> report; ensembles of each experiment's models -> their report. Each rule is one
+# `lowloss` command; see rules/ (one stage per file) and config.yaml (the default run). `make run`
+# runs it with profiles/local; profiles/slurm targets Slurm.
 
 from snakemake.utils import min_version
 

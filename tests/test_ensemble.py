@@ -148,7 +148,7 @@ def test_wa1_is_saved_as_one_model_with_the_predictions_of_the_unsaved_ensemble(
 
 
 def test_the_summary_reports_members_ind_and_wa_with_their_costs(models, digits, tmp_path, capsys):
-    out = tmp_path / "wa1-ind.safetensors"
+    out = tmp_path / "ind.safetensors"
     summary = ensemble_summary(capsys, *models, "--independent", "--out", out)
     probs = torch.stack([F.softmax(load_model(path)[0](digits.x_test), -1) for path in models]).mean(0).detach()
     assert summary["method"] == IND and summary["size"] == 3
@@ -162,6 +162,8 @@ def test_the_summary_reports_members_ind_and_wa_with_their_costs(models, digits,
     assert summary["ind_flops"] == 3 * summary["single_flops"] and summary["ind_params"] == 3 * summary["single_params"]
     ensemble, artifact = load_ensemble(out)
     assert artifact.meta["kind"] == "ensemble" and len(ensemble.heads) == 3 and not ensemble.shared
+    as_member = run_main(capsys, "ensemble", out, models[0], "--independent", "--out", tmp_path / "again.safetensors")
+    assert_one_line_error(as_member, "ind.safetensors: this is an ensemble (from `lowloss ensemble`), but a trained model")
 
 
 @pytest.fixture(scope="module")
