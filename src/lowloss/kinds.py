@@ -11,4 +11,5 @@ ONE_HIDDEN = "networks with one hidden layer"
 INCLUDES = {ANY: {ANY, LAYERED, ONE_HIDDEN}, LAYERED: {LAYERED, ONE_HIDDEN}, ONE_HIDDEN: {ONE_HIDDEN}}
 """The kinds of network a method for each kind applies to (a one-hidden network is a chain too)."""
 
-ARCHITECTURE_KINDS = {"onehidden": ONE_HIDDEN, "fc3": LAYERED, "conv2fc1": LAYERED, "vgg16": LAYERED}
+ARCHITECTURE_KINDS = {"onehidden": ONE_HIDDEN, "fc3": LAYERED, "conv2fc1": LAYERED, "vgg16": LAYERED,
+                      "resnet20": ANY}

@@ -6,8 +6,9 @@ never sampled). Three strategies share the work, picked per leg:
 * one-hidden-layer networks: `OneHiddenForm`'s low-rank first layer and rank-one swap legs;
 * chains of dense and conv layers: `LayeredEngine`, which runs the layers a chunk of points shares
   once and only the changing ones per point, and evaluates swap legs from the base's activations;
-* anything else: the stacked parameters of a chunk go through `torch.func.functional_call` under
-  `vmap`, one data batch at a time.
+* anything else (a residual network, `Network.is_chain` false): the stacked parameters of a chunk go
+  through `torch.func.functional_call` under `vmap`, one data batch at a time; the midpoints of many
+  swap legs share a chunk.
 
 Chunk sizes come from a memory budget and the model's per-sample activation size.
 """
@@ -20,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from lowloss.connect.path import Leg, Path
+from lowloss.connect.path import Leg, Path, stack_params, unstack_params
 from lowloss.connect.permutation import SwapLeg
 from lowloss.data import Dataset
 from lowloss.evaluate.layered import LayeredEngine
@@ -95,6 +96,19 @@ class Evaluator:
         per_chunk = max(1, self.budget // (self.per_sample * self.batch))
         return self.layered.swaps(base, swaps.group, units, t, x, y, self.batch, per_chunk)
 
+    def stacked_swaps(self, legs: Sequence[SwapLeg], ts: Sequence[float], splits: Sequence[str]) -> dict[str, Scores]:
+        """Scores of swap legs by full forward passes, many legs' points stacked into each chunk (a swap leg has
+        one point: leg by leg, every vmapped call would hold a single point)."""
+        per_chunk, batch = chunk_sizes(self.network.model, self.data.input_shape, len(ts), self.budget)
+        parts: dict[str, list[Scores]] = {split: [] for split in splits}
+        for begin in range(0, len(ts), per_chunk):
+            points = [unstack_params(leg.at([t]), 0) for leg, t in zip(legs[begin:begin + per_chunk],
+                                                                     ts[begin:begin + per_chunk])]
+            stacked = on_device(stack_params(points), self.device)
+            for split in splits:
+                parts[split].append(evaluate_stacked(self.network.model, stacked, *self.data.split(split), batch))
+        return {split: tuple(torch.cat(column) for column in zip(*scores)) for split, scores in parts.items()}
+
     def _layered_swaps_exact(self, leg: SwapLeg, base) -> bool:
         """Whether the incremental swap evaluation reproduces a full forward pass on a few samples (it
         assumes the operations between a group's layers act channel by channel, as ReLU and pooling do)."""
@@ -128,13 +142,15 @@ def evaluate_path(network: Network, path: Path, data: Dataset, points: int = 21,
         legs = [path.legs[i] for i in indices]
         point_legs = [(index, leg) for index, leg in zip(indices, legs) for _ in grids[index]]
         ts = [t for index in indices for t in grids[index]]
-        if fast and isinstance(legs[0], SwapLeg):
-            scores = {split: evaluator.swaps([leg for _, leg in point_legs], ts, split) for split in splits}
-            if all(score is not None for score in scores.values()):
-                for split, (loss, acc) in scores.items():
-                    rows += table_rows(path.method, point_legs, ts, split, loss, acc)
-                bar.update(len(ts))
-                continue
+        if isinstance(legs[0], SwapLeg):
+            swap_legs = [leg for _, leg in point_legs]
+            scores = {split: evaluator.swaps(swap_legs, ts, split) for split in splits} if fast else {}
+            if not scores or any(score is None for score in scores.values()):
+                scores = evaluator.stacked_swaps(swap_legs, ts, splits)
+            for split, (loss, acc) in scores.items():
+                rows += table_rows(path.method, point_legs, ts, split, loss, acc)
+            bar.update(len(ts))
+            continue
         for index, leg in zip(indices, legs):
             grid = grids[index]
             for begin in range(0, len(grid), evaluator.points_per_chunk):
