@@ -52,7 +52,7 @@ def weight_matching(theta_a: Params, theta_b: Params, spec: Spec, seed: int = 0,
         improved = False
         for index in rng.permutation(len(sizes)):
             group = spec.groups[index]
-            scores = _scores(theta_a, theta_b, spec, group, perms, sizes)
+            scores = group_scores(theta_a, theta_b, spec, group, perms, sizes)
             best = torch.as_tensor(linear_sum_assignment(scores, maximize=True)[1], dtype=torch.int64)
             rows = np.arange(len(scores))
             if scores[rows, best.numpy()].sum() > scores[rows, perms[group].numpy()].sum() + 1e-12:
@@ -62,7 +62,7 @@ def weight_matching(theta_a: Params, theta_b: Params, spec: Spec, seed: int = 0,
     return perms, max_sweeps
 
 
-def _scores(theta_a: Params, theta_b: Params, spec: Spec, group: str, perms: dict[str, Tensor],
+def group_scores(theta_a: Params, theta_b: Params, spec: Spec, group: str, perms: dict[str, Tensor],
             sizes: dict[str, int]) -> np.ndarray:
     """(n, n) float64: entry (i, j) is the inner product of A's unit i with B's unit j over every tensor that
     touches `group`, B's other axes already in A's order by the current permutations."""

@@ -1,0 +1,93 @@
+"""resnet20 end to end: the generic engine evaluates a network with skips exactly, `linear`, `ot` and
+`weight-matching` connect two trained endpoints through `lowloss connect`, and the methods that need a chain
+of layers or one hidden layer refuse it in one line."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from torch.func import functional_call
+
+from lowloss.connect.path import Leg, Path
+from lowloss.evaluate import evaluate_path
+from lowloss.evaluate.scores import mean_scores
+from lowloss.models import load_model
+from lowloss.network import Network
+from lowloss.train import TrainConfig, train_endpoint
+from tests.conftest import assert_one_line_error, network_of, run_main
+from tests.test_spec import randomised
+
+TINY = {"width_multiplier": 1 / 8}
+PAIR_OPTIONS = {"width_multiplier": 1 / 16, "norm": "batch"}
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer", "none"])
+def test_the_generic_engine_equals_a_plain_forward_pass_at_every_point(norm, few_digits):
+    options = {**TINY, "norm": norm}
+    network = network_of("resnet20", options)
+    assert not network.is_chain
+    thetas = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = network_of("resnet20", options).model
+        thetas.append({key: randomised(key, value.detach()) for key, value in model.state_dict().items()})
+    table = evaluate_path(network, Path([Leg(*thetas, "linear")], "linear"), few_digits, points=3, progress=False)
+    for t in (0.0, 0.5, 1.0):
+        theta_t = {key: (1 - t) * a + t * thetas[1][key] if a.is_floating_point() else a
+                   for key, a in thetas[0].items()}
+        with torch.no_grad():
+            logits = functional_call(network.model, theta_t, (few_digits.x_test,))
+        loss, acc = mean_scores([logits[None]], few_digits.y_test)
+        row = table[(table["t"] == t) & (table["split"] == "test")].iloc[0]
+        assert row["acc"] == pytest.approx(acc.item()) and row["loss"] == pytest.approx(loss.item(), rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def resnet_pair(tmp_path_factory, digits):
+    """Two resnet20 endpoints with BatchNorm (width 1/16: 1, 2 and 4 channels), trained briefly on digits."""
+    folder = tmp_path_factory.mktemp("resnet")
+    paths = []
+    for seed in (0, 1):
+        out = folder / f"seed{seed}.safetensors"
+        train_endpoint("resnet20", PAIR_OPTIONS, digits, TrainConfig(epochs=2, lr=0.05, seed=seed), out,
+                       progress=False)
+        paths.append(out)
+    return paths
+
+
+def test_linear_ot_and_weight_matching_connect_two_resnets(resnet_pair, tmp_path, capsys):
+    endpoint_acc = [json.loads(path.with_suffix(".json").read_text())["test_acc"] for path in resnet_pair]
+    for method in ("linear", "ot", "weight-matching"):
+        out = tmp_path / f"{method}.csv"
+        result = run_main(capsys, "connect", *resnet_pair, "--method", method, "--points", "3", "--out", out,
+                          "--no-progress")
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        table = pd.read_csv(out)
+        test = table[table["split"] == "test"].sort_values("position")
+        assert test["acc"].iloc[0] == pytest.approx(endpoint_acc[0]) and test["acc"].iloc[-1] == pytest.approx(
+            endpoint_acc[1])
+        if method == "linear":
+            assert summary["legs"] == 1
+            continue
+        assert summary["legs"] > 1 and table[table["leg"] > 0]["leg_name"].str.startswith("swap-").all()
+        matched_end = test[test["position"] == 1.0]["acc"].iloc[0]  # the matched Θ^B computes Θ^B's function
+        assert matched_end == pytest.approx(endpoint_acc[1])
+
+
+def test_methods_for_chains_or_one_hidden_layer_refuse_a_resnet_in_one_line(resnet_pair, tmp_path, capsys):
+    out = tmp_path / "p.csv"
+    for method, needs in (("ot+wa", "chains of dense and conv layers"), ("linear+bfly", "chains of dense and conv"),
+                          ("arc", "chains of dense and conv layers"), ("iaf-flow", "networks with one hidden layer")):
+        result = run_main(capsys, "connect", *resnet_pair, "--method", method, "--out", out)
+        assert_one_line_error(result, f"method '{method}' applies to {needs}", "not to 'resnet20'")
+    result = run_main(capsys, "match", *resnet_pair, "--method", "ot+wa", "--out", tmp_path / "m.safetensors")
+    assert_one_line_error(result, "method 'ot+wa' applies to chains of dense and conv layers, not to 'resnet20'")
+    assert not out.exists() and not (tmp_path / "m.safetensors").exists()
+
+
+def test_a_trained_resnet_loads_with_its_norm_and_is_not_a_chain(resnet_pair):
+    model, artifact = load_model(resnet_pair[0])
+    assert artifact.meta["arch_options"] == PAIR_OPTIONS
+    assert Network(model).kind == "any architecture"
