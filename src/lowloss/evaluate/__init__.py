@@ -24,11 +24,13 @@ from tqdm.auto import tqdm
 from lowloss.connect.path import Leg, Path, stack_params, unstack_params
 from lowloss.connect.permutation import SwapLeg
 from lowloss.data import Dataset
+from lowloss.evaluate.batchnorm import BatchNormRefresh
 from lowloss.evaluate.layered import LayeredEngine
 from lowloss.evaluate.onehidden import OneHiddenForm
 from lowloss.evaluate.scores import (MEMORY_BUDGET, Scores, activation_elements, chunk_sizes, evaluate_stacked,
                                      low_rank, on_device)
 from lowloss.network import Network
+from lowloss.spec import Params
 
 COLUMNS = ["method", "leg", "leg_name", "stage", "t", "position", "split", "loss", "acc"]
 SWAP_CHECK_SAMPLES = 64
@@ -53,11 +55,17 @@ def path_grids(path: Path, points: int) -> list[list[float]]:
 
 
 class Evaluator:
-    """The strategies for one network on one device, and the chunking that keeps them in a memory budget."""
+    """The strategies for one network on one device, and the chunking that keeps them in a memory budget.
 
-    def __init__(self, network: Network, data: Dataset, theta_a, budget: int, fast: bool, points: int):
-        self.network, self.data, self.budget = network, data, budget
+    With `refresh`, every point's BatchNorm statistics are measured on it first; points then go through the
+    generic engine only (the fast strategies reuse activations across points, which new statistics change).
+    """
+
+    def __init__(self, network: Network, data: Dataset, theta_a, budget: int, fast: bool, points: int,
+                 refresh: BatchNormRefresh | None = None):
+        self.network, self.data, self.budget, self.refresh = network, data, budget, refresh
         self.device = data.x_train.device
+        fast = fast and refresh is None
         self.form = OneHiddenForm.of(network, on_device(theta_a, self.device), data.x_train[:256]) if fast else None
         self.layered = LayeredEngine(network, batched=self.device.type == "cuda") if fast and network.is_chain else None
         self.points_per_chunk, self.batch = chunk_sizes(network.model, data.input_shape, points, budget)
@@ -70,7 +78,7 @@ class Evaluator:
         if self.layered is not None and leg.fn is None:  # a straight leg: nothing that stays still is stacked
             plan = self.layered.plan_straight(on_device(leg.start, self.device), on_device(leg.end, self.device), ts)
             return {split: self.layered.points(plan, *data.split(split), batch) for split in splits}
-        stacked = on_device(leg.at(ts), self.device)
+        stacked = self.prepared(leg.at(ts))
         if self.form is not None:
             factors = low_rank(self.form.first_layer(stacked))
             return {split: self.form.evaluate(stacked, *data.split(split), batch, factors) for split in splits}
@@ -78,6 +86,11 @@ class Evaluator:
             plan = self.layered.plan_stacked(stacked)
             return {split: self.layered.points(plan, *data.split(split), batch) for split in splits}
         return {split: evaluate_stacked(self.network.model, stacked, *data.split(split), batch) for split in splits}
+
+    def prepared(self, stacked: Params) -> Params:
+        """Stacked points on the device, with their own BatchNorm statistics when refreshed."""
+        stacked = on_device(stacked, self.device)
+        return stacked if self.refresh is None else self.refresh(stacked)
 
     def swaps(self, legs: Sequence[SwapLeg], ts: Sequence[float], split: str) -> Scores | None:
         """Scores of swap legs of one permutation stage (one point per entry of `ts`), or None when no
@@ -104,7 +117,7 @@ class Evaluator:
         for begin in range(0, len(ts), per_chunk):
             points = [unstack_params(leg.at([t]), 0) for leg, t in zip(legs[begin:begin + per_chunk],
                                                                      ts[begin:begin + per_chunk])]
-            stacked = on_device(stack_params(points), self.device)
+            stacked = self.prepared(stack_params(points))
             for split in splits:
                 parts[split].append(evaluate_stacked(self.network.model, stacked, *self.data.split(split), batch))
         return {split: tuple(torch.cat(column) for column in zip(*scores)) for split, scores in parts.items()}
@@ -125,16 +138,18 @@ class Evaluator:
 
 def evaluate_path(network: Network, path: Path, data: Dataset, points: int = 21,
                   splits: Sequence[str] = ("train", "test"), progress: bool = True,
-                  budget: int = MEMORY_BUDGET, fast: bool = True) -> pd.DataFrame:
+                  budget: int = MEMORY_BUDGET, fast: bool = True, refresh: BatchNormRefresh | None = None
+                  ) -> pd.DataFrame:
     """Tidy table with one row per (leg, t, split): loss and accuracy (a fraction) along the path.
 
     Rows run along the path (by leg, then t; splits in the order given). `position` is leg index + t,
     so leg k spans [k, k + 1] (as in the paper's Fig. 5); `stage` is the route stage of the leg.
-    `fast=False` evaluates every point by the generic vmapped functional call (the reference).
+    `fast=False` evaluates every point by the generic vmapped functional call (the reference). `refresh`
+    recomputes every point's BatchNorm statistics before it is evaluated.
     """
     network.model.to(data.x_train.device).eval()
     grids = path_grids(path, points)
-    evaluator = Evaluator(network, data, path.theta_a, budget, fast, max(len(g) for g in grids))
+    evaluator = Evaluator(network, data, path.theta_a, budget, fast, max(len(g) for g in grids), refresh)
     rows = []
     bar = tqdm(total=sum(len(g) for g in grids), desc=f"evaluating {path.method or 'path'}", unit="pt",
                disable=not progress)
@@ -158,7 +173,7 @@ def evaluate_path(network: Network, path: Path, data: Dataset, points: int = 21,
                 if fast:
                     scores = evaluator.points(leg, t_chunk, splits)
                 else:
-                    stacked = on_device(leg.at(t_chunk), data.x_train.device)
+                    stacked = evaluator.prepared(leg.at(t_chunk))
                     scores = {split: evaluate_stacked(network.model, stacked, *data.split(split), evaluator.batch)
                               for split in splits}
                 for split, (loss, acc) in scores.items():
