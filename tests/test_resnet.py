@@ -80,7 +80,7 @@ def test_linear_ot_and_weight_matching_connect_two_resnets(resnet_pair, digits, 
         assert matched_end == pytest.approx(endpoint_acc[1])
 
 
-def test_methods_for_chains_or_one_hidden_layer_refuse_a_resnet_in_one_line(resnet_pair, tmp_path, capsys):
+def test_methods_for_chains_one_hidden_layer_or_no_batchnorm_refuse_a_resnet_in_one_line(resnet_pair, tmp_path, capsys):
     out = tmp_path / "p.csv"
     for method, needs in (("ot+wa", "chains of dense and conv layers"), ("linear+bfly", "chains of dense and conv"),
                           ("arc", "chains of dense and conv layers"), ("iaf-flow", "networks with one hidden layer")):
@@ -88,7 +88,10 @@ def test_methods_for_chains_or_one_hidden_layer_refuse_a_resnet_in_one_line(resn
         assert_one_line_error(result, f"method '{method}' applies to {needs}", "not to 'resnet20'")
     result = run_main(capsys, "match", *resnet_pair, "--method", "ot+wa", "--out", tmp_path / "m.safetensors")
     assert_one_line_error(result, "method 'ot+wa' applies to chains of dense and conv layers, not to 'resnet20'")
-    assert not out.exists() and not (tmp_path / "m.safetensors").exists()
+    result = run_main(capsys, "fit-curve", *resnet_pair, "--method", "garipov-polychain-3", "--epochs", "1",
+                      "--out", tmp_path / "c.safetensors")
+    assert_one_line_error(result, "Garipov curves through BatchNorm layers are not supported")
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_trained_resnet_loads_with_its_norm_and_is_not_a_chain(resnet_pair):

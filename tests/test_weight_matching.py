@@ -117,3 +117,13 @@ def cycles(perm: list[int]) -> list[list[int]]:
         if cycle:
             found.append(cycle)
     return found
+
+
+def test_with_one_hidden_group_weight_matching_is_the_papers_ot_matching():
+    """‖x − y‖² = ‖x‖² + ‖y‖² − 2⟨x, y⟩ and the norms' sum is the same for every permutation: the cheapest OT plan
+    between butterflies is the assignment of largest inner products, which one sweep of weight matching finds."""
+    network = network_of("onehidden", {"width": 40})
+    theta_a, theta_b = endpoint("onehidden", {"width": 40}, 0), endpoint("onehidden", {"width": 40}, 1)
+    ot, _ = get_method("ot").match(theta_a, theta_b, context(network))
+    matched, _ = get_method("weight-matching").match(theta_a, theta_b, context(network))
+    assert torch.equal(ot["h1"], matched["h1"]) and not torch.equal(ot["h1"], torch.arange(40))
