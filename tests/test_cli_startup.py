@@ -55,7 +55,8 @@ def test_defaults_are_those_of_the_modules_that_use_them():
     from lowloss.connect.flows import nu
     from lowloss.connect.flows.optimise import FitConfig
     from lowloss.data import LOADERS
-    from lowloss.models import ARCHITECTURES, NORMS
+    from lowloss.models import ARCHITECTURES
+    from lowloss.resnet import NORMS
     from lowloss.train import TrainConfig
 
     assert defaults.DATASETS == tuple(LOADERS)

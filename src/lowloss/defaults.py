@@ -11,7 +11,7 @@ DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "synthetic-mnist", "s
 ARCHITECTURES = ("onehidden", "fc3", "conv2fc1", "vgg16", "resnet20")
 """`lowloss.models.ARCHITECTURES`, in its order."""
 NORMS = ("batch", "layer", "none")
-"""`lowloss.models.NORMS`: resnet20's normalisation layers."""
+"""`lowloss.resnet.NORMS`: resnet20's normalisation layers."""
 TRAIN = {"epochs": 30, "lr": 0.01, "batch_size": 128, "weight_decay": 1e-4, "seed": 0}
 """`lowloss.train.TrainConfig()` (the paper's §5 settings)."""
 FIT_CONNECTOR = {"steps": 2000, "lr": 1e-3, "seed": 0, "layers": 6, "hidden": 128}

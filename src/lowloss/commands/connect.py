@@ -150,6 +150,7 @@ def run(args: argparse.Namespace) -> dict:
             "worst_train_loss": worst["train"]["loss"], "worst_test_loss": worst["test"]["loss"],
             "worst_test_position": worst["test"]["position"],
             "endpoint_train_acc": min(ends["train"].values()), "endpoint_test_acc": min(ends["test"].values()),
-            "legs": len(path), "points": int((table["split"] == "test").sum()), "bn_batches": args.bn_batches,
+            "legs": len(path), "points": int((table["split"] == "test").sum()),
+            **({} if refresh is None else {"bn_batches": args.bn_batches, "bn_samples": refresh.samples}),
             "build_seconds": round(built - started, 3), "seconds": round(time.perf_counter() - started, 3),
             "out": str(args.out)}

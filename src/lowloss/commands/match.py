@@ -17,7 +17,8 @@ HELP = ("match the units of two endpoints as a method does (ot, ot+wa, ot+bfly, 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("endpoint_a", type=Path, help="Θ^A: a trained model (.safetensors)")
     parser.add_argument("endpoint_b", type=Path, help="Θ^B: a trained model of the same architecture")
-    parser.add_argument("--method", default="ot", help="the method the matching is for: ot (default), ot+wa, ot+bfly, weight-matching")
+    parser.add_argument("--method", default="ot",
+                        help="the method the matching is for: ot (default), ot+wa, ot+bfly, weight-matching")
     parser.add_argument("--out", type=Path, required=True, help="output matching (.safetensors + .json)")
     parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd", help="OT solver (default emd, as the paper)")
     parser.add_argument("--wa-samples", type=count(1),
