@@ -1,6 +1,7 @@
 # lowloss workflow: train endpoints -> model set V -> connectors, matchings, curves -> every method on
-# every pair -> report. Each rule is one `lowloss` command; see rules/ (one stage per file) and
-# config.yaml (the default run). `make run` runs it with profiles/local; profiles/slurm targets Slurm.
+# every pair -> report; ensembles of each experiment's models -> their report. Each rule is one
+# `lowloss` command; see rules/ (one stage per file) and config.yaml (the default run). `make run`
+# runs it with profiles/local; profiles/slurm targets Slurm.
 
 from snakemake.utils import min_version
 
@@ -25,9 +26,11 @@ include: "rules/matchings.smk"
 include: "rules/curves.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/ensembles.smk"
 
 
 rule all:
     input:
         report_outputs,
         report_paths,  # targets themselves, so a deleted path table is made again
+        ensemble_report_outputs,

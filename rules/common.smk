@@ -17,7 +17,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # this workflow's lowloss (its method table imports no torch)
 from lowloss.connect.registry import METHODS, ROUTE_METHODS, WA_METHODS  # noqa: E402
 from lowloss.errors import did_you_mean  # noqa: E402
-from lowloss.kinds import ARCHITECTURE_KINDS, ONE_HIDDEN  # noqa: E402
+from lowloss.kinds import ARCHITECTURE_KINDS, ONE_HIDDEN, WEIGHT_LAYERS  # noqa: E402
 
 SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
 SRC = Path(workflow.basedir) / "src"
@@ -65,6 +65,22 @@ def check_config(config):
         if learned and len(seen) < 2:
             raise WorkflowError(f"{key}.model_set_seeds: {', '.join(learned)} need a model set V of at least "
                                 f"two seeds, got {len(seen)}")
+        check_ensembles(key, exp)
+
+
+def check_ensembles(key, exp):
+    """Ensemble sizes within the seeds given, WA(n) within the architecture's layers."""
+    settings = exp.get("ensembles")
+    if settings is None:
+        return
+    too_large = [size for size in settings["sizes"] or [] if size > len(settings["seeds"])]
+    if too_large:
+        raise WorkflowError(f"{key}.ensembles.sizes: {too_large[0]} models, but only {len(settings['seeds'])} seeds")
+    layers = WEIGHT_LAYERS[exp["arch"]]
+    wrong = [n for n in settings["wa_layers"] if not 1 <= n < layers]
+    if wrong:
+        raise WorkflowError(f"{key}.ensembles.wa_layers: WA({wrong[0]}) is out of range for {exp['arch']}, whose "
+                            f"{layers} weight layers allow n from 1 to {layers - 1}")
 
 
 def job_prefix(config):
@@ -151,24 +167,54 @@ REPORT_RESULTS = {
     "paths.svg": ("paths.rst", "Accuracy along the path"),
     "route.svg": ("route.rst", "The layer-wise route"),
     "worst_points.csv": ("worst_points.rst", "Worst points"),
+    "ensembles.csv": ("ensembles.rst", "Ensembles"),
+    "fig7.svg": ("fig7.rst", "Ensembles by number of models (Fig. 7)"),
 }
 
 
 # ---- input functions ----------------------------------------------------------------------------
 
+def ensemble_experiments():
+    return [name for name in config["experiments"] if experiment(name).get("ensembles")]
+
+
+def ensemble_methods(name):
+    """Ind, then WA(n) for every configured n: `ind`, `wa1`, `wa2` …"""
+    return ["ind", *(f"wa{n}" for n in experiment(name)["ensembles"]["wa_layers"])]
+
+
+def ensemble_sizes(name):
+    """The configured ensemble sizes, or every size from 2 to the number of seeds."""
+    settings = experiment(name)["ensembles"]
+    return settings["sizes"] or list(range(2, len(settings["seeds"]) + 1))
+
+
 def report_outputs(wildcards=None):
     return [f"{report_dir()}/{file}" for file in report_files()]
 
 
-def report_results():
-    """The report rule's outputs, those in REPORT_RESULTS marked for the HTML report with their captions."""
+def report_results(paths):
+    """`paths` (a rule's outputs), those in REPORT_RESULTS marked for the HTML report with their captions."""
     marked = []
-    for file, path in zip(report_files(), report_outputs()):
+    for path in paths:
+        file = os.path.basename(path)
         if file in REPORT_RESULTS:
             caption, label = REPORT_RESULTS[file]
             path = report(path, caption=f"../report/{caption}", category="Results", labels={"result": label})
         marked.append(path)
     return marked
+
+
+def ensemble_files(wildcards=None):
+    """Every ensemble of the run: experiments in config order, methods as `ensemble_methods`, sizes ascending."""
+    return [f"results/{name}/ensembles/{method}/size{size}.safetensors" for name in ensemble_experiments()
+            for method in ensemble_methods(name) for size in sorted(ensemble_sizes(name))]
+
+
+def ensemble_report_outputs(wildcards=None):
+    """What `lowloss ensemble-report` writes, when some experiment has `ensembles`."""
+    files = ["ensembles.csv", "ensembles.md", "fig7.png", "fig7.svg", "ensembles_cost.png", "ensembles_cost.svg"]
+    return [f"{report_dir()}/{file}" for file in files] if ensemble_experiments() else []
 
 
 def output_folder(wildcards, output):
@@ -202,6 +248,12 @@ def model_set_models(wildcards):
 def pair_models(wildcards):
     a, b = pair_seeds(wildcards.pair)
     return {"a": model_path(wildcards.exp, a), "b": model_path(wildcards.exp, b)}
+
+
+def ensemble_models(wildcards):
+    """The first `size` models of the experiment's ensemble seeds, model 1 (the shared backbone) first."""
+    seeds = experiment(wildcards.exp)["ensembles"]["seeds"][:int(wildcards.size)]
+    return [model_path(wildcards.exp, seed) for seed in seeds]
 
 
 def method_inputs(wildcards):
@@ -273,6 +325,12 @@ def connect_args(wildcards):
     return flags(options)
 
 
+def ensemble_args(wildcards):
+    """`--independent` for Ind, `--wa-layer N` for WA(N), and the adjustment's training samples."""
+    method = {"independent": True} if wildcards.ensemble == "ind" else {"wa_layer": int(wildcards.ensemble[2:])}
+    return flags({**method, "wa_samples": experiment(wildcards.exp)["ensembles"]["wa_samples"]})
+
+
 def tags(wildcards):
     """MLflow tags of a job: experiment, dataset, architecture and its other wildcards (seed, pair, method …)."""
     exp = experiment(wildcards.exp)
@@ -283,9 +341,17 @@ def tags(wildcards):
 
 def report_tags(wildcards):
     """MLflow tags of the report job: every experiment and dataset of the run, comma-separated."""
-    names = list(config["experiments"])
+    return summary_tags("report", list(config["experiments"]))
+
+
+def ensemble_report_tags(wildcards):
+    """MLflow tags of the ensembles' report job: the experiments with ensembles and their datasets."""
+    return summary_tags("ensemble_report", ensemble_experiments())
+
+
+def summary_tags(rule, names):
     datasets = dict.fromkeys(experiment(name)["dataset"] for name in names)
-    return tag_flags({"rule": "report", "experiment": ",".join(names), "dataset": ",".join(datasets)})
+    return tag_flags({"rule": rule, "experiment": ",".join(names), "dataset": ",".join(datasets)})
 
 
 def tag_flags(values):
@@ -363,3 +429,5 @@ wildcard_constraints:
     pair=r"\d+-\d+",
     method=r"[a-z0-9][a-z0-9+-]*",
     kind=r"[a-z0-9-]+",
+    ensemble=r"ind|wa\d+",
+    size=r"\d+",

@@ -7,7 +7,7 @@ rule report:
     input:
         paths=report_paths,
     output:
-        report_results(),
+        report_results(report_outputs()),
     params:
         out_dir=output_folder,
         tags=report_tags,

@@ -134,3 +134,14 @@ def digits_endpoints(tmp_path_factory, digits) -> callable:
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def odd_endpoints(tmp_path_factory, digits):
+    """A width-32 onehidden and an fc3 endpoint (one epoch each: only their shape matters), for the errors
+    of commands given models of different widths or architectures."""
+    folder = tmp_path_factory.mktemp("odd")
+    narrow, fc3 = folder / "narrow.safetensors", folder / "fc3.safetensors"
+    train_endpoint("onehidden", {"width": 32}, digits, TrainConfig(epochs=1), narrow, progress=False)
+    train_endpoint("fc3", {"widths": [16, 8]}, digits, TrainConfig(epochs=1), fc3, progress=False)
+    return narrow, fc3

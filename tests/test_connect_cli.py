@@ -66,16 +66,6 @@ def test_methods_lists_every_method_with_its_description(capsys):
     assert "chains of dense and conv layers" in lines["ot+wa"] and "one hidden layer" in lines["realnvp-flow"]
 
 
-@pytest.fixture(scope="module")
-def odd_endpoints(tmp_path_factory):
-    """A narrower onehidden and an fc3 endpoint (one epoch each: only their shape matters)."""
-    folder, data = tmp_path_factory.mktemp("odd"), load_dataset("digits")
-    narrow, fc3 = folder / "narrow.safetensors", folder / "fc3.safetensors"
-    train_endpoint("onehidden", {"width": 32}, data, TrainConfig(epochs=1), narrow, progress=False)
-    train_endpoint("fc3", {"widths": [16, 8]}, data, TrainConfig(epochs=1), fc3, progress=False)
-    return narrow, fc3
-
-
 def test_bad_input_is_one_line_and_writes_nothing(pair, odd_endpoints, tmp_path, capsys):
     narrow, fc3 = odd_endpoints
     out = tmp_path / "p.csv"

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from lowloss.errors import LowlossError
-from lowloss.figures import route_positions, stage_positions
+from lowloss.figures import END_POINTS, legend_entries, route_positions, stage_positions
 from lowloss.report import build_report, format_cell
 from tests.conftest import assert_one_line_error, run_cli, run_main
 
@@ -197,3 +197,21 @@ def test_bad_path_tables_are_refused_naming_the_file_and_row(results, capsys, da
     assert str(error.value).startswith(f"{csvs[1]}: ") and fragment in str(error.value)
     assert_one_line_error(run_main(capsys, "report", *csvs, "--out-dir", out), f"{csvs[1]}: ", fragment)
     assert not out.exists()
+
+
+def test_the_legend_holds_the_methods_of_every_panel_once():
+    """A Table 1 and a Table 2 experiment draw different methods; the one legend must name them all."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2)
+    left.plot([0, 1], [0, 1], label="ot")
+    left.plot([0, 1], [0, 1], label=END_POINTS)
+    right.plot([0, 1], [0, 1], label="linear+bfly")
+    right.plot([0, 1], [0, 1], label="ot")
+    handles, labels = legend_entries([left, right], ["linear", "ot", "linear+bfly"])
+    plt.close(fig)
+    assert labels == ["ot", "linear+bfly", END_POINTS]
+    assert handles[1].get_label() == "linear+bfly"

@@ -30,7 +30,9 @@ EXPERIMENT, DEEP = "digits-tiny", "digits-fc3-tiny"
 REPORT = Path("results/report/test-tiny")
 MLFLOW_EXPERIMENT = "lowloss-test-tiny"
 REPORT_FILES = ["table1.csv", "table1.md", "table1.tex", "table2.csv", "table2.md", "table2.tex", "worst_points.csv",
-                "paths.png", "paths.svg", "route.png", "route.svg"]
+                "paths.png", "paths.svg", "route.png", "route.svg", "ensembles.csv", "ensembles.md", "fig7.png", "fig7.svg",
+                "ensembles_cost.png", "ensembles_cost.svg"]
+ENSEMBLES = ["ind", "wa1", "wa2"]  # the deep experiment's ensembles of its two endpoints
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +99,8 @@ def test_every_stage_runs_and_every_output_exists(workflow):
     pairs = ["0-1", "2-3"]
     deep = config["experiments"][DEEP]["methods"]
     assert plan == Counter(train=6 + 2, model_set=1, fit_connector=1, match=2 + 1, fit_curve=2,
-                           connect=2 * len(config["methods"]) + len(deep), report=1, all=1)
+                           connect=2 * len(config["methods"]) + len(deep), report=1,
+                           ensemble=len(ENSEMBLES), ensemble_report=1, all=1)
     results = workdir / "results" / EXPERIMENT
     for seed in (0, 1, 2, 3, 10, 11):
         assert (results / "models" / f"seed{seed}.safetensors").is_file()
@@ -113,6 +116,8 @@ def test_every_stage_runs_and_every_output_exists(workflow):
     assert (workdir / "results" / DEEP / "matchings" / "ot+wa" / "0-1.safetensors").is_file()
     for method in deep:
         assert (workdir / "results" / DEEP / "paths" / method / "0-1.csv").is_file()
+    for method in ENSEMBLES:
+        assert (workdir / "results" / DEEP / "ensembles" / method / "size2.safetensors").is_file()
     for name in REPORT_FILES:
         assert (workdir / REPORT / name).stat().st_size > 0
 
@@ -135,6 +140,19 @@ def test_tables_have_every_method_and_end_points_in_percent(workflow):
     deep = pd.read_csv(workdir / REPORT / "table2.csv", header=[0, 1], index_col=0)
     assert list(deep.index) == [*config["experiments"][DEEP]["methods"], "End Points"]  # the paper's order
     assert list(deep.columns) == [(DEEP, "train"), (DEEP, "test")]
+
+
+def test_the_ensembles_table_has_every_method_by_number_of_models(workflow):
+    workdir, _ = workflow
+    table = pd.read_csv(workdir / REPORT / "ensembles.csv")
+    assert list(dict.fromkeys(table["label"])) == ["Ind", "WA(2)", "WA(1)", "best single model"]
+    assert sorted(table.loc[table["method"] == "ind", "models"]) == [1, 2]
+    model1 = table[table["models"] == 1].drop_duplicates("method").set_index("method")["test_acc"]
+    assert model1["ind"] == model1["wa1"] == model1["wa2"] <= model1["best"]  # every line starts at model 1
+    pair = table[table["models"] == 2].set_index("method")
+    assert pair.loc["ind", "flops_ratio"] == 2 and pair.loc["wa1", "flops_ratio"] == 1
+    assert 1 < pair.loc["wa2", "flops_ratio"] < 2
+    assert table["test_acc"].between(0, 100).all()
 
 
 def mlflow_runs(workdir: Path) -> list:
@@ -160,6 +178,8 @@ def test_every_job_logged_one_mlflow_run_with_tags_metrics_and_files(workflow):
         assert tags["dataset"] == "digits"
         if tags["rule"] == "report":  # the report covers both experiments
             assert tags["experiment"] == f"{EXPERIMENT},{DEEP}"
+        elif tags["rule"] == "ensemble_report":  # only the deep experiment has ensembles
+            assert tags["experiment"] == DEEP
         else:
             assert (tags["experiment"], tags["arch"]) in {(EXPERIMENT, "onehidden"), (DEEP, "fc3")}
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -206,11 +226,12 @@ def test_the_html_report_holds_the_description_the_tables_and_the_figure(workflo
     snakemake(workdir, "--report", "report.html")
     html = (workdir / "report.html").read_text()
     files = embedded_files(html)
-    for name in ("table1.csv", "worst_points.csv", "paths.svg"):
+    for name in ("table1.csv", "worst_points.csv", "paths.svg", "ensembles.csv", "fig7.svg"):
         assert files[name] == (workdir / REPORT / name).read_bytes()
     text = re.sub(r"(\\n|\s)+", " ", html)  # captions sit in JSON strings, lines broken by \n
     assert "worst accuracy (%) along the path" in text  # Table 1's caption
     assert "Accuracy along the path" in text  # the figure's label
+    assert "The paper's **Fig. 7**" in text or "paper's <strong>Fig. 7</strong>" in text  # its caption
     assert "experiments <tt" in text and "digits-tiny" in text  # the workflow description, from the config
 
 
@@ -273,8 +294,9 @@ def test_changing_the_training_epochs_reruns_everything_downstream(workflow, tmp
     workdir, plan = workflow
     config = write_config(tmp_path / "epochs.yaml",
                           lambda c: c["experiments"][EXPERIMENT]["train"].update(epochs=4))
-    # the deep experiment's two endpoints, its matching and its two paths are untouched
-    assert planned_jobs(workdir, config) == plan - Counter(train=2, match=1, connect=2)
+    # the deep experiment's two endpoints, its matching, its two paths and its ensembles are untouched
+    assert planned_jobs(workdir, config) == plan - Counter(train=2, match=1, connect=2, ensemble=len(ENSEMBLES),
+                                                           ensemble_report=1)
 
 
 def test_deleting_one_path_table_reruns_only_that_job(workflow):
@@ -335,6 +357,12 @@ def test_lint_is_clean():
      f"config: experiments.{EXPERIMENT}.arch_options: 'widths' is not one of ['width']"),
     (lambda c: c["experiments"][EXPERIMENT].update(pairs=[[0, 10]]),
      f"config: experiments.{EXPERIMENT}.pairs: seed 10 is also in model_set_seeds"),
+    (lambda c: c["experiments"][DEEP]["ensembles"].update(wa_layers=[3]),
+     f"config: experiments.{DEEP}.ensembles.wa_layers: WA(3) is out of range for fc3, whose 3 weight layers"),
+    (lambda c: c["experiments"][DEEP]["ensembles"].update(sizes=[3]),
+     f"config: experiments.{DEEP}.ensembles.sizes: 3 models, but only 2 seeds"),
+    (lambda c: c["experiments"][DEEP]["ensembles"].update(seeds=[0]),
+     f"config: experiments.{DEEP}.ensembles.seeds: [0] is too short"),
 ])
 def test_a_bad_config_stops_before_any_job_naming_the_key(tmp_path, change, fragment):
     config = write_config(tmp_path / "bad.yaml", change)

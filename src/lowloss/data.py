@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lowloss.artifacts import write_atomic
 from lowloss.errors import LowlossError, unknown_name
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -103,8 +104,9 @@ def _targets(split) -> np.ndarray:
 
 
 def _fashion_mnist(root: Path, download: bool) -> Dataset:
-    if not download:
-        install_debian_fashion_mnist(root)
+    """Debian's files when installed (the same images; torchvision then finds them and downloads nothing),
+    else torchvision's download when asked for."""
+    install_debian_fashion_mnist(root)
     return _torchvision("FashionMNIST", "fashion-mnist", root, download)
 
 
@@ -121,12 +123,14 @@ def install_debian_fashion_mnist(root: Path, source: Path = DEBIAN_FASHION_MNIST
     raw.mkdir(parents=True, exist_ok=True)
     for gz in sources:
         target = raw / gz.name.removesuffix(".gz")
-        if not target.exists():
-            tmp = target.with_suffix(".tmp")
-            with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            tmp.replace(target)
+        if not target.exists():  # atomic, under a unique name: jobs of several experiments may unpack at once
+            write_atomic(target, lambda tmp, gz=gz: _gunzip(gz, tmp))
     return True
+
+
+def _gunzip(source: Path, target: Path) -> None:
+    with gzip.open(source, "rb") as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst)
 
 
 def _synthetic(shape: tuple[int, int, int], name: str, n_train: int = 1000, n_test: int = 500) -> Dataset:

@@ -72,6 +72,17 @@ def save_figure(fig, out_stem: Path) -> list[Path]:
     return written
 
 
+def legend_entries(axes, methods: Sequence[str]) -> tuple[list, list[str]]:
+    """(handles, labels) of every method drawn in any panel, once, in `methods` order, End Points last:
+    experiments may compare different methods, so no single panel holds them all."""
+    drawn = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            drawn.setdefault(label, handle)
+    labels = [label for label in [*methods, END_POINTS] if label in drawn]
+    return [drawn[label] for label in labels], labels
+
+
 def plot_paths(runs: Sequence, endpoints: dict[tuple[str, int], dict[str, float]], methods: Sequence[str],
                experiments: Sequence[str], out_stem: Path) -> list[Path]:
     """Accuracy along the path: one panel per experiment (columns) and split (rows), one line per method.
@@ -98,8 +109,7 @@ def plot_paths(runs: Sequence, endpoints: dict[tuple[str, int], dict[str, float]
             _accuracy_axis(ax)
             ax.set_xlim(-0.02, 1.02)
         axes[-1, col].set_xlabel(X_LABEL)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=9, frameon=False)
+    fig.legend(*legend_entries(axes.flat, methods), loc="center right", fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0, 1 - 2.3 / fig.get_figwidth(), 1))
     return save_figure(fig, out_stem)
 
@@ -198,3 +208,41 @@ def _mark_endpoints(ax, runs: Sequence, endpoints: dict[tuple[str, int], dict[st
     a = np.mean([endpoints[experiment, s[0]][split] for s in seeds])
     b = np.mean([endpoints[experiment, s[1]][split] for s in seeds])
     ax.plot([0, 1], [a, b], "o", color="black", markersize=7, label=END_POINTS, zorder=5)
+
+
+def plot_ensembles(table: pd.DataFrame, best_label: str, out_stem: Path) -> list[Path]:
+    """The paper's Fig. 7, one panel per experiment: test accuracy against the number of models in the
+    ensemble, one line per method (`ensembles_table`'s rows), the best single model as a dashed line."""
+    return _ensemble_panels(table, best_label, "models", "number of models in the ensemble", out_stem)
+
+
+def plot_ensemble_costs(table: pd.DataFrame, best_label: str, out_stem: Path) -> list[Path]:
+    """Test accuracy against inference FLOPs per sample (× one model), one panel per experiment: what each
+    extra point of accuracy costs with each method (the marks are ensemble sizes 1, 2, …)."""
+    return _ensemble_panels(table, best_label, "flops_ratio", "inference FLOPs per sample (× one model)", out_stem)
+
+
+def _ensemble_panels(table: pd.DataFrame, best_label: str, x: str, xlabel: str, out_stem: Path) -> list[Path]:
+    plt = _pyplot()
+    experiments = list(dict.fromkeys(table["experiment"]))
+    fig, axes = plt.subplots(1, len(experiments), figsize=(4.8 * len(experiments), 3.8), squeeze=False)
+    for ax, experiment in zip(axes[0], experiments):
+        rows = table[table["experiment"] == experiment]
+        for i, (label, line) in enumerate(rows[rows["label"] != best_label].groupby("label", sort=False)):
+            line = line.sort_values("models")
+            ax.plot(line[x], line["test_acc"], "o-", color=f"C{i}", label=label, markersize=4)
+            if x != "models":  # mark each point with its number of models
+                for n, cost, acc in line[["models", x, "test_acc"]].itertuples(index=False):
+                    ax.annotate(str(n), (cost, acc), textcoords="offset points", xytext=(3, 3), fontsize=7,
+                                color=f"C{i}")
+        for best in rows.loc[rows["label"] == best_label, "test_acc"]:
+            ax.axhline(best, color="black", linestyle="--", linewidth=1, label=best_label)
+        if x == "models":
+            ax.set_xticks(sorted(rows["models"].unique()))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(experiment, fontsize=11)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, out_stem)

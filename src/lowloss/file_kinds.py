@@ -21,6 +21,7 @@ KINDS = {
     "checkpoint": "a training checkpoint (resumed by the command that wrote it)",
     "breakpoint": "a breakpoint of a saved path (from `lowloss connect --save-path`)",
     "model-set": "a model set manifest (from `lowloss model-set`)",
+    "ensemble": "an ensemble (from `lowloss ensemble`)",
     "path-table": "a path table (from `lowloss connect`)",
     "report-table": "a table of the report (from `lowloss report`)",
 }

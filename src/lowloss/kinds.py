@@ -13,3 +13,7 @@ INCLUDES = {ANY: {ANY, LAYERED, ONE_HIDDEN}, LAYERED: {LAYERED, ONE_HIDDEN}, ONE
 
 ARCHITECTURE_KINDS = {"onehidden": ONE_HIDDEN, "fc3": LAYERED, "conv2fc1": LAYERED, "vgg16": LAYERED,
                       "resnet20": ANY}
+
+WEIGHT_LAYERS = {"onehidden": 2, "fc3": 3, "conv2fc1": 3, "vgg16": 16, "resnet20": 22}
+"""Dense and conv layers of each architecture (WA(n) of an ensemble needs 1 ≤ n < this); a test checks it
+against `lowloss.network.Network`."""

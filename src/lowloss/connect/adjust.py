@@ -105,6 +105,24 @@ def fit_layer(layer: Layer, x: Tensor, inputs: Callable[[Tensor], Sequence[Tenso
     return [layer_tensors(layer, problem.solve()) for problem in problems or []]
 
 
+def fit_layer_targets(layer: Layer, x: Tensor, inputs: Callable[[Tensor], Tensor],
+                      targets: Callable[[Tensor], Sequence[Tensor]]) -> list[dict[str, Tensor]]:
+    """Least-squares weights of `layer` reading one input for several targets, in one pass over x.
+
+    The columns of [F 1] W ≈ [Y_1 … Y_K] are independent problems sharing F's Gram matrix, so K
+    layers cost one accumulation and one factorisation (the WA-ensemble's members all read model 1's
+    features, §6). `targets(xb)` gives the K layer outputs on a batch; returns K weight (and bias) dicts.
+    """
+    problem, count = LeastSquares(layer.bias is not None), 0
+    batch = _batch_size(layer, x, lambda xb: [inputs(xb)])
+    for start in range(0, len(x), batch):
+        xb = x[start:start + batch]
+        outputs = [layer.output_rows(y) for y in targets(xb)]
+        problem.add(layer.rows(inputs(xb)), torch.cat(outputs, 1))
+        count = len(outputs)
+    return [layer_tensors(layer, part) for part in problem.solve().chunk(count, 1)]
+
+
 def _batch_size(layer: Layer, x: Tensor, inputs: Callable[[Tensor], Sequence[Tensor]]) -> int:
     """Samples per batch so that one point's rows stay within ROW_BUDGET (conv layers have many per sample)."""
     probe = inputs(x[:1])

@@ -92,20 +92,25 @@ def on_device(params: Params, device: torch.device) -> Params:
 
 def flops_per_point(model: nn.Module, input_shape: Sequence[int]) -> float:
     """Approximate forward FLOPs of one sample (2 x multiply-adds of linear and conv layers)."""
-    total = 0
+    return sum(layer_flops(model, input_shape).values())
 
-    def count(module, inputs, output):
-        nonlocal total
+
+def layer_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
+    """`flops_per_point` per linear and conv layer, by module name (what a shared backbone saves)."""
+    flops: dict[str, float] = {}
+
+    def count(name: str, module: nn.Module, output: torch.Tensor) -> None:
         if isinstance(module, nn.Linear):
-            total += 2 * module.in_features * module.out_features
-        elif isinstance(module, nn.Conv2d):
-            total += 2 * math.prod(module.weight.shape[1:]) * output.numel()
+            flops[name] = flops.get(name, 0.0) + 2 * module.in_features * module.out_features
+        else:
+            flops[name] = flops.get(name, 0.0) + 2 * math.prod(module.weight.shape[1:]) * output.numel()
 
-    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    handles = [m.register_forward_hook(lambda module, inputs, output, name=name: count(name, module, output))
+               for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     try:
         with torch.no_grad():
             model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
     finally:
         for handle in handles:
             handle.remove()
-    return float(total)
+    return flops
