@@ -56,10 +56,12 @@ def test_defaults_are_those_of_the_modules_that_use_them():
     from lowloss.connect.flows.optimise import FitConfig
     from lowloss.data import LOADERS
     from lowloss.models import ARCHITECTURES
+    from lowloss.resnet import NORMS
     from lowloss.train import TrainConfig
 
     assert defaults.DATASETS == tuple(LOADERS)
     assert defaults.ARCHITECTURES == tuple(ARCHITECTURES)
+    assert defaults.NORMS == NORMS
     assert defaults.TRAIN == {key: value for key, value in asdict(TrainConfig()).items() if key in defaults.TRAIN}
     fit = asdict(FitConfig())
     assert defaults.FIT_CONNECTOR == {"steps": fit["steps"], "lr": fit["lr"], "seed": fit["seed"],

@@ -117,4 +117,4 @@ def test_deep_networks_connect_through_their_route_with_a_precomputed_matching(o
     assert line["legs"] > 4 and stages == [1, 2, 3]
     result = run_main(capsys, "connect", fc3, other, "--method", "ot+wa", "--matching", matching,
                       "--out", tmp_path / "q.csv", "--no-progress")
-    assert_one_line_error(result, "matching was computed on a route fitted with")
+    assert_one_line_error(result, "matching was computed with", "this connection uses")

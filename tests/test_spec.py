@@ -13,6 +13,9 @@ CASES = [
     ("conv2fc1", (1, 28, 28), {"channels": [6, 8]}),
     ("conv2fc1", (3, 32, 32), {"channels": [4, 5]}),
     ("vgg16", (3, 32, 32), {"width_multiplier": 1 / 16}),
+    ("resnet20", (3, 32, 32), {"width_multiplier": 1 / 8, "norm": "batch"}),
+    ("resnet20", (1, 8, 8), {"width_multiplier": 1 / 4, "norm": "layer"}),
+    ("resnet20", (1, 8, 8), {"width_multiplier": 1 / 4, "norm": "none"}),
 ]
 
 
@@ -23,10 +26,21 @@ def random_perms(model, params, seed=0):
 
 
 def network(arch, shape, options):
-    """(model, its parameters, a batch of inputs), all from seed 0."""
+    """(model in eval mode, its parameters, a batch of inputs), all from seed 0.
+
+    Biases, normalisation scales and shifts and BatchNorm's running statistics are drawn at random: at
+    their initial values (zeros, ones) a permutation would leave them unchanged whatever the spec says.
+    """
     torch.manual_seed(0)
     model = build_model(arch, shape, 10, options).eval()
-    return model, {k: v.detach() for k, v in model.state_dict().items()}, torch.randn(7, *shape)
+    params = {k: randomised(k, v.detach()) for k, v in model.state_dict().items()}
+    return model, params, torch.randn(7, *shape)
+
+
+def randomised(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.dim() != 1 or not tensor.is_floating_point():
+        return tensor
+    return torch.rand_like(tensor) + 0.5 if key.endswith("running_var") else torch.randn_like(tensor)
 
 
 @pytest.mark.parametrize("arch,shape,options", CASES)

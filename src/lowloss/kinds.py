@@ -11,8 +11,9 @@ ONE_HIDDEN = "networks with one hidden layer"
 INCLUDES = {ANY: {ANY, LAYERED, ONE_HIDDEN}, LAYERED: {LAYERED, ONE_HIDDEN}, ONE_HIDDEN: {ONE_HIDDEN}}
 """The kinds of network a method for each kind applies to (a one-hidden network is a chain too)."""
 
-ARCHITECTURE_KINDS = {"onehidden": ONE_HIDDEN, "fc3": LAYERED, "conv2fc1": LAYERED, "vgg16": LAYERED}
+ARCHITECTURE_KINDS = {"onehidden": ONE_HIDDEN, "fc3": LAYERED, "conv2fc1": LAYERED, "vgg16": LAYERED,
+                      "resnet20": ANY}
 
-WEIGHT_LAYERS = {"onehidden": 2, "fc3": 3, "conv2fc1": 3, "vgg16": 16}
+WEIGHT_LAYERS = {"onehidden": 2, "fc3": 3, "conv2fc1": 3, "vgg16": 16, "resnet20": 22}
 """Dense and conv layers of each architecture (WA(n) of an ensemble needs 1 ≤ n < this); a test checks it
 against `lowloss.network.Network`."""

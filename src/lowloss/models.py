@@ -17,6 +17,7 @@ from torch import nn
 from lowloss.artifacts import Artifact, ArtifactError, load_weights
 from lowloss.errors import LowlossError
 from lowloss.file_kinds import require_kind
+from lowloss.resnet import ResNet20
 from lowloss.spec import Spec, conv, dense
 
 
@@ -151,6 +152,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "fc3": Architecture(FC3, {"widths": [6144, 2000]}),
     "conv2fc1": Architecture(Conv2FC1, {"channels": [32, 64]}),
     "vgg16": Architecture(VGG16, {"width_multiplier": 1.0}),
+    "resnet20": Architecture(ResNet20, {"width_multiplier": 1.0, "norm": "batch"}),
 }
 
 

@@ -185,11 +185,12 @@ class Network:
 
 
 class Segment:
-    """A stretch of the network, called functionally with the parameters it uses (others are ignored)."""
+    """A stretch of the network, called functionally with the tensors it uses (others are ignored): its
+    parameters and buffers (BatchNorm's running statistics are part of a point too)."""
 
     def __init__(self, module: fx.GraphModule):
         self.module = module
-        self.keys = frozenset(key for key, _ in module.named_parameters())
+        self.keys = frozenset(module.state_dict())
 
     def __call__(self, params: Params, x: Tensor) -> Tensor:
         return functional_call(self.module, {key: params[key] for key in self.keys}, (x,))

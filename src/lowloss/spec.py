@@ -87,6 +87,16 @@ def conv(name: str, group_in: str | None, group_out: str | None, bias: bool = Tr
     return entries
 
 
+def norm(name: str, group: str, running_stats: bool) -> dict[str, Axes]:
+    """Spec entries of a per-channel normalisation: scale and shift, and BatchNorm's running statistics and
+    its batch counter (a scalar of no group)."""
+    tensors = ("weight", "bias", "running_mean", "running_var") if running_stats else ("weight", "bias")
+    entries: dict[str, Axes] = {f"{name}.{tensor}": (group,) for tensor in tensors}
+    if running_stats:
+        entries[f"{name}.num_batches_tracked"] = ()
+    return entries
+
+
 def unit_view(tensor: torch.Tensor, axis: int, n_units: int) -> torch.Tensor:
     """View `tensor` with the units of a group on axis 0 and everything else flattened: (n, -1).
 
@@ -114,6 +124,11 @@ def permute(params: Params, spec: Spec, perms: dict[str, torch.Tensor]) -> Param
     for group, perm in perms.items():
         n = spec.size(params, group)
         for key, axis in spec.members(group):
-            units = unit_view(out[key], axis, n)
-            out[key] = from_unit_view(units[perm.to(units.device)], out[key], axis)
+            out[key] = permute_axis(out[key], axis, n, perm)
     return out
+
+
+def permute_axis(tensor: torch.Tensor, axis: int, n_units: int, perm: torch.Tensor) -> torch.Tensor:
+    """`tensor` with the n_units units on `axis` reordered: unit i of the result is unit perm[i]."""
+    units = unit_view(tensor, axis, n_units)
+    return from_unit_view(units[perm.to(units.device)], tensor, axis)

@@ -46,7 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="*+wa, *+bfly: training samples the weight adjustments are fitted on (default all)")
     parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd",
                         help="OT solver (default emd, as the paper)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (WA's sample subset)")
+    parser.add_argument("--bn-batches", type=count(1), metavar="N",
+                        help="recompute BatchNorm's running statistics at every evaluated point from N fixed "
+                             "training batches of 128 (networks with BatchNorm only)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of every random choice (WA's sample subset, the --bn-batches batches)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -118,6 +122,7 @@ def run(args: argparse.Namespace) -> dict:
     from lowloss.connect.context import Context, Options
     from lowloss.connect.registry import get_method
     from lowloss.evaluate import endpoint_scores, evaluate_path, worst_points
+    from lowloss.evaluate.batchnorm import BatchNormRefresh
     from lowloss.network import Network
 
     started = time.perf_counter()
@@ -131,10 +136,11 @@ def run(args: argparse.Namespace) -> dict:
                   connector=optional_weights(args.connector), curve=optional_weights(args.curve),
                   matching=optional_weights(args.matching))
     method.check(ctx.network, artifact_a.meta["arch"], ctx)
+    refresh = None if args.bn_batches is None else BatchNormRefresh(ctx.model, data.x_train, args.bn_batches, args.seed)
     theta_a, theta_b = endpoint_params(artifact_a, artifact_b, data)
     path = method.build(theta_a, theta_b, ctx)
     built = time.perf_counter()
-    table = evaluate_path(ctx.network, path, data, args.points, progress=not args.no_progress)
+    table = evaluate_path(ctx.network, path, data, args.points, progress=not args.no_progress, refresh=refresh)
     table.insert(1, "arch", artifact_a.meta["arch"])
     worst, ends = worst_points(table), endpoint_scores(table)
     if args.save_path is not None:
@@ -145,5 +151,6 @@ def run(args: argparse.Namespace) -> dict:
             "worst_test_position": worst["test"]["position"],
             "endpoint_train_acc": min(ends["train"].values()), "endpoint_test_acc": min(ends["test"].values()),
             "legs": len(path), "points": int((table["split"] == "test").sum()),
+            **({} if refresh is None else {"bn_batches": args.bn_batches, "bn_samples": refresh.samples}),
             "build_seconds": round(built - started, 3), "seconds": round(time.perf_counter() - started, 3),
             "out": str(args.out)}

@@ -1,4 +1,4 @@
-"""Compute the OT matching a method uses once per pair, for `connect --method M --matching FILE`."""
+"""Compute the unit matching a method uses once per pair, for `connect --method M --matching FILE`."""
 
 from __future__ import annotations
 
@@ -10,18 +10,21 @@ from lowloss.commands.options import add_dataset_options, add_device_option, cou
 from lowloss.connect.context import OT_SOLVERS
 
 NAME = "match"
-HELP = "OT-match the units of two endpoints as a method does (ot, ot+wa, ot+bfly) and save the permutations"
+HELP = ("match the units of two endpoints as a method does (ot, ot+wa, ot+bfly, weight-matching) and save the "
+        "permutations")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("endpoint_a", type=Path, help="Θ^A: a trained model (.safetensors)")
     parser.add_argument("endpoint_b", type=Path, help="Θ^B: a trained model of the same architecture")
-    parser.add_argument("--method", default="ot", help="the method the matching is for: ot (default), ot+wa, ot+bfly")
+    parser.add_argument("--method", default="ot",
+                        help="the method the matching is for: ot (default), ot+wa, ot+bfly, weight-matching")
     parser.add_argument("--out", type=Path, required=True, help="output matching (.safetensors + .json)")
     parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd", help="OT solver (default emd, as the paper)")
     parser.add_argument("--wa-samples", type=count(1),
                         help="route methods: training samples the route's weight adjustments are fitted on (default all)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the --wa-samples subset")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the --wa-samples subset, and of weight-matching's order of the groups")
     add_dataset_options(parser)
     add_device_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")

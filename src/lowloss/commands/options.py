@@ -13,7 +13,7 @@ import math
 import time
 from typing import TYPE_CHECKING
 
-from lowloss.defaults import ARCHITECTURES, DATASETS
+from lowloss.defaults import ARCHITECTURES, DATASETS, NORMS
 from lowloss.errors import LowlossError, unknown_name
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def _float(text: str) -> float:
 
 
 ARCH_OPTION_FLAGS = {"width": "--width", "widths": "--widths", "channels": "--channels",
-                     "width_multiplier": "--width-multiplier"}
+                     "width_multiplier": "--width-multiplier", "norm": "--norm"}
 
 
 def add_arch_options(parser: argparse.ArgumentParser) -> None:
@@ -127,7 +127,9 @@ def add_arch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=count(1), help="onehidden: hidden units (default 2000)")
     parser.add_argument("--widths", type=int_list, help="fc3: hidden widths, e.g. 6144,2000")
     parser.add_argument("--channels", type=int_list, help="conv2fc1: conv channels, e.g. 32,64")
-    parser.add_argument("--width-multiplier", type=positive_float, help="vgg16: scale every layer's width")
+    parser.add_argument("--width-multiplier", type=positive_float, help="vgg16, resnet20: scale every layer's width")
+    parser.add_argument("--norm", type=choice("norm", NORMS), metavar="KIND",
+                        help=f"resnet20: normalisation layers, one of {', '.join(NORMS)} (default batch)")
 
 
 def arch_options_from_args(args: argparse.Namespace) -> dict:

@@ -146,6 +146,9 @@ def fit_curve(kind: str, n_points: int, model_a: Artifact, model_b: Artifact, da
         raise LowlossError(f"a curve needs at least 3 points (one bend), got {n_points}")
     device = data.x_train.device
     net = model_from_artifact(model_a).to(device).train()  # train mode: dropout as in endpoint training
+    if any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in net.modules()):
+        raise LowlossError(f"{model_a.path}: Garipov curves through BatchNorm layers are not supported (the running "
+                           f"statistics would have to follow the curve); use endpoints with --norm layer or none")
     theta_a, theta_b = ({k: v.to(device) for k, v in m.tensors.items()} for m in (model_a, model_b))
     curve = Curve(kind, theta_a, theta_b, linear_bends(theta_a, theta_b, n_points))
     produced_by = {"kind": "curve", "curve": kind, "points": n_points, "arch": model_a.meta["arch"],

@@ -103,8 +103,7 @@ def load_matching(matching: Artifact, method: str, ctx: Context, theta_b: Params
             raise LowlossError(f"{path}: matching was computed for other endpoints "
                                f"(run `lowloss match {ctx.endpoints[0].path} {ctx.endpoints[1].path}`)")
     if meta.get("fitted") != fitted:
-        raise LowlossError(f"{path}: matching was computed on a route fitted with {meta.get('fitted')}, "
-                           f"this one is fitted with {fitted}")
+        raise LowlossError(f"{path}: matching was computed with {meta.get('fitted')}, this connection uses {fitted}")
     perms = {key.removeprefix(PREFIX): tensor.long() for key, tensor in matching.tensors.items()}
     spec = ctx.spec
     if set(perms) != set(spec.groups):

@@ -97,8 +97,12 @@ def _catalogue() -> dict[str, Method]:
                "the output layer moves with the last group's units)", "lowloss.connect.interpolate:arc_path",
                LAYERED),
         Method("ot", "OT matching of every hidden group in turn, a straight leg to the matched Θ^B, then one leg per "
-               "unit swap (§3.4)", "lowloss.connect.permutation:ot_path", LAYERED, accepts=("matching",),
+               "unit swap (§3.4)", "lowloss.connect.permutation:ot_path", ANY, accepts=("matching",),
                matcher="lowloss.connect.permutation:ot_matching"),
+        Method("weight-matching", "Git Re-Basin's weight matching (permutation coordinate descent over every group), "
+               "a straight leg to the matched Θ^B, then one leg per unit swap",
+               "lowloss.connect.weight_matching:weight_matching_path", ANY, accepts=("matching",),
+               matcher="lowloss.connect.weight_matching:weight_matching_matcher"),
     ]
     for first, how in FIRST_LAYERS.items():
         ot = {"accepts": ("matching",), "matcher": "lowloss.connect.layerwise:route_matching"} if first == "ot" else {}

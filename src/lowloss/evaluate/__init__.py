@@ -6,8 +6,9 @@ never sampled). Three strategies share the work, picked per leg:
 * one-hidden-layer networks: `OneHiddenForm`'s low-rank first layer and rank-one swap legs;
 * chains of dense and conv layers: `LayeredEngine`, which runs the layers a chunk of points shares
   once and only the changing ones per point, and evaluates swap legs from the base's activations;
-* anything else: the stacked parameters of a chunk go through `torch.func.functional_call` under
-  `vmap`, one data batch at a time.
+* anything else (a residual network, `Network.is_chain` false): the stacked parameters of a chunk go
+  through `torch.func.functional_call` under `vmap`, one data batch at a time; the midpoints of many
+  swap legs share a chunk.
 
 Chunk sizes come from a memory budget and the model's per-sample activation size.
 """
@@ -20,14 +21,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from lowloss.connect.path import Leg, Path
+from lowloss.connect.path import Leg, Path, stack_params, unstack_params
 from lowloss.connect.permutation import SwapLeg
 from lowloss.data import Dataset
+from lowloss.evaluate.batchnorm import BatchNormRefresh
 from lowloss.evaluate.layered import LayeredEngine
 from lowloss.evaluate.onehidden import OneHiddenForm
 from lowloss.evaluate.scores import (MEMORY_BUDGET, Scores, activation_elements, chunk_sizes, evaluate_stacked,
                                      low_rank, on_device)
 from lowloss.network import Network
+from lowloss.spec import Params
 
 COLUMNS = ["method", "leg", "leg_name", "stage", "t", "position", "split", "loss", "acc"]
 SWAP_CHECK_SAMPLES = 64
@@ -52,11 +55,17 @@ def path_grids(path: Path, points: int) -> list[list[float]]:
 
 
 class Evaluator:
-    """The strategies for one network on one device, and the chunking that keeps them in a memory budget."""
+    """The strategies for one network on one device, and the chunking that keeps them in a memory budget.
 
-    def __init__(self, network: Network, data: Dataset, theta_a, budget: int, fast: bool, points: int):
-        self.network, self.data, self.budget = network, data, budget
+    With `refresh`, every point's BatchNorm statistics are measured on it first; points then go through the
+    generic engine only (the fast strategies reuse activations across points, which new statistics change).
+    """
+
+    def __init__(self, network: Network, data: Dataset, theta_a, budget: int, fast: bool, points: int,
+                 refresh: BatchNormRefresh | None = None):
+        self.network, self.data, self.budget, self.refresh = network, data, budget, refresh
         self.device = data.x_train.device
+        fast = fast and refresh is None
         self.form = OneHiddenForm.of(network, on_device(theta_a, self.device), data.x_train[:256]) if fast else None
         self.layered = LayeredEngine(network, batched=self.device.type == "cuda") if fast and network.is_chain else None
         self.points_per_chunk, self.batch = chunk_sizes(network.model, data.input_shape, points, budget)
@@ -69,7 +78,7 @@ class Evaluator:
         if self.layered is not None and leg.fn is None:  # a straight leg: nothing that stays still is stacked
             plan = self.layered.plan_straight(on_device(leg.start, self.device), on_device(leg.end, self.device), ts)
             return {split: self.layered.points(plan, *data.split(split), batch) for split in splits}
-        stacked = on_device(leg.at(ts), self.device)
+        stacked = self.prepared(leg.at(ts))
         if self.form is not None:
             factors = low_rank(self.form.first_layer(stacked))
             return {split: self.form.evaluate(stacked, *data.split(split), batch, factors) for split in splits}
@@ -77,6 +86,11 @@ class Evaluator:
             plan = self.layered.plan_stacked(stacked)
             return {split: self.layered.points(plan, *data.split(split), batch) for split in splits}
         return {split: evaluate_stacked(self.network.model, stacked, *data.split(split), batch) for split in splits}
+
+    def prepared(self, stacked: Params) -> Params:
+        """Stacked points on the device, with their own BatchNorm statistics when refreshed."""
+        stacked = on_device(stacked, self.device)
+        return stacked if self.refresh is None else self.refresh(stacked)
 
     def swaps(self, legs: Sequence[SwapLeg], ts: Sequence[float], split: str) -> Scores | None:
         """Scores of swap legs of one permutation stage (one point per entry of `ts`), or None when no
@@ -95,6 +109,19 @@ class Evaluator:
         per_chunk = max(1, self.budget // (self.per_sample * self.batch))
         return self.layered.swaps(base, swaps.group, units, t, x, y, self.batch, per_chunk)
 
+    def stacked_swaps(self, legs: Sequence[SwapLeg], ts: Sequence[float], splits: Sequence[str]) -> dict[str, Scores]:
+        """Scores of swap legs by full forward passes, many legs' points stacked into each chunk (a swap leg has
+        one point: leg by leg, every vmapped call would hold a single point)."""
+        per_chunk, batch = chunk_sizes(self.network.model, self.data.input_shape, len(ts), self.budget)
+        parts: dict[str, list[Scores]] = {split: [] for split in splits}
+        for begin in range(0, len(ts), per_chunk):
+            points = [unstack_params(leg.at([t]), 0) for leg, t in zip(legs[begin:begin + per_chunk],
+                                                                     ts[begin:begin + per_chunk])]
+            stacked = self.prepared(stack_params(points))
+            for split in splits:
+                parts[split].append(evaluate_stacked(self.network.model, stacked, *self.data.split(split), batch))
+        return {split: tuple(torch.cat(column) for column in zip(*scores)) for split, scores in parts.items()}
+
     def _layered_swaps_exact(self, leg: SwapLeg, base) -> bool:
         """Whether the incremental swap evaluation reproduces a full forward pass on a few samples (it
         assumes the operations between a group's layers act channel by channel, as ReLU and pooling do)."""
@@ -111,16 +138,18 @@ class Evaluator:
 
 def evaluate_path(network: Network, path: Path, data: Dataset, points: int = 21,
                   splits: Sequence[str] = ("train", "test"), progress: bool = True,
-                  budget: int = MEMORY_BUDGET, fast: bool = True) -> pd.DataFrame:
+                  budget: int = MEMORY_BUDGET, fast: bool = True, refresh: BatchNormRefresh | None = None
+                  ) -> pd.DataFrame:
     """Tidy table with one row per (leg, t, split): loss and accuracy (a fraction) along the path.
 
     Rows run along the path (by leg, then t; splits in the order given). `position` is leg index + t,
     so leg k spans [k, k + 1] (as in the paper's Fig. 5); `stage` is the route stage of the leg.
-    `fast=False` evaluates every point by the generic vmapped functional call (the reference).
+    `fast=False` evaluates every point by the generic vmapped functional call (the reference). `refresh`
+    recomputes every point's BatchNorm statistics before it is evaluated.
     """
     network.model.to(data.x_train.device).eval()
     grids = path_grids(path, points)
-    evaluator = Evaluator(network, data, path.theta_a, budget, fast, max(len(g) for g in grids))
+    evaluator = Evaluator(network, data, path.theta_a, budget, fast, max(len(g) for g in grids), refresh)
     rows = []
     bar = tqdm(total=sum(len(g) for g in grids), desc=f"evaluating {path.method or 'path'}", unit="pt",
                disable=not progress)
@@ -128,13 +157,15 @@ def evaluate_path(network: Network, path: Path, data: Dataset, points: int = 21,
         legs = [path.legs[i] for i in indices]
         point_legs = [(index, leg) for index, leg in zip(indices, legs) for _ in grids[index]]
         ts = [t for index in indices for t in grids[index]]
-        if fast and isinstance(legs[0], SwapLeg):
-            scores = {split: evaluator.swaps([leg for _, leg in point_legs], ts, split) for split in splits}
-            if all(score is not None for score in scores.values()):
-                for split, (loss, acc) in scores.items():
-                    rows += table_rows(path.method, point_legs, ts, split, loss, acc)
-                bar.update(len(ts))
-                continue
+        if isinstance(legs[0], SwapLeg):
+            swap_legs = [leg for _, leg in point_legs]
+            scores = {split: evaluator.swaps(swap_legs, ts, split) for split in splits} if fast else {}
+            if not scores or any(score is None for score in scores.values()):
+                scores = evaluator.stacked_swaps(swap_legs, ts, splits)
+            for split, (loss, acc) in scores.items():
+                rows += table_rows(path.method, point_legs, ts, split, loss, acc)
+            bar.update(len(ts))
+            continue
         for index, leg in zip(indices, legs):
             grid = grids[index]
             for begin in range(0, len(grid), evaluator.points_per_chunk):
@@ -142,7 +173,7 @@ def evaluate_path(network: Network, path: Path, data: Dataset, points: int = 21,
                 if fast:
                     scores = evaluator.points(leg, t_chunk, splits)
                 else:
-                    stacked = on_device(leg.at(t_chunk), data.x_train.device)
+                    stacked = evaluator.prepared(leg.at(t_chunk))
                     scores = {split: evaluate_stacked(network.model, stacked, *data.split(split), evaluator.batch)
                               for split in splits}
                 for split, (loss, acc) in scores.items():

@@ -1,0 +1,55 @@
+"""BatchNorm's running statistics recomputed at every path point (Garipov et al.'s `update_bn`).
+
+A point between two networks with BatchNorm carries the endpoints' running means and variances mixed
+like any other tensor, but the activations of the mixed network have other statistics: evaluated in
+eval mode, its normalisation is wrong and the path shows a barrier that is not the weights' own. Here
+every evaluated point gets statistics measured on it, from one fixed set of training batches shared by
+all points, by `torch.optim.swa_utils.update_bn` (a cumulative average over the batches, in train mode).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import update_bn
+
+from lowloss.connect.path import unstack_params
+from lowloss.errors import LowlossError
+from lowloss.spec import Params
+
+BATCH_SIZE = 128
+STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+class BatchNormRefresh:
+    """Replaces the running statistics of stacked points by those measured on `batches` fixed training batches."""
+
+    def __init__(self, model: nn.Module, x_train: torch.Tensor, batches: int, seed: int = 0):
+        norms = [name for name, module in model.named_modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            raise LowlossError(f"{type(model).__name__} has no BatchNorm layers: there are no running statistics "
+                               f"to recompute (leave out --bn-batches)")
+        if batches < 1:
+            raise LowlossError(f"--bn-batches must be at least 1, got {batches}")
+        order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))
+        chosen = order[:batches * BATCH_SIZE].to(x_train.device)
+        self.batches = list(x_train[chosen].split(BATCH_SIZE))
+        self.model = copy.deepcopy(model)
+        self.keys = [f"{name}.{statistic}" for name in norms for statistic in STATISTICS]
+
+    @property
+    def samples(self) -> int:
+        return sum(len(batch) for batch in self.batches)
+
+    def __call__(self, stacked: Params) -> Params:
+        """The same points (T, …) with every BatchNorm layer's statistics measured on the fixed batches."""
+        measured = {key: stacked[key].clone() for key in self.keys}
+        for index in range(len(next(iter(stacked.values())))):
+            self.model.load_state_dict(unstack_params(stacked, index))
+            update_bn(self.batches, self.model)
+            state = self.model.state_dict()
+            for key in self.keys:
+                measured[key][index] = state[key]
+        return {**stacked, **measured}
