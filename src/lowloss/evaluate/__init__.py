@@ -109,6 +109,14 @@ class Evaluator:
         per_chunk = max(1, self.budget // (self.per_sample * self.batch))
         return self.layered.swaps(base, swaps.group, units, t, x, y, self.batch, per_chunk)
 
+    def swap_points(self, legs: Sequence[SwapLeg], ts: Sequence[float], splits: Sequence[str]) -> dict[str, Scores]:
+        """Scores of swap legs on every split: incrementally where a fast strategy applies, else by full passes."""
+        if self.form is not None or self.layered is not None:
+            scores = {split: self.swaps(legs, ts, split) for split in splits}
+            if all(score is not None for score in scores.values()):
+                return scores
+        return self.stacked_swaps(legs, ts, splits)
+
     def stacked_swaps(self, legs: Sequence[SwapLeg], ts: Sequence[float], splits: Sequence[str]) -> dict[str, Scores]:
         """Scores of swap legs by full forward passes, many legs' points stacked into each chunk (a swap leg has
         one point: leg by leg, every vmapped call would hold a single point)."""
@@ -158,10 +166,7 @@ def evaluate_path(network: Network, path: Path, data: Dataset, points: int = 21,
         point_legs = [(index, leg) for index, leg in zip(indices, legs) for _ in grids[index]]
         ts = [t for index in indices for t in grids[index]]
         if isinstance(legs[0], SwapLeg):
-            swap_legs = [leg for _, leg in point_legs]
-            scores = {split: evaluator.swaps(swap_legs, ts, split) for split in splits} if fast else {}
-            if not scores or any(score is None for score in scores.values()):
-                scores = evaluator.stacked_swaps(swap_legs, ts, splits)
+            scores = evaluator.swap_points([leg for _, leg in point_legs], ts, splits)
             for split, (loss, acc) in scores.items():
                 rows += table_rows(path.method, point_legs, ts, split, loss, acc)
             bar.update(len(ts))
@@ -170,12 +175,7 @@ def evaluate_path(network: Network, path: Path, data: Dataset, points: int = 21,
             grid = grids[index]
             for begin in range(0, len(grid), evaluator.points_per_chunk):
                 t_chunk = grid[begin:begin + evaluator.points_per_chunk]
-                if fast:
-                    scores = evaluator.points(leg, t_chunk, splits)
-                else:
-                    stacked = evaluator.prepared(leg.at(t_chunk))
-                    scores = {split: evaluate_stacked(network.model, stacked, *data.split(split), evaluator.batch)
-                              for split in splits}
+                scores = evaluator.points(leg, t_chunk, splits)
                 for split, (loss, acc) in scores.items():
                     rows += table_rows(path.method, [(index, leg)] * len(t_chunk), t_chunk, split, loss, acc)
                 bar.update(len(t_chunk))
