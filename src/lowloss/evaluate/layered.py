@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from lowloss.connect.path import interpolate
+from lowloss.connect.path import interpolate, unstack_params
 from lowloss.evaluate.scores import Scores, evaluate_stacked, low_rank, mean_scores
 from lowloss.network import INPUT, OUTPUT, Layer, Network, after, before
 from lowloss.spec import Params, unit_view
@@ -120,7 +120,7 @@ class LayeredEngine:
             if self.batched:
                 z = vmap(middle)(plan.middle, z)
             else:
-                z = torch.stack([middle({key: value[i] for key, value in plan.middle.items()}, z[i])
+                z = torch.stack([middle(unstack_params(plan.middle, i), z[i])
                                  for i in range(plan.count)])
             return suffix(plan.shared, z.flatten(0, 1)).unflatten(0, (plan.count, len(xb)))
 
