@@ -9,7 +9,7 @@ Adding a method is adding its line here (and the builder it names).
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from lowloss.errors import LowlossError, unknown_name
@@ -32,6 +32,9 @@ FLOWS = {"realnvp-flow": ("realnvp", "flow"), "iaf-flow": ("iaf", "flow"),
          "realnvp-bijection": ("realnvp", "bijection")}
 """Learned connections (§3.3): method -> (ν's architecture, training procedure)."""
 
+REPAIR = "+repair"
+"""Suffix of any method's REPAIR variant: the same path, each evaluated point renormalised (evaluate/repair.py)."""
+
 FIRST_LAYERS = {"linear": "straight", "arc": "arcs around their pooled mean, eq. (6)",
                 "ot": "OT matching, a straight leg and the permutation stage"}
 
@@ -48,6 +51,12 @@ class Method:
     needs: tuple[str, ...] = ()
     accepts: tuple[str, ...] = ()
     matcher: str | None = None
+    repair: bool = False
+
+    @property
+    def base_name(self) -> str:
+        """The method that builds the path (the name without `+repair`); fitted files are made for it."""
+        return self.name.removesuffix(REPAIR) if self.repair else self.name
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -71,7 +80,7 @@ class Method:
 
     def build(self, theta_a: Params, theta_b: Params, context: Context) -> Path:
         """The method's path from Θ^A to Θ^B (its builder is imported now)."""
-        path = _function(self.builder)(self.name, theta_a, theta_b, context)
+        path = _function(self.builder)(self.base_name, theta_a, theta_b, context)
         path.method = self.name
         return path
 
@@ -80,7 +89,7 @@ class Method:
         if self.matcher is None:
             raise LowlossError(f"method {self.name!r} uses no matching (methods that do: "
                                f"{', '.join(name for name, m in METHODS.items() if m.matcher)})")
-        return _function(self.matcher)(self.name, theta_a, theta_b, context)
+        return _function(self.matcher)(self.base_name, theta_a, theta_b, context)
 
 
 def _function(reference: str):
@@ -129,7 +138,13 @@ WA_METHODS = ROUTE_METHODS[:len(FIRST_LAYERS)]
 
 
 def get_method(name: str) -> Method:
-    """The method `name`; an unknown name gets the closest known one suggested."""
-    if name not in METHODS:
-        raise unknown_name("method", name, METHODS)
-    return METHODS[name]
+    """The method `name`, or the REPAIR variant of one (`<method>+repair`); an unknown name gets the closest
+    known one suggested."""
+    base = name.removesuffix(REPAIR)
+    if base not in METHODS:
+        raise unknown_name("method", base, METHODS)
+    method = METHODS[base]
+    if base == name:
+        return method
+    return replace(method, name=name, repair=True,
+                   description=f"{method.description}; every point renormalised by REPAIR")

@@ -10,12 +10,15 @@ never sampled). Three strategies share the work, picked per leg:
   through `torch.func.functional_call` under `vmap`, one data batch at a time; the midpoints of many
   swap legs share a chunk.
 
-Chunk sizes come from a memory budget and the model's per-sample activation size.
+Chunk sizes come from a memory budget and the model's per-sample activation size. Point fixes (BatchNorm
+statistics measured on each point, REPAIR) change each point's tensors before it is evaluated; with any of
+them, points go through the generic engine only (the fast strategies reuse activations across points).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import pandas as pd
 import torch
@@ -24,13 +27,20 @@ from tqdm.auto import tqdm
 from lowloss.connect.path import Leg, Path, stack_params, unstack_params
 from lowloss.connect.permutation import SwapLeg
 from lowloss.data import Dataset
-from lowloss.evaluate.batchnorm import BatchNormRefresh
 from lowloss.evaluate.layered import LayeredEngine
 from lowloss.evaluate.onehidden import OneHiddenForm
 from lowloss.evaluate.scores import (MEMORY_BUDGET, Scores, activation_elements, chunk_sizes, evaluate_stacked,
                                      low_rank, on_device)
 from lowloss.network import Network
 from lowloss.spec import Params
+
+
+
+class PointFix(Protocol):
+    """Changes stacked points (T, …) before evaluation; point i lies on legs[i] at ts[i]."""
+
+    def __call__(self, stacked: Params, legs: Sequence[Leg], ts: Sequence[float]) -> Params: ...
+
 
 COLUMNS = ["method", "leg", "leg_name", "stage", "t", "position", "split", "loss", "acc"]
 SWAP_CHECK_SAMPLES = 64
@@ -57,15 +67,14 @@ def path_grids(path: Path, points: int) -> list[list[float]]:
 class Evaluator:
     """The strategies for one network on one device, and the chunking that keeps them in a memory budget.
 
-    With `refresh`, every point's BatchNorm statistics are measured on it first; points then go through the
-    generic engine only (the fast strategies reuse activations across points, which new statistics change).
+    `fixes` are applied to every point, in order, before it is evaluated.
     """
 
     def __init__(self, network: Network, data: Dataset, theta_a, budget: int, fast: bool, points: int,
-                 refresh: BatchNormRefresh | None = None):
-        self.network, self.data, self.budget, self.refresh = network, data, budget, refresh
+                 fixes: Sequence[PointFix] = ()):
+        self.network, self.data, self.budget, self.fixes = network, data, budget, fixes
         self.device = data.x_train.device
-        fast = fast and refresh is None
+        fast = fast and not fixes
         self.form = OneHiddenForm.of(network, on_device(theta_a, self.device), data.x_train[:256]) if fast else None
         self.layered = LayeredEngine(network, batched=self.device.type == "cuda") if fast and network.is_chain else None
         self.points_per_chunk, self.batch = chunk_sizes(network.model, data.input_shape, points, budget)
@@ -78,7 +87,7 @@ class Evaluator:
         if self.layered is not None and leg.fn is None:  # a straight leg: nothing that stays still is stacked
             plan = self.layered.plan_straight(on_device(leg.start, self.device), on_device(leg.end, self.device), ts)
             return {split: self.layered.points(plan, *data.split(split), batch) for split in splits}
-        stacked = self.prepared(leg.at(ts))
+        stacked = self.prepared(leg.at(ts), [leg] * len(ts), ts)
         if self.form is not None:
             factors = low_rank(self.form.first_layer(stacked))
             return {split: self.form.evaluate(stacked, *data.split(split), batch, factors) for split in splits}
@@ -87,10 +96,12 @@ class Evaluator:
             return {split: self.layered.points(plan, *data.split(split), batch) for split in splits}
         return {split: evaluate_stacked(self.network.model, stacked, *data.split(split), batch) for split in splits}
 
-    def prepared(self, stacked: Params) -> Params:
-        """Stacked points on the device, with their own BatchNorm statistics when refreshed."""
+    def prepared(self, stacked: Params, legs: Sequence[Leg], ts: Sequence[float]) -> Params:
+        """Stacked points on the device, each fixed by every point fix in turn."""
         stacked = on_device(stacked, self.device)
-        return stacked if self.refresh is None else self.refresh(stacked)
+        for fix in self.fixes:
+            stacked = fix(stacked, legs, ts)
+        return stacked
 
     def swaps(self, legs: Sequence[SwapLeg], ts: Sequence[float], split: str) -> Scores | None:
         """Scores of swap legs of one permutation stage (one point per entry of `ts`), or None when no
@@ -123,9 +134,9 @@ class Evaluator:
         per_chunk, batch = chunk_sizes(self.network.model, self.data.input_shape, len(ts), self.budget)
         parts: dict[str, list[Scores]] = {split: [] for split in splits}
         for begin in range(0, len(ts), per_chunk):
-            points = [unstack_params(leg.at([t]), 0) for leg, t in zip(legs[begin:begin + per_chunk],
-                                                                     ts[begin:begin + per_chunk])]
-            stacked = self.prepared(stack_params(points))
+            chunk_legs, chunk_ts = legs[begin:begin + per_chunk], ts[begin:begin + per_chunk]
+            points = [unstack_params(leg.at([t]), 0) for leg, t in zip(chunk_legs, chunk_ts)]
+            stacked = self.prepared(stack_params(points), chunk_legs, chunk_ts)
             for split in splits:
                 parts[split].append(evaluate_stacked(self.network.model, stacked, *self.data.split(split), batch))
         return {split: tuple(torch.cat(column) for column in zip(*scores)) for split, scores in parts.items()}
@@ -146,18 +157,18 @@ class Evaluator:
 
 def evaluate_path(network: Network, path: Path, data: Dataset, points: int = 21,
                   splits: Sequence[str] = ("train", "test"), progress: bool = True,
-                  budget: int = MEMORY_BUDGET, fast: bool = True, refresh: BatchNormRefresh | None = None
+                  budget: int = MEMORY_BUDGET, fast: bool = True, fixes: Sequence[PointFix] = ()
                   ) -> pd.DataFrame:
     """Tidy table with one row per (leg, t, split): loss and accuracy (a fraction) along the path.
 
     Rows run along the path (by leg, then t; splits in the order given). `position` is leg index + t,
     so leg k spans [k, k + 1] (as in the paper's Fig. 5); `stage` is the route stage of the leg.
-    `fast=False` evaluates every point by the generic vmapped functional call (the reference). `refresh`
-    recomputes every point's BatchNorm statistics before it is evaluated.
+    `fast=False` evaluates every point by the generic vmapped functional call (the reference). `fixes`
+    change every point before it is evaluated (BatchNorm statistics measured on it, REPAIR).
     """
     network.model.to(data.x_train.device).eval()
     grids = path_grids(path, points)
-    evaluator = Evaluator(network, data, path.theta_a, budget, fast, max(len(g) for g in grids), refresh)
+    evaluator = Evaluator(network, data, path.theta_a, budget, fast, max(len(g) for g in grids), fixes)
     rows = []
     bar = tqdm(total=sum(len(g) for g in grids), desc=f"evaluating {path.method or 'path'}", unit="pt",
                disable=not progress)

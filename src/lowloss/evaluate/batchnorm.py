@@ -10,17 +10,24 @@ all points, by `torch.optim.swa_utils.update_bn` (a cumulative average over the 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from lowloss.connect.path import unstack_params
+from lowloss.connect.path import Leg, unstack_params
 from lowloss.errors import LowlossError
 from lowloss.spec import Params
 
 BATCH_SIZE = 128
 STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def fixed_samples(x_train: torch.Tensor, batches: int, seed: int) -> torch.Tensor:
+    """`batches` x 128 training samples drawn with `seed`: the same for every point of a path."""
+    order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))
+    return x_train[order[:batches * BATCH_SIZE].to(x_train.device)]
 
 
 class BatchNormRefresh:
@@ -33,9 +40,7 @@ class BatchNormRefresh:
                                f"to recompute (leave out --bn-batches)")
         if batches < 1:
             raise LowlossError(f"--bn-batches must be at least 1, got {batches}")
-        order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))
-        chosen = order[:batches * BATCH_SIZE].to(x_train.device)
-        self.batches = list(x_train[chosen].split(BATCH_SIZE))
+        self.batches = list(fixed_samples(x_train, batches, seed).split(BATCH_SIZE))
         self.model = copy.deepcopy(model)
         self.keys = [f"{name}.{statistic}" for name in norms for statistic in STATISTICS]
 
@@ -43,8 +48,9 @@ class BatchNormRefresh:
     def samples(self) -> int:
         return sum(len(batch) for batch in self.batches)
 
-    def __call__(self, stacked: Params) -> Params:
-        """The same points (T, …) with every BatchNorm layer's statistics measured on the fixed batches."""
+    def __call__(self, stacked: Params, legs: Sequence[Leg | None], ts: Sequence[float]) -> Params:
+        """The same points (T, …) with every BatchNorm layer's statistics measured on the fixed batches (whatever
+        their legs and t: the signature every point fix of the evaluator shares)."""
         measured = {key: stacked[key].clone() for key in self.keys}
         for index in range(len(next(iter(stacked.values())))):
             self.model.load_state_dict(unstack_params(stacked, index))
