@@ -15,8 +15,8 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # this workflow's lowloss (its method table imports no torch)
-from lowloss.connect.registry import METHODS, ROUTE_METHODS, WA_METHODS  # noqa: E402
-from lowloss.errors import did_you_mean  # noqa: E402
+from lowloss.connect.registry import ROUTE_METHODS, WA_METHODS, get_method  # noqa: E402
+from lowloss.errors import LowlossError  # noqa: E402
 from lowloss.kinds import ARCHITECTURE_KINDS, ONE_HIDDEN, WEIGHT_LAYERS  # noqa: E402
 
 SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
@@ -48,12 +48,17 @@ def check_config(config):
     for name, exp in config["experiments"].items():
         key = f"config: experiments.{name}"
         for method in methods(name):
-            if method not in METHODS:
-                raise WorkflowError(f"{key}: unknown method {method!r}{did_you_mean(method, METHODS)}; "
-                                    f"`lowloss methods` lists them")
-            if not METHODS[method].applies_to_architecture(exp["arch"]):
-                raise WorkflowError(f"{key}: method {method!r} applies to {METHODS[method].applies_to}, "
+            try:
+                applies_to = get_method(method).applies_to
+            except LowlossError as error:
+                raise WorkflowError(f"{key}: {error}; `lowloss methods` lists them") from None
+            if not get_method(method).applies_to_architecture(exp["arch"]):
+                raise WorkflowError(f"{key}: method {method!r} applies to {applies_to}, "
                                     f"not to architecture {exp['arch']!r}")
+        if exp["connect"]["bn_batches"] is not None and not (exp["arch"] == "resnet20"
+                                                             and exp["arch_options"].get("norm", "batch") == "batch"):
+            raise WorkflowError(f"{key}.connect.bn_batches: {exp['arch']} {exp['arch_options']} has no BatchNorm "
+                                f"layers (leave it null)")
         seen = set(exp["model_set_seeds"])
         for a, b in exp["pairs"]:
             if a == b:
@@ -61,7 +66,7 @@ def check_config(config):
             if {a, b} & seen:
                 raise WorkflowError(f"{key}.pairs: seed {sorted({a, b} & seen)[0]} is also in model_set_seeds "
                                     f"(evaluation pairs must be endpoints outside the model set V)")
-        learned = [m for m in methods(name) if "connector" in METHODS[m].inputs]
+        learned = [m for m in methods(name) if "connector" in get_method(m).inputs]
         if learned and len(seen) < 2:
             raise WorkflowError(f"{key}.model_set_seeds: {', '.join(learned)} need a model set V of at least "
                                 f"two seeds, got {len(seen)}")
@@ -258,9 +263,10 @@ def ensemble_models(wildcards):
 
 def method_inputs(wildcards):
     """The fitted files (connector, curve, matching) that method `wildcards.method` reads for the pair."""
+    method = get_method(wildcards.method)  # a +repair variant reads the files made for its method
     return {need: os.path.join("results", wildcards.exp,
-                               INPUT_FILES[need].format(method=wildcards.method, pair=wildcards.pair))
-            for need in METHODS[wildcards.method].inputs}
+                               INPUT_FILES[need].format(method=method.base_name, pair=wildcards.pair))
+            for need in method.inputs}
 
 
 def connect_inputs(wildcards):
@@ -307,7 +313,7 @@ def curve_args(wildcards):
 
 def route_options(wildcards):
     """The route's fit (§4.1) for +wa and +bfly methods: its samples (a matching records them too)."""
-    if wildcards.method not in ROUTE_METHODS:
+    if get_method(wildcards.method).base_name not in ROUTE_METHODS:
         return {}
     return {"wa_samples": experiment(wildcards.exp)["connect"]["wa_samples"]}
 
@@ -319,9 +325,13 @@ def matching_args(wildcards):
 def connect_args(wildcards):
     """Evaluation points, the route's options for +wa and +bfly methods, and the method's fitted files."""
     settings = experiment(wildcards.exp)["connect"]
-    options = {"points": settings["points"], **route_options(wildcards), **method_inputs(wildcards)}
-    if wildcards.method in WA_METHODS:  # weight-adjusted methods, §3.5
+    method = get_method(wildcards.method)
+    options = {"points": settings["points"], "bn_batches": settings["bn_batches"], **route_options(wildcards),
+               **method_inputs(wildcards)}
+    if method.base_name in WA_METHODS:  # weight-adjusted methods, §3.5
         options["wa_breakpoints"] = settings["wa_breakpoints"]
+    if method.repair:
+        options["repair_batches"] = settings["repair_batches"]
     return flags(options)
 
 

@@ -60,10 +60,11 @@ def test_connect_json_line_and_saved_breakpoints(pair, tmp_path):
 
 def test_methods_lists_every_method_with_its_description(capsys):
     result = run_main(capsys, "methods")
-    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line}
     for method in METHODS:
         assert len(lines[method].split()) > 3
     assert "chains of dense and conv layers" in lines["ot+wa"] and "one hidden layer" in lines["realnvp-flow"]
+    assert "+repair after its name" in result.stdout.splitlines()[-1]
 
 
 def test_bad_input_is_one_line_and_writes_nothing(pair, odd_endpoints, tmp_path, capsys):

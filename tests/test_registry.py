@@ -2,6 +2,7 @@
 the workflow and every shipped config agree with it."""
 
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,13 @@ def test_every_shipped_config_names_methods_that_apply_to_its_architectures(path
     for name, experiment in config["experiments"].items():
         for method in experiment.get("methods") or config["methods"]:
             assert get_method(method).applies_to_architecture(experiment["arch"]), (path.name, name, method)
+
+
+@pytest.mark.parametrize("name", ["ot", "linear+wa", "garipov-polychain-3", "realnvp-flow"])
+def test_a_repair_variant_is_its_method_with_the_same_inputs_built_under_the_methods_name(name):
+    base, variant = get_method(name), get_method(f"{name}+repair")
+    assert variant.repair and not base.repair and variant.name == f"{name}+repair" and variant.base_name == name
+    assert (variant.builder, variant.matcher, variant.inputs, variant.applies_to) == (
+        base.builder, base.matcher, base.inputs, base.applies_to)
+    with pytest.raises(LowlossError, match=re.escape(f"unknown method '{name}+repair'")):
+        get_method(f"{name}+repair+repair")

@@ -131,7 +131,7 @@ def test_with_recomputed_statistics_the_path_to_a_permuted_copy_stays_at_the_end
     straight = Path(matched.legs[:1], "weight-matching")  # Θ^A to the matched copy: one function all along
     refresh = BatchNormRefresh(model, few_digits.x_train, batches=2)
     stale, fresh = (evaluate_path(network, straight, few_digits, points=5, splits=("test",), progress=False,
-                                  refresh=r)["acc"] for r in (None, refresh))
+                                  fixes=fixes)["acc"] for fixes in ((), (refresh,)))
     assert fresh.max() - fresh.min() <= 1 / len(few_digits.y_test)
     assert fresh.min() > stale.min() + 0.05  # mixed running variances alone cost accuracy
 

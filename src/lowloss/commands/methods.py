@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lowloss.connect.registry import METHODS
+    from lowloss.connect.registry import METHODS, REPAIR
 
     width = max(len(name) for name in METHODS)
     for name in sorted(METHODS):
@@ -24,4 +24,7 @@ def run(args: argparse.Namespace) -> None:
         needs = "".join(f", needs --{need}" for need in method.needs)
         accepts = "".join(f", takes --{optional}" for optional in method.accepts)
         print(f"{name:<{width}}  {method.description} [{method.applies_to}{needs}{accepts}]")
+    if not args.names:
+        print(f"\nAny method with {REPAIR} after its name (ot{REPAIR}, linear+wa{REPAIR}, …) builds the same path and "
+              f"renormalises every evaluated point by REPAIR (see --repair-batches).")
     return None
