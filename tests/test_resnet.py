@@ -60,9 +60,9 @@ def resnet_pair(tmp_path_factory, few_digits):
     return paths
 
 
-def test_linear_ot_and_weight_matching_connect_two_resnets(resnet_pair, digits, tmp_path, capsys):
+def test_linear_arc_ot_and_weight_matching_connect_two_resnets(resnet_pair, digits, tmp_path, capsys):
     endpoint_acc = [evaluate_model(load_model(path)[0], digits.x_test, digits.y_test)[1] for path in resnet_pair]
-    for method in ("linear", "ot", "weight-matching"):
+    for method in ("linear", "arc", "ot", "weight-matching"):
         out = tmp_path / f"{method}.csv"
         result = run_main(capsys, "connect", *resnet_pair, "--method", method, "--points", "3", "--out", out,
                           "--no-progress")
@@ -72,7 +72,7 @@ def test_linear_ot_and_weight_matching_connect_two_resnets(resnet_pair, digits, 
         test = table[table["split"] == "test"].sort_values("position")
         assert test["acc"].iloc[0] == pytest.approx(endpoint_acc[0]) and test["acc"].iloc[-1] == pytest.approx(
             endpoint_acc[1])
-        if method == "linear":
+        if method in ("linear", "arc"):
             assert summary["legs"] == 1 and "bn_samples" not in summary
             continue
         assert summary["legs"] > 1 and table[table["leg"] > 0]["leg_name"].str.startswith("swap-").all()
@@ -84,10 +84,30 @@ def test_linear_ot_and_weight_matching_connect_two_resnets(resnet_pair, digits, 
     assert summary["bn_samples"] == 256 and (tmp_path / "bn.csv").exists()
 
 
+@pytest.mark.parametrize("norm", ["batch", "layer", "none"])
+def test_the_arc_moves_the_trained_tensors_and_batchnorm_statistics_go_straight(norm):
+    options = {**TINY, "norm": norm}
+    network = network_of("resnet20", options)
+    thetas = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = network_of("resnet20", options).model
+        thetas.append({key: randomised(key, value.detach()) for key, value in model.state_dict().items()})
+    path = get_method("arc").build(*thetas, context(network))
+    ends, mid = path.legs[0].at([0.0, 1.0]), {key: value[0] for key, value in path.legs[0].at([0.5]).items()}
+    assert all(torch.equal(ends[key][i], theta[key]) for i, theta in enumerate(thetas) for key in theta)
+    straight = {key: (a + thetas[1][key]) / 2 for key, a in thetas[0].items() if a.is_floating_point()}
+    for key in straight:
+        statistic = key.endswith(("running_mean", "running_var"))
+        assert torch.allclose(mid[key], straight[key]) == statistic or key == "fc.bias", key
+    if norm == "batch":
+        assert all((mid[key] > 0).all() for key in mid if key.endswith("running_var"))
+
+
 def test_methods_for_chains_one_hidden_layer_or_no_batchnorm_refuse_a_resnet_in_one_line(resnet_pair, tmp_path, capsys):
     out = tmp_path / "p.csv"
     for method, needs in (("ot+wa", "chains of dense and conv layers"), ("linear+bfly", "chains of dense and conv"),
-                          ("arc", "chains of dense and conv layers"), ("iaf-flow", "networks with one hidden layer")):
+                          ("iaf-flow", "networks with one hidden layer")):
         result = run_main(capsys, "connect", *resnet_pair, "--method", method, "--out", out)
         assert_one_line_error(result, f"method '{method}' applies to {needs}", "not to 'resnet20'")
     result = run_main(capsys, "match", *resnet_pair, "--method", "ot+wa", "--out", tmp_path / "m.safetensors")

@@ -9,7 +9,7 @@ from scipy.optimize import linear_sum_assignment
 
 from lowloss.artifacts import load_weights
 from lowloss.connect.registry import get_method
-from lowloss.connect.weight_matching import MATCHED_ON, group_scores, parameter_spec, weight_matching
+from lowloss.connect.weight_matching import MATCHED_ON, group_scores, weight_matching
 from lowloss.spec import permute
 from tests.conftest import assert_one_line_error, context, network_of, random_params, run_main
 from tests.test_matching import assert_recovered, shuffled_copy
@@ -52,7 +52,7 @@ def test_a_planted_permutation_of_every_group_is_recovered(arch, options, method
 def test_independent_networks_meet_at_a_fixed_point_that_beats_the_identity(arch, options):
     network = network_of(arch, options)
     ctx = context(network)
-    spec = parameter_spec(ctx)
+    spec = ctx.spec.trained()
     theta_a, theta_b = endpoint(arch, options, 0), endpoint(arch, options, 1)
     perms, sweeps = weight_matching(theta_a, theta_b, spec, seed=0)
     assert 1 < sweeps < 100
@@ -80,7 +80,7 @@ def test_batchnorm_running_statistics_do_not_enter_the_matching():
     assert settings == {"matched_on": MATCHED_ON, "order_seed": 0}
     other, _ = get_method("weight-matching").match(theta_a, restatted, ctx)
     assert all(torch.equal(other[group], perms[group]) for group in perms)
-    assert not any(key.startswith("layer1.0.norm1.running") for key in parameter_spec(ctx).axes)
+    assert not any(key.startswith("layer1.0.norm1.running") for key in ctx.spec.trained().axes)
 
 
 def test_the_matching_file_records_what_it_matched_on_and_connect_checks_it(digits_endpoints, tmp_path, capsys):

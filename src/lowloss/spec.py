@@ -18,6 +18,8 @@ import torch
 
 Params = dict[str, torch.Tensor]
 Axes = tuple[str | None, ...]
+STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+"""A norm layer's running statistics: measured on data, not trained."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,11 @@ class Spec:
     def restricted(self, keys) -> Spec:
         """The spec of only these keys: a group's units then consist of just those tensors' entries."""
         return Spec({key: self.axes[key] for key in keys})
+
+    def trained(self) -> Spec:
+        """The spec of the trained tensors only, without BatchNorm's running statistics: what weight matching
+        scores and arcs move (statistics follow their network, or are measured again at every point)."""
+        return self.restricted([key for key in self.axes if key.rpartition(".")[2] not in STATISTICS])
 
     def aligned(self, group: str, matched) -> Spec:
         """The tensors of `group` whose other axes are free of groups not yet in `matched`.

@@ -94,9 +94,13 @@ def unit_partition(spec: Spec) -> list[tuple[Spec, str]]:
 
 
 def arc_leg(theta_a: Params, theta_b: Params, spec: Spec, name: str = "arc") -> Leg:
-    """Eq. (6) on every group's units at once, each group around its own pooled mean."""
+    """Eq. (6) on every group's units at once, each group around its own pooled mean.
+
+    BatchNorm's running statistics are not part of a unit: they go straight (an arc of variances can leave
+    [0, ∞)), and `--bn-batches` measures them again at every point anyway.
+    """
     return units_leg(theta_a, theta_b, [arc_curve(theta_a, theta_b, part, group) for part, group in
-                                        unit_partition(spec)], name)
+                                        unit_partition(spec.trained())], name)
 
 
 def linear_path(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> Path:

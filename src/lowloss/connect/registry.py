@@ -103,8 +103,8 @@ def _catalogue() -> dict[str, Method]:
     methods = [
         Method("linear", "straight segment (1-t)Θ^A + tΘ^B, eq. (5)", "lowloss.connect.interpolate:linear_path"),
         Method("arc", "arc, eq. (6), of every hidden group's units around their pooled mean (all layers at once; "
-               "the output layer moves with the last group's units)", "lowloss.connect.interpolate:arc_path",
-               LAYERED),
+               "the output layer moves with the last group's units, BatchNorm's statistics go straight)",
+               "lowloss.connect.interpolate:arc_path"),
         Method("ot", "OT matching of every hidden group in turn, a straight leg to the matched Θ^B, then one leg per "
                "unit swap (§3.4)", "lowloss.connect.permutation:ot_path", ANY, accepts=("matching",),
                matcher="lowloss.connect.permutation:ot_matching"),

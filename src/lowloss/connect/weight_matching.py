@@ -83,15 +83,9 @@ def matching_settings(ctx: Context) -> dict:
     return {"matched_on": MATCHED_ON, "order_seed": ctx.options.seed}
 
 
-def parameter_spec(ctx: Context) -> Spec:
-    """The spec without BatchNorm's running statistics: the tensors weight matching scores."""
-    parameters = {key for key, _ in ctx.model.named_parameters()}
-    return ctx.spec.restricted([key for key in ctx.spec.axes if key in parameters])
-
-
 def weight_matching_matcher(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> tuple[dict, dict]:
     """The matching `weight-matching` uses and the settings it depends on."""
-    perms, sweeps = weight_matching(theta_a, theta_b, parameter_spec(ctx), ctx.options.seed)
+    perms, sweeps = weight_matching(theta_a, theta_b, ctx.spec.trained(), ctx.options.seed)
     log.info("weight matching reached its fixed point after %d sweeps", sweeps)
     return perms, matching_settings(ctx)
 

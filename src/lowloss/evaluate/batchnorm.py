@@ -18,10 +18,9 @@ from torch.optim.swa_utils import update_bn
 
 from lowloss.connect.path import Leg, unstack_params
 from lowloss.errors import LowlossError
-from lowloss.spec import Params
+from lowloss.spec import STATISTICS, Params
 
 BATCH_SIZE = 128
-STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def fixed_samples(x_train: torch.Tensor, batches: int, seed: int) -> torch.Tensor:
