@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,9 @@ from lowloss.errors import LowlossError
 from lowloss.evaluate.batchnorm import fixed_samples
 from lowloss.network import Network
 from lowloss.spec import Params
+
+if TYPE_CHECKING:
+    from lowloss.evaluate import PointFix
 
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 Stats = dict[str, tuple[Tensor, Tensor]]
@@ -72,7 +76,8 @@ class Repair:
     it); the leg's ends get the same, so that t = 0 and 1 stay the identity.
     """
 
-    def __init__(self, network: Network, x_train: Tensor, batches: int, seed: int = 0, before=None):
+    def __init__(self, network: Network, x_train: Tensor, batches: int, seed: int = 0,
+                 before: PointFix | None = None):
         if batches < 1:
             raise LowlossError(f"--repair-batches must be at least 1, got {batches}")
         self.sites = repair_sites(network)
@@ -113,7 +118,7 @@ class Repair:
     @torch.no_grad()
     def repaired(self, params: Params, start: Stats, end: Stats, t: float) -> Params:
         """One point with every site's output moved to the interpolated statistics of its leg's ends."""
-        self._targets = {name: ((1 - t) * start[name][0] + t * end[name][0], (1 - t) * start[name][1] + t * end[name][1])
+        self._targets = {name: tuple((1 - t) * a + t * b for a, b in zip(start[name], end[name]))
                          for name in self.sites}
         self._applied = {}
         functional_call(self.model, params, (self.x,))
