@@ -8,9 +8,11 @@ import torch
 from torch.func import functional_call
 
 from lowloss.connect.path import Leg
+from lowloss.connect.registry import get_method
+from lowloss.evaluate import evaluate_path
 from lowloss.evaluate.batchnorm import BatchNormRefresh
 from lowloss.evaluate.repair import Repair, repair_sites
-from tests.conftest import assert_one_line_error, network_of, run_main
+from tests.conftest import assert_one_line_error, context, network_of, run_main
 from tests.test_spec import randomised
 
 CASES = [("onehidden", None), ("fc3", None), ("conv2fc1", None), ("vgg16", None),
@@ -102,3 +104,17 @@ def test_repair_options_refuse_bad_input_in_one_line(digits_endpoints, tmp_path,
     result = run_main(capsys, "connect", a, b, "--method", "linear+repair", "--bn-batches", "1", "--out", out)
     assert_one_line_error(result, "no BatchNorm layers")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("arch", ["onehidden", "fc3", "conv2fc1"])
+def test_repaired_points_score_the_same_through_the_layered_engine_and_the_reference(arch, few_digits):
+    network = network_of(arch)
+    start, end = random_ends(arch, None)
+    path = get_method("weight-matching").build(start, end, context(network, few_digits))
+    repair = Repair(network, few_digits.x_train, batches=1)
+    fast, reference = (evaluate_path(network, path, few_digits, points=3, progress=False, fast=fast, fixes=[repair])
+                       for fast in (True, False))
+    assert len(fast) > 6 and (fast["leg_name"] == reference["leg_name"]).all()
+    torch.testing.assert_close(torch.tensor(fast["acc"].values), torch.tensor(reference["acc"].values))
+    torch.testing.assert_close(torch.tensor(fast["loss"].values), torch.tensor(reference["loss"].values),
+                               rtol=1e-4, atol=1e-5)

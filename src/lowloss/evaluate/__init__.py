@@ -12,7 +12,8 @@ never sampled). Three strategies share the work, picked per leg:
 
 Chunk sizes come from a memory budget and the model's per-sample activation size. Point fixes (BatchNorm
 statistics measured on each point, REPAIR) change each point's tensors before it is evaluated; with any of
-them, points go through the generic engine only (the fast strategies reuse activations across points).
+them, what reuses one point's activations for others (a straight leg's two ends, a swap leg's base, the
+one-hidden form) is off, and a chain's points are planned from their stacked tensors.
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ class Evaluator:
                  fixes: Sequence[PointFix] = ()):
         self.network, self.data, self.budget, self.fixes = network, data, budget, fixes
         self.device = data.x_train.device
-        fast = fast and not fixes
-        self.form = OneHiddenForm.of(network, on_device(theta_a, self.device), data.x_train[:256]) if fast else None
+        self.reuse = fast and not fixes  # strategies that derive points' activations from other points'
+        self.form = (OneHiddenForm.of(network, on_device(theta_a, self.device), data.x_train[:256])
+                     if self.reuse else None)
         self.layered = LayeredEngine(network, batched=self.device.type == "cuda") if fast and network.is_chain else None
         self.points_per_chunk, self.batch = chunk_sizes(network.model, data.input_shape, points, budget)
         self.per_sample = 4 * 3 * activation_elements(network.model, data.input_shape)
@@ -83,11 +85,14 @@ class Evaluator:
 
     def points(self, leg: Leg, ts: list[float], splits: Sequence[str]) -> dict[str, Scores]:
         """Scores of the leg's points at `ts` on every split; whatever a strategy prepares is shared by the splits."""
-        data, batch = self.data, self.batch
-        if self.layered is not None and leg.fn is None:  # a straight leg: nothing that stays still is stacked
+        if self.reuse and self.layered is not None and leg.fn is None:  # straight: what stays still is not stacked
             plan = self.layered.plan_straight(on_device(leg.start, self.device), on_device(leg.end, self.device), ts)
-            return {split: self.layered.points(plan, *data.split(split), batch) for split in splits}
-        stacked = self.prepared(leg.at(ts), [leg] * len(ts), ts)
+            return {split: self.layered.points(plan, *self.data.split(split), self.batch) for split in splits}
+        return self.stacked_points(self.prepared(leg.at(ts), [leg] * len(ts), ts), splits, self.batch)
+
+    def stacked_points(self, stacked: Params, splits: Sequence[str], batch: int) -> dict[str, Scores]:
+        """Scores of stacked points on every split, by the fastest strategy that takes any points."""
+        data = self.data
         if self.form is not None:
             factors = low_rank(self.form.first_layer(stacked))
             return {split: self.form.evaluate(stacked, *data.split(split), batch, factors) for split in splits}
@@ -122,7 +127,7 @@ class Evaluator:
 
     def swap_points(self, legs: Sequence[SwapLeg], ts: Sequence[float], splits: Sequence[str]) -> dict[str, Scores]:
         """Scores of swap legs on every split: incrementally where a fast strategy applies, else by full passes."""
-        if self.form is not None or self.layered is not None:
+        if self.reuse and (self.form is not None or self.layered is not None):
             scores = {split: self.swaps(legs, ts, split) for split in splits}
             if all(score is not None for score in scores.values()):
                 return scores
@@ -137,8 +142,8 @@ class Evaluator:
             chunk_legs, chunk_ts = legs[begin:begin + per_chunk], ts[begin:begin + per_chunk]
             points = [unstack_params(leg.at([t]), 0) for leg, t in zip(chunk_legs, chunk_ts)]
             stacked = self.prepared(stack_params(points), chunk_legs, chunk_ts)
-            for split in splits:
-                parts[split].append(evaluate_stacked(self.network.model, stacked, *self.data.split(split), batch))
+            for split, scores in self.stacked_points(stacked, splits, batch).items():
+                parts[split].append(scores)
         return {split: tuple(torch.cat(column) for column in zip(*scores)) for split, scores in parts.items()}
 
     def _layered_swaps_exact(self, leg: SwapLeg, base) -> bool:
