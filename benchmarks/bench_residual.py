@@ -32,7 +32,7 @@ from lowloss.spec import Params, permute
 from lowloss.train import TrainConfig, train_endpoint
 
 CACHE = Path(__file__).resolve().parents[1] / "results" / "bench"
-CPU_SCALE = {"resnet_width": 0.25, "vgg_width": 0.125, "epochs": 4, "points": 5}
+CPU_SCALE = {"resnet_width": 0.25, "vgg_width": 0.0625, "epochs": 3, "points": 5}
 GPU_SCALE = {"resnet_width": 1.0, "vgg_width": 0.5, "epochs": 20, "points": 11}
 METHODS = ("linear", "ot", "weight-matching")
 BN_BATCHES = 4
