@@ -36,7 +36,6 @@ from lowloss.network import Network
 from lowloss.spec import Params
 
 
-
 class PointFix(Protocol):
     """Changes stacked points (T, …) before evaluation; point i lies on legs[i] at ts[i]."""
 
