@@ -59,5 +59,6 @@ def test_a_network_with_a_skip_connection_is_not_a_chain_and_layered_methods_ref
     assert not network.is_chain and network.kind == ANY
     with pytest.raises(LowlossError, match="reads values from before skip:out; the network cannot be cut there"):
         network.segment(after("skip"), OUTPUT)
-    with pytest.raises(LowlossError, match="method 'arc' applies to chains of dense and conv layers, not to 'residual'"):
-        get_method("arc").check(network, "residual", context(network))
+    with pytest.raises(LowlossError, match="method 'arc\\+wa' applies to chains of dense and conv layers, not to "
+                                           "'residual'"):
+        get_method("arc+wa").check(network, "residual", context(network))
