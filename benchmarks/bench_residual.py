@@ -23,9 +23,9 @@ from lowloss.connect.registry import get_method
 from lowloss.connect.weight_matching import weight_matching_matcher
 from lowloss.data import Dataset, load_dataset
 from lowloss.device import pick_device
-from lowloss.evaluate import evaluate_path
-from lowloss.evaluate.batchnorm import BatchNormRefresh
-from lowloss.evaluate.repair import Repair
+from lowloss.commands.connect import REPAIR_BATCHES
+from lowloss.evaluate import evaluate_path, point_fixes
+from lowloss.evaluate.batchnorm import batchnorm_layers
 from lowloss.models import load_model
 from lowloss.network import Network
 from lowloss.spec import Params, permute
@@ -36,7 +36,6 @@ CPU_SCALE = {"resnet_width": 0.25, "vgg_width": 0.0625, "epochs": 3, "points": 5
 GPU_SCALE = {"resnet_width": 1.0, "vgg_width": 0.5, "epochs": 20, "points": 11}
 METHODS = ("linear", "ot", "weight-matching")
 BN_BATCHES = 4
-REPAIR_BATCHES = 8
 
 
 def networks(scale: dict) -> dict[str, tuple[str, dict, float]]:
@@ -58,17 +57,11 @@ def endpoints(name: str, arch: str, options: dict, lr: float, data: Dataset, epo
     return files[0], files[1]
 
 
-def fixes(network: Network, data: Dataset, repair: bool) -> list:
-    """What every point gets before evaluation: recomputed BatchNorm statistics, then REPAIR."""
-    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in network.model.modules())
-    refresh = BatchNormRefresh(network.model, data.x_train, BN_BATCHES) if has_bn else None
-    chosen = [] if refresh is None else [refresh]
-    return chosen + ([Repair(network, data.x_train, REPAIR_BATCHES, before=refresh)] if repair else [])
-
-
 def worst_test(network: Network, path: ConnectionPath, data: Dataset, points: int, repair: bool) -> float:
-    table = evaluate_path(network, path, data, points, splits=("test",), progress=False,
-                          fixes=fixes(network, data, repair))
+    """Worst test accuracy (%) along the path; BatchNorm statistics recomputed at every point, then REPAIR."""
+    fixes = point_fixes(network, data.x_train, bn_batches=BN_BATCHES if batchnorm_layers(network.model) else None,
+                        repair_batches=REPAIR_BATCHES if repair else None)
+    table = evaluate_path(network, path, data, points, splits=("test",), progress=False, fixes=list(fixes.values()))
     return 100 * float(table["acc"].min())
 
 

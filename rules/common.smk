@@ -49,11 +49,11 @@ def check_config(config):
         key = f"config: experiments.{name}"
         for method in methods(name):
             try:
-                applies_to = get_method(method).applies_to
+                found = get_method(method)
             except LowlossError as error:
                 raise WorkflowError(f"{key}: {error}; `lowloss methods` lists them") from None
-            if not get_method(method).applies_to_architecture(exp["arch"]):
-                raise WorkflowError(f"{key}: method {method!r} applies to {applies_to}, "
+            if not found.applies_to_architecture(exp["arch"]):
+                raise WorkflowError(f"{key}: method {method!r} applies to {found.applies_to}, "
                                     f"not to architecture {exp['arch']!r}")
         if exp["connect"]["bn_batches"] is not None and not (exp["arch"] == "resnet20"
                                                              and exp["arch_options"].get("norm", "batch") == "batch"):

@@ -16,11 +16,11 @@ if TYPE_CHECKING:
     from torch import nn
 
     from lowloss.artifacts import Artifact
+    from lowloss.connect.path import Path as ConnectionPath
     from lowloss.connect.registry import Method
+    from lowloss.data import Dataset
     from lowloss.evaluate import PointFix
     from lowloss.network import Network
-    from lowloss.connect.path import Path as ConnectionPath
-    from lowloss.data import Dataset
     from lowloss.spec import Params
 
 NAME = "connect"
@@ -128,21 +128,15 @@ def save_breakpoints(folder: Path, path: ConnectionPath, meta: dict) -> None:
     write_json_atomic(folder / "path.json", {"method": path.method, "legs": legs})
 
 
-def point_fixes(args: argparse.Namespace, method: Method, network: Network, data: Dataset) -> dict[str, PointFix]:
-    """What is done to every point before it is evaluated, in order: BatchNorm statistics measured on it
-    (`--bn-batches`), then REPAIR (`*+repair`)."""
-    from lowloss.evaluate.batchnorm import BatchNormRefresh
-    from lowloss.evaluate.repair import Repair
+def fixes_from_args(args: argparse.Namespace, method: Method, network: Network, data: Dataset
+                    ) -> dict[str, PointFix]:
+    """`--bn-batches` and, for a `*+repair` method, REPAIR on `--repair-batches` (refused for other methods)."""
+    from lowloss.evaluate import point_fixes
 
     if args.repair_batches is not None and not method.repair:
         raise LowlossError(f"--repair-batches applies to *+repair methods, not to {method.name!r}")
-    fixes = {}
-    if args.bn_batches is not None:
-        fixes["bn"] = BatchNormRefresh(network.model, data.x_train, args.bn_batches, args.seed)
-    if method.repair:
-        fixes["repair"] = Repair(network, data.x_train, args.repair_batches or REPAIR_BATCHES, args.seed,
-                                 before=fixes.get("bn"))
-    return fixes
+    repair_batches = (args.repair_batches or REPAIR_BATCHES) if method.repair else None
+    return point_fixes(network, data.x_train, args.seed, args.bn_batches, repair_batches)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -163,7 +157,7 @@ def run(args: argparse.Namespace) -> dict:
                   connector=optional_weights(args.connector), curve=optional_weights(args.curve),
                   matching=optional_weights(args.matching))
     method.check(ctx.network, artifact_a.meta["arch"], ctx)
-    fixes = point_fixes(args, method, ctx.network, data)
+    fixes = fixes_from_args(args, method, ctx.network, data)
     theta_a, theta_b = endpoint_params(artifact_a, artifact_b, data)
     path = method.build(theta_a, theta_b, ctx)
     built = time.perf_counter()

@@ -27,6 +27,7 @@ from lowloss.connect.context import Context
 from lowloss.connect.registry import CURVES
 from lowloss.data import Dataset
 from lowloss.errors import LowlossError
+from lowloss.evaluate.batchnorm import batchnorm_layers
 from lowloss.models import model_from_artifact
 from lowloss.spec import Params
 from lowloss.train import Objective, TrainConfig, train
@@ -146,7 +147,7 @@ def fit_curve(kind: str, n_points: int, model_a: Artifact, model_b: Artifact, da
         raise LowlossError(f"a curve needs at least 3 points (one bend), got {n_points}")
     device = data.x_train.device
     net = model_from_artifact(model_a).to(device).train()  # train mode: dropout as in endpoint training
-    if any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in net.modules()):
+    if batchnorm_layers(net):
         raise LowlossError(f"{model_a.path}: Garipov curves through BatchNorm layers are not supported (the running "
                            f"statistics would have to follow the curve); use endpoints with --norm layer or none")
     theta_a, theta_b = ({k: v.to(device) for k, v in m.tensors.items()} for m in (model_a, model_b))

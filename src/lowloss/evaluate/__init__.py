@@ -28,8 +28,10 @@ from tqdm.auto import tqdm
 from lowloss.connect.path import Leg, Path, stack_params, unstack_params
 from lowloss.connect.permutation import SwapLeg
 from lowloss.data import Dataset
+from lowloss.evaluate.batchnorm import BatchNormRefresh
 from lowloss.evaluate.layered import LayeredEngine
 from lowloss.evaluate.onehidden import OneHiddenForm
+from lowloss.evaluate.repair import Repair
 from lowloss.evaluate.scores import (MEMORY_BUDGET, Scores, activation_elements, chunk_sizes, evaluate_stacked,
                                      low_rank, on_device)
 from lowloss.network import Network
@@ -40,6 +42,18 @@ class PointFix(Protocol):
     """Changes stacked points (T, …) before evaluation; point i lies on legs[i] at ts[i]."""
 
     def __call__(self, stacked: Params, legs: Sequence[Leg], ts: Sequence[float]) -> Params: ...
+
+
+def point_fixes(network: Network, x_train: torch.Tensor, seed: int = 0, bn_batches: int | None = None,
+                repair_batches: int | None = None) -> dict[str, PointFix]:
+    """What is done to every point before it is evaluated, in order: BatchNorm statistics measured on it
+    (`bn_batches` fixed training batches), then REPAIR (`repair_batches`); None leaves a fix out."""
+    fixes: dict[str, PointFix] = {}
+    if bn_batches is not None:
+        fixes["bn"] = BatchNormRefresh(network.model, x_train, bn_batches, seed)
+    if repair_batches is not None:
+        fixes["repair"] = Repair(network, x_train, repair_batches, seed, before=fixes.get("bn"))
+    return fixes
 
 
 COLUMNS = ["method", "leg", "leg_name", "stage", "t", "position", "split", "loss", "acc"]

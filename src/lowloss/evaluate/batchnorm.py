@@ -23,6 +23,11 @@ from lowloss.spec import STATISTICS, Params
 BATCH_SIZE = 128
 
 
+def batchnorm_layers(model: nn.Module) -> list[str]:
+    """Names of the model's BatchNorm layers: the layers whose running statistics a point carries."""
+    return [name for name, module in model.named_modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+
+
 def fixed_samples(x_train: torch.Tensor, batches: int, seed: int) -> torch.Tensor:
     """`batches` x 128 training samples drawn with `seed`: the same for every point of a path."""
     order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))
@@ -33,7 +38,7 @@ class BatchNormRefresh:
     """Replaces the running statistics of stacked points by those measured on `batches` fixed training batches."""
 
     def __init__(self, model: nn.Module, x_train: torch.Tensor, batches: int, seed: int = 0):
-        norms = [name for name, module in model.named_modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+        norms = batchnorm_layers(model)
         if not norms:
             raise LowlossError(f"{type(model).__name__} has no BatchNorm layers: there are no running statistics "
                                f"to recompute (leave out --bn-batches)")
