@@ -312,10 +312,12 @@ def curve_args(wildcards):
 
 
 def route_options(wildcards):
-    """The route's fit (§4.1) for +wa and +bfly methods: its samples (a matching records them too)."""
+    """The route's fit (§4.1) for +wa and +bfly methods: its samples and the BatchNorm statistics its points carry
+    (a matching records them too)."""
     if get_method(wildcards.method).base_name not in ROUTE_METHODS:
         return {}
-    return {"wa_samples": experiment(wildcards.exp)["connect"]["wa_samples"]}
+    settings = experiment(wildcards.exp)["connect"]
+    return {"wa_samples": settings["wa_samples"], "bn_batches": settings["bn_batches"]}
 
 
 def matching_args(wildcards):

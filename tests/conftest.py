@@ -145,3 +145,19 @@ def odd_endpoints(tmp_path_factory, digits):
     train_endpoint("onehidden", {"width": 32}, digits, TrainConfig(epochs=1), narrow, progress=False)
     train_endpoint("fc3", {"widths": [16, 8]}, digits, TrainConfig(epochs=1), fc3, progress=False)
     return narrow, fc3
+
+
+RESNET_PAIR_OPTIONS = {"width_multiplier": 1 / 16, "norm": "batch"}
+
+
+@pytest.fixture(scope="session")
+def resnet_pair(tmp_path_factory, few_digits):
+    """Two resnet20 endpoints with BatchNorm (width 1/16: 1, 2 and 4 channels), trained briefly on 256 digits."""
+    folder = tmp_path_factory.mktemp("resnet")
+    paths = []
+    for seed in (0, 1):
+        out = folder / f"seed{seed}.safetensors"
+        train_endpoint("resnet20", RESNET_PAIR_OPTIONS, few_digits, TrainConfig(epochs=3, lr=0.05, seed=seed), out,
+                       progress=False)
+        paths.append(out)
+    return paths

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lowloss.connect.adjust import fit_layer, solve_rows
+from lowloss.connect.adjust import fit_layers, solve_rows
 from lowloss.connect.context import ALL, Options
 from lowloss.connect.layerwise import Route
 from lowloss.connect.path import Leg
@@ -55,7 +55,8 @@ def test_conv_adjustment_equals_its_dense_equivalent_on_patches():
     gen = torch.Generator().manual_seed(0)
     inputs = torch.relu(torch.randn(40, 4, 5, 5, generator=gen))
     targets = torch.randn(40, 6, 5, 5, generator=gen)
-    (fitted,) = fit_layer(conv, inputs, lambda xb: [xb], lambda xb: targets[:len(xb)] if len(xb) == 1 else targets)
+    (fitted,) = fit_layers([conv], inputs, lambda xb: [xb],
+                           lambda xb: [targets[:len(xb)] if len(xb) == 1 else targets])
     # the dense equivalent: every 5x5 patch of the zero-padded input (padding 2) as one sample row
     padded = F.pad(inputs, (2, 2, 2, 2))
     patches = torch.stack([padded[:, :, i:i + 5, j:j + 5].flatten(1) for i in range(5) for j in range(5)], 1)

@@ -63,7 +63,7 @@ def test_methods_lists_every_method_with_its_description(capsys):
     lines = {line.split()[0]: line for line in result.stdout.splitlines() if line}
     for method in METHODS:
         assert len(lines[method].split()) > 3
-    assert "chains of dense and conv layers" in lines["ot+wa"] and "one hidden layer" in lines["realnvp-flow"]
+    assert "networks that cut into stages" in lines["ot+wa"] and "one hidden layer" in lines["realnvp-flow"]
     assert "+repair after its name" in result.stdout.splitlines()[-1]
 
 

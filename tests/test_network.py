@@ -1,5 +1,5 @@
 """A network as a chain of layers: cuts at layer boundaries compose to the forward pass; bad cuts and
-networks that are not chains are refused in one line."""
+networks that are not chains are refused in one line; a residual network cuts into stages."""
 
 import pytest
 import torch
@@ -8,7 +8,7 @@ from torch import nn
 
 from lowloss.connect.registry import get_method
 from lowloss.errors import LowlossError
-from lowloss.kinds import ANY
+from lowloss.kinds import ANY, STAGED
 from lowloss.network import INPUT, OUTPUT, Network, after, before
 from lowloss.spec import Spec, dense
 from tests.conftest import SMALL, context, network_of, random_params
@@ -54,11 +54,49 @@ class Residual(nn.Module):
         return Spec({**dense("fc1", None, "h1"), **dense("skip", "h1", "h1"), **dense("fc2", "h1", None)})
 
 
-def test_a_network_with_a_skip_connection_is_not_a_chain_and_layered_methods_refuse_it():
+class PreActivationSkip(nn.Module):
+    """x -> p = fc1 x -> fc3(relu(fc2 relu(p))) + head(p): layers read h1's units from two tensors (before and
+    after its ReLU), so no cut separates h1 from what follows."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3, self.head = nn.Linear(64, 8), nn.Linear(8, 6), nn.Linear(6, 10), nn.Linear(8, 10)
+
+    def forward(self, x):
+        p = self.fc1(x.flatten(1))
+        return self.fc3(F.relu(self.fc2(F.relu(p)))) + self.head(p)
+
+    @staticmethod
+    def spec() -> Spec:
+        return Spec({**dense("fc1", None, "h1"), **dense("fc2", "h1", "h2"), **dense("fc3", "h2", None),
+                     **dense("head", "h1", None)})
+
+
+def test_a_skip_within_a_group_is_one_stage_and_a_second_tensor_read_is_refused_in_one_line():
     network = Network(Residual().eval())
-    assert not network.is_chain and network.kind == ANY
+    assert not network.is_chain and network.kind == STAGED
     with pytest.raises(LowlossError, match="reads values from before skip:out; the network cannot be cut there"):
         network.segment(after("skip"), OUTPUT)
-    with pytest.raises(LowlossError, match="method 'arc\\+wa' applies to chains of dense and conv layers, not to "
-                                           "'residual'"):
-        get_method("arc+wa").check(network, "residual", context(network))
+    (stage,) = network.stages
+    assert stage.groups == ("h1",) and stage.entry == before("fc1") and [r.name for r in stage.readers] == ["fc2"]
+    assert set(stage.keys) == {"fc1.weight", "fc1.bias", "skip.weight", "skip.bias"}
+    network = Network(PreActivationSkip().eval())
+    assert network.kind == ANY
+    with pytest.raises(LowlossError, match="PreActivationSkip: the layers that read stage h1 do not read one tensor"):
+        network.stages
+    with pytest.raises(LowlossError, match="method 'arc\\+wa' applies to networks that cut into stages .*, not to "
+                                           "'preact'"):
+        get_method("arc+wa").check(network, "preact", context(network))
+
+
+def test_a_residual_stage_is_its_stream_and_its_blocks_entered_and_read_through_one_tensor():
+    network = network_of("resnet20", {"width_multiplier": 1 / 8, "norm": "batch"})
+    stages = network.stages
+    assert [stage.groups for stage in stages] == [("stream1", "layer1.0", "layer1.1", "layer1.2"),
+                                                 ("layer2.0", "stream2", "layer2.1", "layer2.2"),
+                                                 ("layer3.0", "stream3", "layer3.1", "layer3.2")]
+    assert [stage.entry for stage in stages] == [before("conv1"), before("layer2.0.conv1"), before("layer3.0.conv1")]
+    assert [[reader.name for reader in stage.readers] for stage in stages] == [
+        ["layer2.0.conv1", "layer2.0.shortcut.0"], ["layer3.0.conv1", "layer3.0.shortcut.0"], ["fc"]]
+    keys = [key for stage in stages for key in stage.keys]  # every trained tensor and statistic in one stage
+    assert sorted(keys) == sorted(key for key in network.spec.axes if not key.endswith(("num_batches_tracked", "fc.weight", "fc.bias")))

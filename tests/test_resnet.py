@@ -1,6 +1,6 @@
 """resnet20 end to end: the generic engine evaluates a network with skips exactly, `linear`, `ot` and
-`weight-matching` connect two trained endpoints through `lowloss connect`, the methods that need a chain
-of layers or one hidden layer refuse it in one line, and BatchNorm statistics recomputed at every point
+`weight-matching` connect two trained endpoints through `lowloss connect`, the methods that need one hidden
+layer refuse it in one line, and BatchNorm statistics recomputed at every point
 keep a function-preserving path at its endpoint's accuracy."""
 
 import json
@@ -15,15 +15,15 @@ from lowloss.connect.registry import get_method
 from lowloss.evaluate import evaluate_path
 from lowloss.evaluate.batchnorm import BatchNormRefresh
 from lowloss.evaluate.scores import mean_scores
+from lowloss.kinds import STAGED
 from lowloss.models import load_model
 from lowloss.network import Network
 from lowloss.train import TrainConfig, evaluate_model, train_endpoint
 from lowloss.spec import permute
-from tests.conftest import assert_one_line_error, context, network_of, run_main
+from tests.conftest import RESNET_PAIR_OPTIONS, assert_one_line_error, context, network_of, run_main
 from tests.test_spec import randomised
 
 TINY = {"width_multiplier": 1 / 8}
-PAIR_OPTIONS = {"width_multiplier": 1 / 16, "norm": "batch"}
 
 
 @pytest.mark.parametrize("norm", ["batch", "layer", "none"])
@@ -45,19 +45,6 @@ def test_the_generic_engine_equals_a_plain_forward_pass_at_every_point(norm, few
         loss, acc = mean_scores([logits[None]], few_digits.y_test)
         row = table[(table["t"] == t) & (table["split"] == "test")].iloc[0]
         assert row["acc"] == pytest.approx(acc.item()) and row["loss"] == pytest.approx(loss.item(), rel=1e-4)
-
-
-@pytest.fixture(scope="module")
-def resnet_pair(tmp_path_factory, few_digits):
-    """Two resnet20 endpoints with BatchNorm (width 1/16: 1, 2 and 4 channels), trained briefly on 256 digits."""
-    folder = tmp_path_factory.mktemp("resnet")
-    paths = []
-    for seed in (0, 1):
-        out = folder / f"seed{seed}.safetensors"
-        train_endpoint("resnet20", PAIR_OPTIONS, few_digits, TrainConfig(epochs=3, lr=0.05, seed=seed), out,
-                       progress=False)
-        paths.append(out)
-    return paths
 
 
 def test_linear_arc_ot_and_weight_matching_connect_two_resnets(resnet_pair, digits, tmp_path, capsys):
@@ -104,24 +91,21 @@ def test_the_arc_moves_the_trained_tensors_and_batchnorm_statistics_go_straight(
         assert all((mid[key] > 0).all() for key in mid if key.endswith("running_var"))
 
 
-def test_methods_for_chains_one_hidden_layer_or_no_batchnorm_refuse_a_resnet_in_one_line(resnet_pair, tmp_path, capsys):
+def test_methods_for_one_hidden_layer_or_no_batchnorm_refuse_a_resnet_in_one_line(resnet_pair, tmp_path, capsys):
     out = tmp_path / "p.csv"
-    for method, needs in (("ot+wa", "chains of dense and conv layers"), ("linear+bfly", "chains of dense and conv"),
-                          ("iaf-flow", "networks with one hidden layer")):
+    for method in ("iaf-flow", "realnvp-bijection"):
         result = run_main(capsys, "connect", *resnet_pair, "--method", method, "--out", out)
-        assert_one_line_error(result, f"method '{method}' applies to {needs}", "not to 'resnet20'")
-    result = run_main(capsys, "match", *resnet_pair, "--method", "ot+wa", "--out", tmp_path / "m.safetensors")
-    assert_one_line_error(result, "method 'ot+wa' applies to chains of dense and conv layers, not to 'resnet20'")
+        assert_one_line_error(result, f"method '{method}' applies to networks with one hidden layer", "not to 'resnet20'")
     result = run_main(capsys, "fit-curve", *resnet_pair, "--method", "garipov-polychain-3", "--epochs", "1",
                       "--out", tmp_path / "c.safetensors")
     assert_one_line_error(result, "Garipov curves through BatchNorm layers are not supported")
     assert not any(tmp_path.iterdir())
 
 
-def test_a_trained_resnet_loads_with_its_norm_and_is_not_a_chain(resnet_pair):
+def test_a_trained_resnet_loads_with_its_norm_and_cuts_into_stages_but_not_layers(resnet_pair):
     model, artifact = load_model(resnet_pair[0])
-    assert artifact.meta["arch_options"] == PAIR_OPTIONS
-    assert Network(model).kind == "any architecture"
+    assert artifact.meta["arch_options"] == RESNET_PAIR_OPTIONS
+    assert Network(model).kind == STAGED
 
 
 def scaled_copy(theta: dict, model: torch.nn.Module, factor: float) -> dict:

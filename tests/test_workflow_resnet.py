@@ -1,5 +1,6 @@
-"""The workflow accepts a resnet20 experiment, `weight-matching` and `+repair` variants from the method table
-(a dry run plans their jobs; a tiny one runs), passes BatchNorm recomputation on, and refuses, before any job,
+"""The workflow accepts a resnet20 experiment, `weight-matching`, `+repair` variants and the layer-wise route from
+the method table (a dry run plans their jobs; a tiny one runs), passes BatchNorm recomputation on (to the route's
+matching too), and refuses, before any job,
 a method that does not apply to resnet20 or BatchNorm recomputation for a network without it."""
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ def test_a_resnet_experiment_with_weight_matching_plans_its_matching_and_paths(t
 
 
 def test_repair_variants_read_their_methods_matchings_and_batchnorm_recomputation_is_passed_on(tmp_path):
-    config = write_config(tmp_path / "repair.yaml", with_resnet(["ot", "ot+repair", "weight-matching+repair"],
+    config = write_config(tmp_path / "repair.yaml", with_resnet(["ot", "ot+repair", "weight-matching+repair", "ot+wa"],
                                                                 norm="batch", bn_batches=2, repair_batches=3))
     output = snakemake(tmp_path, "--dry-run", "--printshellcmds", config=config).stdout
-    assert set(re.findall(r"matchings/([\w+-]+)/0-1\.safetensors", output)) == {"ot", "weight-matching"}
+    assert set(re.findall(r"matchings/([\w+-]+)/0-1\.safetensors", output)) == {"ot", "weight-matching", "ot+wa"}
     commands = [line for line in output.splitlines() if " connect " in line]
-    assert len(commands) == 3 and all("--bn-batches 2" in line for line in commands)
+    assert len(commands) == 4 and all("--bn-batches 2" in line for line in commands)
     assert sum("--repair-batches 3" in line for line in commands) == 2
+    route_match = [line for line in output.splitlines() if " match " in line and "--method ot+wa" in line]
+    assert len(route_match) == 1 and "--bn-batches 2" in route_match[0]  # the route's fits see measured statistics
     assert "--method ot+repair" in output and "--matching results/digits-resnet20-tiny/matchings/ot/0-1" in output
 
 
@@ -65,9 +68,9 @@ def test_batchnorm_recomputation_without_batchnorm_stops_the_run(tmp_path):
 
 
 def test_a_method_that_does_not_apply_to_resnet20_stops_the_run(tmp_path):
-    config = write_config(tmp_path / "bad.yaml", with_resnet(["linear", "ot+wa"]))
+    config = write_config(tmp_path / "bad.yaml", with_resnet(["linear", "iaf-flow"]))
     result = snakemake(tmp_path, "--dry-run", config=config, check=False)
     assert result.returncode != 0
-    assert (f"config: experiments.{RESNET}: method 'ot+wa' applies to chains of dense and conv layers, "
+    assert (f"config: experiments.{RESNET}: method 'iaf-flow' applies to networks with one hidden layer, "
             f"not to architecture 'resnet20'") in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()

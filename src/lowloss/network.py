@@ -8,6 +8,12 @@ small GraphModule, called with `torch.func.functional_call` on whatever paramete
 
 Only cuts that one tensor crosses are allowed (true of every plain chain: MLPs, conv nets, VGG); a
 network whose later layers read earlier values (a skip connection) is refused at such a cut.
+
+The layer-wise route (§4.1, §4.2) walks the network stage by stage (`Network.stages`). In a chain a stage
+is one hidden group. In a residual network the groups of a residual stage feed each other (the stream
+feeds every block, every block adds into the stream), so they switch networks together: a stage is a
+strongly connected set of groups, entered through one tensor and read, through one tensor, by layers
+of later stages only.
 """
 
 from __future__ import annotations
@@ -15,13 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
+from scipy.sparse import csgraph
 from torch.func import functional_call
 
 from lowloss.errors import LowlossError
-from lowloss.kinds import ANY, LAYERED, ONE_HIDDEN
+from lowloss.kinds import ANY, LAYERED, ONE_HIDDEN, STAGED
 from lowloss.spec import Params, Spec
 
 INPUT, OUTPUT = "input", "output"
@@ -63,6 +71,21 @@ class Layer:
         if isinstance(self.module, nn.Conv2d):
             return outputs.movedim(1, -1).flatten(0, -2)
         return outputs
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A step of the layer-wise route: hidden groups that switch networks together.
+
+    `keys` compute the groups' units (every tensor whose axis 0 is one of them: rows or filters, biases,
+    normalisation tensors); `entry` is the cut where the stage's input enters it; `readers` are the layers
+    of later stages (or the output layer) that read its units, all from one tensor.
+    """
+
+    groups: tuple[str, ...]
+    keys: tuple[str, ...]
+    entry: str
+    readers: tuple[Layer, ...]
 
 
 def before(layer: Layer | str) -> str:
@@ -137,10 +160,69 @@ class Network:
 
     @cached_property
     def kind(self) -> str:
-        """ONE_HIDDEN or LAYERED for a chain of dense and conv layers (by its number of hidden groups), else ANY."""
-        if not self.is_chain:
+        """ONE_HIDDEN or LAYERED for a chain of dense and conv layers (by its number of hidden groups), STAGED for
+        another network that cuts into stages (a residual network), else ANY."""
+        if self.is_chain:
+            return ONE_HIDDEN if len(self.spec.groups) == 1 else LAYERED
+        try:
+            self.stages
+        except LowlossError:
             return ANY
-        return ONE_HIDDEN if len(self.spec.groups) == 1 else LAYERED
+        return STAGED
+
+    @cached_property
+    def stages(self) -> list[Stage]:
+        """The route's stages, input side first.
+
+        Groups that feed each other switch together: the strongly connected components of the graph in which a
+        layer links the group it reads to the group it computes (scipy's `csgraph`). A component entered
+        through more than one tensor is merged with the one before it (a residual stage's first block, whose
+        inner group the stream does not feed back, joins its stage). Raises a one-line error for a network
+        that does not cut into stages.
+        """
+        name = type(self.model).__name__
+        if set(self.spec.axes) != set(self.model.state_dict()):
+            raise LowlossError(f"{name}: the spec and the state dict hold different tensors")
+        groups = self.spec.groups
+        index = {group: i for i, group in enumerate(groups)}
+        links = np.zeros((len(groups), len(groups)), dtype=bool)
+        for layer in self.layers:
+            if layer.reads is not None and layer.computes is not None:
+                links[index[layer.reads], index[layer.computes]] = True
+        _, labels = csgraph.connected_components(links, directed=True, connection="strong")
+        merged: list[tuple[str, ...]] = []
+        for label in dict.fromkeys(labels):  # components by their first group, input side first
+            merged.append(tuple(group for group in groups if labels[index[group]] == label))
+            while len(merged) > 1 and len(self._inputs(self._entering(merged[-1]))) > 1:
+                last = merged.pop()
+                merged[-1] += last
+        stages = [self._stage(stage_groups) for stage_groups in merged]
+        position = {group: s for s, stage in enumerate(stages) for group in stage.groups}
+        for layer in self.layers:
+            if layer.reads is not None and layer.computes is not None and position[layer.computes] < position[layer.reads]:
+                raise LowlossError(f"{name}: layer {layer.name!r} feeds an earlier stage; the network does not cut "
+                                   f"into stages")
+        return stages
+
+    def _entering(self, groups: tuple[str, ...]) -> list[Layer]:
+        """The layers computing `groups` from values outside them."""
+        return [layer for layer in self.layers if layer.computes in groups and layer.reads not in groups]
+
+    def _inputs(self, layers: list[Layer]) -> set[fx.Node]:
+        return {self._node(before(layer)) for layer in layers}
+
+    def _stage(self, groups: tuple[str, ...]) -> Stage:
+        name = type(self.model).__name__
+        entering = self._entering(groups)
+        readers = tuple(layer for layer in self.layers if layer.reads in groups and layer.computes not in groups)
+        for cuts, what in ((entering, "enter"), (readers, "read")):
+            if len(self._inputs(list(cuts))) != 1:
+                raise LowlossError(f"{name}: the layers that {what} stage {'+'.join(groups)} do not read one tensor; "
+                                   f"the network does not cut into stages")
+        entry = before(entering[0])
+        self.segment(entry, before(readers[0]))  # the stage's inside reads nothing from before its entry
+        keys = tuple(key for key, axes in self.spec.axes.items() if axes and axes[0] in groups)
+        return Stage(groups, keys, entry, readers)
 
     def segment(self, start: str, stop: str) -> Segment:
         """The forward pass from cut `start` to cut `stop` (cached)."""

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lowloss.commands.options import MAX_POINTS, add_dataset_options, add_device_option, count, dataset_from_args
+from lowloss.commands.options import (BN_BATCHES_HELP, MAX_POINTS, add_dataset_options, add_device_option, count,
+                                      dataset_from_args)
 from lowloss.connect.context import DEFAULT_BREAKPOINTS, OT_SOLVERS, breakpoints
 from lowloss.errors import LowlossError
 
@@ -54,8 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd",
                         help="OT solver (default emd, as the paper)")
     parser.add_argument("--bn-batches", type=count(1), metavar="N",
-                        help="recompute BatchNorm's running statistics at every evaluated point from N fixed "
-                             "training batches of 128 (networks with BatchNorm only)")
+                        help=BN_BATCHES_HELP)
     parser.add_argument("--repair-batches", type=count(1), metavar="N",
                         help=f"*+repair: training batches of 128 the channel statistics are measured on "
                              f"(default {REPAIR_BATCHES})")
@@ -151,8 +151,9 @@ def run(args: argparse.Namespace) -> dict:
     model, artifact_a, artifact_b = load_endpoints(args.endpoint_a, args.endpoint_b)
     data = dataset_from_args(args)
     check_dataset(data, artifact_a)
-    options = Options(wa_breakpoints=args.wa_breakpoints, wa_samples=args.wa_samples, ot_solver=args.ot_solver,
-                      seed=args.seed, allow_seen=args.allow_seen, progress=not args.no_progress)
+    options = Options(wa_breakpoints=args.wa_breakpoints, wa_samples=args.wa_samples, bn_batches=args.bn_batches,
+                      ot_solver=args.ot_solver, seed=args.seed, allow_seen=args.allow_seen,
+                      progress=not args.no_progress)
     ctx = Context(Network(model.to(data.x_train.device)), data, options, (artifact_a, artifact_b),
                   connector=optional_weights(args.connector), curve=optional_weights(args.curve),
                   matching=optional_weights(args.matching))

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from lowloss.commands.options import add_dataset_options, add_device_option, count, dataset_from_args
+from lowloss.commands.options import BN_BATCHES_HELP, add_dataset_options, add_device_option, count, dataset_from_args
 from lowloss.connect.context import OT_SOLVERS
 
 NAME = "match"
@@ -23,8 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd", help="OT solver (default emd, as the paper)")
     parser.add_argument("--wa-samples", type=count(1),
                         help="route methods: training samples the route's weight adjustments are fitted on (default all)")
+    parser.add_argument("--bn-batches", type=count(1), metavar="N", help=f"route methods: {BN_BATCHES_HELP}")
     parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the --wa-samples subset, and of weight-matching's order of the groups")
+                        help="seed of the --wa-samples subset and the --bn-batches batches, and of weight-matching's "
+                             "order of the groups")
     add_dataset_options(parser)
     add_device_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -45,8 +47,8 @@ def run(args: argparse.Namespace) -> dict:
     data = dataset_from_args(args)
     check_dataset(data, artifact_a)
     ctx = Context(Network(model.to(data.x_train.device)), data,
-                  Options(wa_samples=args.wa_samples, ot_solver=args.ot_solver, seed=args.seed,
-                          progress=not args.no_progress), (artifact_a, artifact_b))
+                  Options(wa_samples=args.wa_samples, bn_batches=args.bn_batches, ot_solver=args.ot_solver,
+                          seed=args.seed, progress=not args.no_progress), (artifact_a, artifact_b))
     method.check(ctx.network, artifact_a.meta["arch"], ctx)
     perms, fitted = method.match(*endpoint_params(artifact_a, artifact_b, data), ctx)
     save_matching(args.out, perms, method.name, (artifact_a, artifact_b), args.ot_solver, fitted)

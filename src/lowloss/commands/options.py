@@ -60,6 +60,8 @@ def dataset_from_args(args: argparse.Namespace) -> Dataset:
 MAX_POINTS = 1000
 """Upper bound of `connect --points`: every point is one evaluation of the network on both splits,
 per leg (the default is 21; 1000 already costs ~50 times as much)."""
+BN_BATCHES_HELP = ("recompute BatchNorm's running statistics at every point from N fixed training batches of 128 "
+                   "(networks with BatchNorm only); the route methods fit on points so measured")
 
 
 def count(minimum: int = 1, maximum: int | None = None):

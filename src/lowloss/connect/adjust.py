@@ -84,25 +84,28 @@ def solve_rows(features: Callable[[slice], Tensor], targets: Tensor, bias: bool,
     return problem.solve()
 
 
-def fit_layer(layer: Layer, x: Tensor, inputs: Callable[[Tensor], Sequence[Tensor]],
-              targets: Callable[[Tensor], Tensor]) -> list[dict[str, Tensor]]:
-    """Least-squares weights of `layer` for several points at once, in one pass over x.
+def fit_layers(layers: Sequence[Layer], x: Tensor, inputs: Callable[[Tensor], Sequence[Tensor]],
+               targets: Callable[[Tensor], Sequence[Tensor]]) -> list[dict[str, Tensor]]:
+    """Least-squares weights of layers that read one tensor (a chain's next layer; a residual stage's next
+    convs, main and shortcut), for several points at once, in one pass over x.
 
-    `targets(xb)` is the layer output to reproduce on a batch (the same for every point);
-    `inputs(xb)` the layer's input at each point. Returns, per point, the layer's weight (and bias)
-    shaped like the module's own.
+    `targets(xb)` gives each layer's output to reproduce on a batch (the same for every point);
+    `inputs(xb)` the layers' input at each point. Returns, per point, every layer's weight (and bias)
+    shaped like the modules' own.
     """
-    problems: list[LeastSquares] | None = None
-    batch = _batch_size(layer, x, inputs)
+    problems: list[list[LeastSquares]] | None = None
+    batch = _batch_size(layers, x, inputs)
     for start in range(0, len(x), batch):
         xb = x[start:start + batch]
-        y = layer.output_rows(targets(xb))
+        outputs = [layer.output_rows(y) for layer, y in zip(layers, targets(xb))]
         point_inputs = inputs(xb)
         if problems is None:
-            problems = [LeastSquares(layer.bias is not None) for _ in point_inputs]
-        for problem, features in zip(problems, point_inputs):
-            problem.add(layer.rows(features), y)
-    return [layer_tensors(layer, problem.solve()) for problem in problems or []]
+            problems = [[LeastSquares(layer.bias is not None) for layer in layers] for _ in point_inputs]
+        for point_problems, features in zip(problems, point_inputs):
+            for layer, problem, y in zip(layers, point_problems, outputs):
+                problem.add(layer.rows(features), y)
+    return [{key: value for layer, problem in zip(layers, point_problems)
+             for key, value in layer_tensors(layer, problem.solve()).items()} for point_problems in problems or []]
 
 
 def fit_layer_targets(layer: Layer, x: Tensor, inputs: Callable[[Tensor], Tensor],
@@ -114,7 +117,7 @@ def fit_layer_targets(layer: Layer, x: Tensor, inputs: Callable[[Tensor], Tensor
     features, §6). `targets(xb)` gives the K layer outputs on a batch; returns K weight (and bias) dicts.
     """
     problem, count = LeastSquares(layer.bias is not None), 0
-    batch = _batch_size(layer, x, lambda xb: [inputs(xb)])
+    batch = _batch_size([layer], x, lambda xb: [inputs(xb)])
     for start in range(0, len(x), batch):
         xb = x[start:start + batch]
         outputs = [layer.output_rows(y) for y in targets(xb)]
@@ -123,13 +126,13 @@ def fit_layer_targets(layer: Layer, x: Tensor, inputs: Callable[[Tensor], Tensor
     return [layer_tensors(layer, part) for part in problem.solve().chunk(count, 1)]
 
 
-def _batch_size(layer: Layer, x: Tensor, inputs: Callable[[Tensor], Sequence[Tensor]]) -> int:
+def _batch_size(layers: Sequence[Layer], x: Tensor, inputs: Callable[[Tensor], Sequence[Tensor]]) -> int:
     """Samples per batch so that one point's rows stay within ROW_BUDGET (conv layers have many per sample)."""
     probe = inputs(x[:1])
     if not probe:
         return BATCH
-    rows = layer.rows(probe[0])
-    return max(1, min(BATCH, ROW_BUDGET // max(1, rows.numel())))
+    rows = max(layer.rows(probe[0]).numel() for layer in layers)
+    return max(1, min(BATCH, ROW_BUDGET // max(1, rows)))
 
 
 def layer_tensors(layer: Layer, solution: Tensor) -> dict[str, Tensor]:

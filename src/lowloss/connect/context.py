@@ -29,10 +29,13 @@ OT_SOLVERS = ("emd", "scipy")
 class Options:
     """Method options. `wa_breakpoints`: points per weight-adjustment stage where the next layer is re-fitted
     (K ≥ 2), or "all" to re-fit at every evaluated t; `wa_samples`: training samples of those fits (None:
-    all of them; else a subset drawn with `seed`)."""
+    all of them; else a subset drawn with `seed`); `bn_batches`: the fixed training batches BatchNorm's
+    statistics are measured on at every point (None: points keep the statistics they carry), which the
+    route's fits see as the evaluation does."""
 
     wa_breakpoints: int | Literal["all"] = DEFAULT_BREAKPOINTS
     wa_samples: int | None = None
+    bn_batches: int | None = None
     ot_solver: str = "emd"
     seed: int = 0
     allow_seen: bool = False

@@ -83,24 +83,28 @@ def arc_curve(theta_a: Params, theta_b: Params, spec: Spec, group: str) -> UnitC
     return UnitCurve(spec, group, lambda t: generalised_arc(x, y, t, lambda v: v - mu, lambda z: z + mu))
 
 
-def unit_partition(spec: Spec) -> list[tuple[Spec, str]]:
-    """Every hidden group with the tensors that make up its units, each tensor in exactly one group.
+def unit_partition(spec: Spec, groups: Sequence[str] | None = None) -> list[tuple[Spec, str]]:
+    """Every hidden group (or just `groups`, the others taken as fixed) with the tensors that make up its units,
+    each tensor in exactly one group.
 
     A group's units are its incoming rows (filters) and biases; the last group's units also carry the
     output layer's columns, whose rows are the classes rather than exchangeable units. With one hidden
     group these are the butterflies of §3.
     """
-    return [(spec.aligned(group, spec.groups[:k]), group) for k, group in enumerate(spec.groups)]
+    groups = spec.groups if groups is None else list(groups)
+    fixed = [group for group in spec.groups if group not in groups]
+    return [(spec.aligned(group, [*fixed, *groups[:k]]), group) for k, group in enumerate(groups)]
 
 
-def arc_leg(theta_a: Params, theta_b: Params, spec: Spec, name: str = "arc") -> Leg:
-    """Eq. (6) on every group's units at once, each group around its own pooled mean.
+def arc_leg(theta_a: Params, theta_b: Params, spec: Spec, name: str = "arc", groups: Sequence[str] | None = None
+            ) -> Leg:
+    """Eq. (6) on every group's units (or those of `groups`) at once, each group around its own pooled mean.
 
     BatchNorm's running statistics are not part of a unit: they go straight (an arc of variances can leave
     [0, ∞)), and `--bn-batches` measures them again at every point anyway.
     """
     return units_leg(theta_a, theta_b, [arc_curve(theta_a, theta_b, part, group) for part, group in
-                                        unit_partition(spec.trained())], name)
+                                        unit_partition(spec.trained(), groups)], name)
 
 
 def linear_path(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> Path:

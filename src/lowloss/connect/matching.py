@@ -15,7 +15,7 @@ hence on the data they were fitted on, which the file records and `connect` chec
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -64,17 +64,21 @@ def match_group(theta_a: Params, theta_b: Params, spec: Spec, group: str, solver
     return ot_permutation(butterflies(theta_a, spec, group), butterflies(theta_b, spec, group), solver)
 
 
-def sequential_matching(theta_a: Params, theta_b: Params, spec: Spec, solver: str = "emd") -> dict[str, Tensor]:
-    """Every group of a network, input side first, each on the entries its matched predecessors align.
+def sequential_matching(theta_a: Params, theta_b: Params, spec: Spec, solver: str = "emd",
+                        groups: Sequence[str] | None = None) -> dict[str, Tensor]:
+    """Every group of a network (or just `groups`: the others are in the same order in both), input side first,
+    each on the entries its matched predecessors align.
 
     Matching a group on entries that still carry an unmatched group's order would compare unrelated
     numbers; matching group after group in B's partly permuted basis recovers a planted permutation of
     every group. For one hidden group this is the paper's butterfly matching (§3.4).
     """
+    groups = spec.groups if groups is None else list(groups)
+    aligned_already = [group for group in spec.groups if group not in groups]
     perms: dict[str, Tensor] = {}
-    for group in spec.groups:
+    for group in groups:
         aligned_b = permute(theta_b, spec, perms)
-        perms[group] = match_group(theta_a, aligned_b, spec.aligned(group, perms), group, solver)
+        perms[group] = match_group(theta_a, aligned_b, spec.aligned(group, [*aligned_already, *perms]), group, solver)
     return perms
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from lowloss.errors import LowlossError, unknown_name
-from lowloss.kinds import ANY, ARCHITECTURE_KINDS, INCLUDES, LAYERED, ONE_HIDDEN
+from lowloss.kinds import ANY, ARCHITECTURE_KINDS, INCLUDES, ONE_HIDDEN, STAGED
 
 if TYPE_CHECKING:
     from lowloss.connect.context import Context
@@ -64,7 +64,7 @@ class Method:
         return self.needs + self.accepts
 
     def applies(self, kind: str) -> bool:
-        """Whether the method runs on a network of `kind` (ANY, LAYERED or ONE_HIDDEN)."""
+        """Whether the method runs on a network of `kind` (ANY, STAGED, LAYERED or ONE_HIDDEN)."""
         return kind in INCLUDES[self.applies_to]
 
     def applies_to_architecture(self, arch: str) -> bool:
@@ -115,10 +115,12 @@ def _catalogue() -> dict[str, Method]:
     ]
     for first, how in FIRST_LAYERS.items():
         ot = {"accepts": ("matching",), "matcher": "lowloss.connect.layerwise:route_matching"} if first == "ot" else {}
-        methods.append(Method(f"{first}+wa", f"layer-wise route (§4.1); each stage moves a layer's rows ({how}) and "
-                              f"re-fits the next layer by least squares, eq. (10)", layerwise, LAYERED, **ot))
-        methods.append(Method(f"{first}+bfly", f"layer-wise route (§4.1); each stage moves the butterflies of two "
-                              f"consecutive layers ({how})", layerwise, LAYERED, **ot))
+        methods.append(Method(f"{first}+wa", f"layer-wise route (§4.1, §4.2); each stage moves a layer's (or a "
+                              f"residual stage's) rows ({how}) and re-fits the layers reading it by least squares, "
+                              f"eq. (10)", layerwise, STAGED, **ot))
+        methods.append(Method(f"{first}+bfly", f"layer-wise route (§4.1, §4.2); each stage moves the butterflies of "
+                              f"a layer (or a residual stage) and the layers reading it ({how})", layerwise, STAGED,
+                              **ot))
     for name in FLOWS:
         kind, procedure = FLOWS[name]
         objective = "the midpoint loss of V's pairs, eq. (8)" if procedure == "bijection" else "likelihood on V's neurons"
