@@ -4,7 +4,7 @@ the `rebasin` package's weight matching (PyPI) beside ours, on the same two trai
 Endpoints are trained here (seeds 0 and 1, cached under results/bench/) on real Fashion-MNIST (Debian's
 dataset-fashion-mnist or a download). Every path is evaluated on the whole test split; BatchNorm networks
 get their running statistics recomputed at every point (`--bn-batches`), which is what makes their paths
-meaningful at all. Rows compare a `+repair` method with the same method unrepaired (ratio of worst test
+meaningful at all, and the layer-wise route (`*+wa`, `*+bfly`) fits on points so measured. Rows compare a `+repair` method with the same method unrepaired (ratio of worst test
 accuracies), and rebasin's matching with ours (ratio of matching times; barriers in the note).
 """
 
@@ -34,8 +34,9 @@ from lowloss.train import TrainConfig, train_endpoint
 CACHE = Path(__file__).resolve().parents[1] / "results" / "bench"
 CPU_SCALE = {"resnet_width": 0.25, "vgg_width": 0.0625, "epochs": 3, "points": 5}
 GPU_SCALE = {"resnet_width": 1.0, "vgg_width": 0.5, "epochs": 20, "points": 11}
-METHODS = ("linear", "ot", "weight-matching")
+METHODS = ("linear", "arc", "ot", "weight-matching", "linear+wa", "ot+wa", "ot+bfly")
 BN_BATCHES = 4
+WA_SAMPLES = 10000  # training samples the route's least-squares fits read (of 60000)
 
 
 def networks(scale: dict) -> dict[str, tuple[str, dict, float]]:
@@ -57,9 +58,14 @@ def endpoints(name: str, arch: str, options: dict, lr: float, data: Dataset, epo
     return files[0], files[1]
 
 
+def bn_batches(network: Network) -> int | None:
+    """BatchNorm networks get their statistics recomputed at every point (and the route fits on them)."""
+    return BN_BATCHES if batchnorm_layers(network.model) else None
+
+
 def worst_test(network: Network, path: ConnectionPath, data: Dataset, points: int, repair: bool) -> float:
     """Worst test accuracy (%) along the path; BatchNorm statistics recomputed at every point, then REPAIR."""
-    fixes = point_fixes(network, data.x_train, bn_batches=BN_BATCHES if batchnorm_layers(network.model) else None,
+    fixes = point_fixes(network, data.x_train, bn_batches=bn_batches(network),
                         repair_batches=REPAIR_BATCHES if repair else None)
     table = evaluate_path(network, path, data, points, splits=("test",), progress=False, fixes=list(fixes.values()))
     return 100 * float(table["acc"].min())
@@ -73,7 +79,8 @@ def method_rows(name: str, network: Network, thetas: tuple[Params, Params], data
         for repair in (False, True):
             method = get_method(method_name + ("+repair" if repair else ""))
             started = time.perf_counter()
-            path = method.build(*thetas, Context(network, data, Options(progress=False)))
+            options = Options(progress=False, wa_samples=WA_SAMPLES, bn_batches=bn_batches(network))
+            path = method.build(*thetas, Context(network, data, options))
             built = time.perf_counter() - started
             results[repair] = (worst_test(network, path, data, points, repair), built,
                                time.perf_counter() - started, len(path))

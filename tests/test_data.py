@@ -19,6 +19,20 @@ def test_digits_split_is_fixed_and_standardised():
     assert set(a.y_train.tolist()) == set(range(10))
 
 
+def test_digits_are_scikit_learns_load_digits():
+    from sklearn.datasets import load_digits
+
+    bunch, data = load_digits(), load_dataset("digits")
+    images = torch.cat([data.x_train, data.x_test]).flatten(1)
+    labels = torch.cat([data.y_train, data.y_test])
+    order = np.random.default_rng(0).permutation(len(bunch.target))  # the split's fixed shuffle
+    test_first = np.concatenate([order[len(data.y_test):], order[:len(data.y_test)]])
+    assert torch.equal(labels, torch.as_tensor(bunch.target[test_first]))
+    raw = torch.as_tensor(bunch.data[test_first] / 16.0, dtype=torch.float32)
+    train = raw[:len(data.y_train)]  # standardised with the training split's mean and deviation (one channel)
+    torch.testing.assert_close(images, (raw - train.mean()) / train.std(), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name,shape", [("synthetic-mnist", (1, 28, 28)), ("synthetic-cifar", (3, 32, 32))])
 def test_synthetic_shapes(name, shape):
     data = load_dataset(name)

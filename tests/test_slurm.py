@@ -74,6 +74,7 @@ def test_tiny_workflow_on_slurm_completes_and_gpu_rules_request_a_gpu(slurm, tmp
                *snakemake_command("--configfile", config, "--profile", ROOT / "profiles" / "slurm",
                                   "--slurm-status-command", "squeue",
                                   "--slurm-init-seconds-before-status-checks", "2",
+                                  "--seconds-between-status-checks", "1",  # the tiny jobs end within seconds
                                   "--default-resources", "runtime=10", "mem_mb=1000", "cpus_per_task=1")]
     workdir = tmp_path / "run"
     workdir.mkdir()

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -23,6 +24,7 @@ from lowloss.errors import LowlossError, unknown_name
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DIGITS_TEST_FRACTION = 0.25
+DIGITS_FILE = Path("datasets", "data", "digits.csv.gz")  # inside the scikit-learn package
 CIFAR_PAD = 4
 
 
@@ -70,14 +72,18 @@ def _from_arrays(name: str, x_train, y_train, x_test, y_test, num_classes: int, 
 
 
 def _digits(root: Path, download: bool) -> Dataset:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    images = bunch.images[:, None, :, :] / 16.0
+    """scikit-learn's digits, read from the file it ships (64 pixels and the label per row, the file its
+    `load_digits` reads) without importing scikit-learn, whose import costs seconds in every workflow job;
+    a test checks the arrays against `load_digits`."""
+    package = importlib.util.find_spec("sklearn")
+    if package is None or not package.submodule_search_locations:
+        raise LowlossError("dataset 'digits' needs scikit-learn (pip install scikit-learn)")
+    table = np.loadtxt(Path(package.submodule_search_locations[0]) / DIGITS_FILE, delimiter=",")
+    images, labels = table[:, :-1].reshape(-1, 1, 8, 8) / 16.0, table[:, -1].astype(np.int64)
     order = np.random.default_rng(0).permutation(len(images))
     n_test = int(round(DIGITS_TEST_FRACTION * len(images)))
     test, train = order[:n_test], order[n_test:]
-    return _from_arrays("digits", images[train], bunch.target[train], images[test], bunch.target[test], 10)
+    return _from_arrays("digits", images[train], labels[train], images[test], labels[test], 10)
 
 
 def _torchvision(cls_name: str, name: str, root: Path, download: bool, augment: bool = False) -> Dataset:
