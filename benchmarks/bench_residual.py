@@ -34,7 +34,7 @@ from lowloss.train import TrainConfig, train_endpoint
 CACHE = Path(__file__).resolve().parents[1] / "results" / "bench"
 CPU_SCALE = {"resnet_width": 0.25, "vgg_width": 0.0625, "epochs": 3, "points": 5}
 GPU_SCALE = {"resnet_width": 1.0, "vgg_width": 0.5, "epochs": 20, "points": 11}
-METHODS = ("linear", "arc", "ot", "weight-matching", "linear+wa", "ot+wa", "ot+bfly")
+METHODS = ("linear", "arc", "ot", "weight-matching", "linear+wa", "ot+wa")
 BN_BATCHES = 4
 WA_SAMPLES = 10000  # training samples the route's least-squares fits read (of 60000)
 

@@ -14,8 +14,9 @@ from lowloss.artifacts import load_weights, save_weights, sidecar_path
 from lowloss.cli import main
 from lowloss.connect.context import Context, Options
 from lowloss.data import load_dataset
-from lowloss.models import build_model
+from lowloss.models import build_model, load_model
 from lowloss.network import Network
+from lowloss.spec import permute
 from lowloss.train import TrainConfig, train_endpoint
 
 torch.set_num_threads(2)
@@ -161,3 +162,36 @@ def resnet_pair(tmp_path_factory, few_digits):
                        progress=False)
         paths.append(out)
     return paths
+
+
+def planted(network: Network, theta: dict, seed: int) -> tuple[dict, dict]:
+    """Θ permuted in every group, and the permutations."""
+    gen = torch.Generator().manual_seed(seed)
+    shuffles = {group: torch.randperm(network.spec.size(theta, group), generator=gen) for group in network.spec.groups}
+    return permute(theta, network.spec, shuffles), shuffles
+
+
+def scaled_copy(theta: dict, model: torch.nn.Module, factor: float) -> dict:
+    """The same function as `theta`: every conv before a BatchNorm scaled by `factor`, its running mean by `factor`
+    and its running variance by `factor`²; a straight line to it mixes the variances wrongly on the way."""
+    scaled = dict(theta)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            conv = name.replace("norm", "conv").replace("shortcut.1", "shortcut.0")
+            scaled[f"{conv}.weight"] = theta[f"{conv}.weight"] * factor
+            scaled[f"{name}.running_mean"] = theta[f"{name}.running_mean"] * factor
+            scaled[f"{name}.running_var"] = theta[f"{name}.running_var"] * factor ** 2
+    return scaled
+
+
+@pytest.fixture(scope="session")
+def rescaled_resnet_copy(tmp_path_factory, few_digits) -> tuple[Network, dict, dict]:
+    """(network, Θ^A, Θ^B): a BatchNorm resnet20 (width 1/8) trained briefly on 256 digits, and a copy with every
+    group permuted and every conv scaled by 3 — the same function, with other running statistics."""
+    out = tmp_path_factory.mktemp("rescaled") / "a.safetensors"
+    train_endpoint("resnet20", {"width_multiplier": 1 / 8, "norm": "batch"}, few_digits,
+                   TrainConfig(epochs=4, lr=0.05, seed=0), out, progress=False)
+    model, artifact = load_model(out)
+    network = Network(model)
+    theta_b, _ = planted(network, scaled_copy(artifact.tensors, model, 3.0), seed=1)
+    return network, artifact.tensors, theta_b

@@ -18,8 +18,7 @@ from lowloss.evaluate.scores import mean_scores
 from lowloss.kinds import STAGED
 from lowloss.models import load_model
 from lowloss.network import Network
-from lowloss.train import TrainConfig, evaluate_model, train_endpoint
-from lowloss.spec import permute
+from lowloss.train import evaluate_model
 from tests.conftest import RESNET_PAIR_OPTIONS, assert_one_line_error, context, network_of, run_main
 from tests.test_spec import randomised
 
@@ -108,32 +107,12 @@ def test_a_trained_resnet_loads_with_its_norm_and_cuts_into_stages_but_not_layer
     assert Network(model).kind == STAGED
 
 
-def scaled_copy(theta: dict, model: torch.nn.Module, factor: float) -> dict:
-    """The same function as `theta`: every conv before a BatchNorm scaled by `factor`, its running mean by `factor`
-    and its running variance by `factor`²; a straight line to it mixes the variances wrongly on the way."""
-    scaled = dict(theta)
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            conv = name.replace("norm", "conv").replace("shortcut.1", "shortcut.0")
-            scaled[f"{conv}.weight"] = theta[f"{conv}.weight"] * factor
-            scaled[f"{name}.running_mean"] = theta[f"{name}.running_mean"] * factor
-            scaled[f"{name}.running_var"] = theta[f"{name}.running_var"] * factor ** 2
-    return scaled
-
-
-def test_with_recomputed_statistics_the_path_to_a_permuted_copy_stays_at_the_endpoints_accuracy(few_digits, tmp_path):
-    out = tmp_path / "a.safetensors"
-    train_endpoint("resnet20", {**TINY, "norm": "batch"}, few_digits, TrainConfig(epochs=4, lr=0.05, seed=0), out,
-                   progress=False)
-    model, artifact = load_model(out)
-    network = Network(model)
-    theta_a = artifact.tensors
-    shuffles = {group: torch.randperm(network.spec.size(theta_a, group), generator=torch.Generator().manual_seed(1))
-                for group in network.spec.groups}
-    theta_b = permute(scaled_copy(theta_a, model, 3.0), network.spec, shuffles)
+def test_with_recomputed_statistics_the_path_to_a_permuted_copy_stays_at_the_endpoints_accuracy(rescaled_resnet_copy,
+                                                                                                few_digits):
+    network, theta_a, theta_b = rescaled_resnet_copy
     matched = get_method("weight-matching").build(theta_a, theta_b, context(network, few_digits))
     straight = Path(matched.legs[:1], "weight-matching")  # Θ^A to the matched copy: one function all along
-    refresh = BatchNormRefresh(model, few_digits.x_train, batches=2)
+    refresh = BatchNormRefresh(network.model, few_digits.x_train, batches=2)
     stale, fresh = (evaluate_path(network, straight, few_digits, points=5, splits=("test",), progress=False,
                                   fixes=fixes)["acc"] for fixes in ((), (refresh,)))
     assert fresh.max() - fresh.min() <= 1 / len(few_digits.y_test)

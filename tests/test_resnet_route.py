@@ -16,20 +16,9 @@ from lowloss.connect.permutation import SwapLeg
 from lowloss.connect.registry import get_method
 from lowloss.evaluate import evaluate_path
 from lowloss.evaluate.batchnorm import BatchNormRefresh
-from lowloss.models import load_model
-from lowloss.network import Network
-from lowloss.spec import permute
-from lowloss.train import TrainConfig, train_endpoint
-from tests.conftest import assert_one_line_error, context, network_of, run_main
-from tests.test_resnet import TINY, scaled_copy
+from tests.conftest import assert_one_line_error, context, network_of, planted, run_main
+from tests.test_resnet import TINY
 from tests.test_spec import randomised
-
-
-def planted(network: Network, theta: dict, seed: int) -> tuple[dict, dict]:
-    """Θ permuted in every group, and the permutations."""
-    gen = torch.Generator().manual_seed(seed)
-    shuffles = {group: torch.randperm(network.spec.size(theta, group), generator=gen) for group in network.spec.groups}
-    return permute(theta, network.spec, shuffles), shuffles
 
 
 @pytest.mark.parametrize("norm", ["none", "layer"])
@@ -54,19 +43,14 @@ def test_every_route_point_to_a_permuted_copy_computes_the_networks_function(nor
     assert len(route.points) == (4 if method.endswith("+wa") else 3)  # Θ^A, then one point per stage boundary
 
 
-def test_with_batchnorm_the_route_fits_on_measured_statistics_and_keeps_the_endpoints_accuracy(few_digits, tmp_path):
-    out = tmp_path / "a.safetensors"
-    train_endpoint("resnet20", {**TINY, "norm": "batch"}, few_digits, TrainConfig(epochs=4, lr=0.05, seed=0), out,
-                   progress=False)
-    model, artifact = load_model(out)
-    network = Network(model)
-    theta_a = artifact.tensors
-    theta_b, _ = planted(network, scaled_copy(theta_a, model, 3.0), seed=1)  # one function, other scales and order
+def test_with_batchnorm_the_route_fits_on_measured_statistics_and_keeps_the_endpoints_accuracy(rescaled_resnet_copy,
+                                                                                                 few_digits):
+    network, theta_a, theta_b = rescaled_resnet_copy  # one function, other scales and order
     ctx = context(network, few_digits, bn_batches=2, wa_breakpoints=3)
     assert fitted(ctx)["bn_batches"] == 2  # a matching records the statistics its route was fitted with
     path = get_method("ot+wa").build(theta_a, theta_b, ctx)
     route = Path([leg for leg in path if not isinstance(leg, SwapLeg)], "ot+wa")  # Θ^A to B': one function
-    refresh = BatchNormRefresh(model, few_digits.x_train, batches=2)
+    refresh = BatchNormRefresh(network.model, few_digits.x_train, batches=2)
     acc = evaluate_path(network, route, few_digits, points=3, splits=("test",), progress=False, fixes=[refresh])["acc"]
     assert acc.max() - acc.min() <= 1 / len(few_digits.y_test)
 
