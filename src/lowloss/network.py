@@ -136,7 +136,7 @@ class Network:
     def _only(self, layers: list[Layer], group: str, verb: str) -> Layer:
         if len(layers) != 1:
             raise LowlossError(f"{type(self.model).__name__}: {len(layers)} layers {verb} group {group!r}; "
-                               f"the layer-wise methods need a chain with exactly one")
+                               f"a chain of layers has exactly one")
         return layers[0]
 
     @cached_property
