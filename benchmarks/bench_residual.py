@@ -4,8 +4,9 @@ the `rebasin` package's weight matching (PyPI) beside ours, on the same two trai
 Endpoints are trained here (seeds 0 and 1, cached under results/bench/) on real Fashion-MNIST (Debian's
 dataset-fashion-mnist or a download). Every path is evaluated on the whole test split; BatchNorm networks
 get their running statistics recomputed at every point (`--bn-batches`), which is what makes their paths
-meaningful at all, and the layer-wise route (`*+wa`, `*+bfly`) fits on points so measured. Rows compare a `+repair` method with the same method unrepaired (ratio of worst test
-accuracies), and rebasin's matching with ours (ratio of matching times; barriers in the note).
+meaningful at all, and the layer-wise route (`*+wa`, `*+bfly`) fits on points so measured. Rows compare a
+`+repair` method with the same method unrepaired (ratio of worst test accuracies), and rebasin's matching with
+ours (ratio of matching times; barriers in the note).
 """
 
 from __future__ import annotations

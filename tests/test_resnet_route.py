@@ -6,6 +6,7 @@ on the statistics the evaluation measures, so a path to a rescaled permuted copy
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 from torch.func import functional_call
@@ -65,8 +66,11 @@ def test_match_and_connect_run_the_route_on_a_resnet_and_check_its_statistics(re
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["legs"] > 4 and summary["bn_samples"] == 256
-    assert summary["worst_test_acc"] <= summary["endpoint_test_acc"]
+    assert set(pd.read_csv(table)["stage"]) == {1, 2, 3, 4}  # three residual stages, then the last layer and swaps
     result = run_main(capsys, "connect", *resnet_pair, "--method", "ot+wa", "--matching", matching,
                       "--out", tmp_path / "other.csv", *route[:-3], "--no-progress")
     assert_one_line_error(result, "m.safetensors: matching was computed with", "'bn_batches': 2", "uses {")
     assert not (tmp_path / "other.csv").exists()
+    result = run_main(capsys, "match", *resnet_pair, "--method", "ot", "--bn-batches", "2", "--out", tmp_path / "o.st")
+    assert_one_line_error(result, "--bn-batches applies to the route methods' matchings, not to 'ot'")
+    assert not (tmp_path / "o.st").exists()

@@ -199,7 +199,9 @@ class Network:
         stages = [self._stage(stage_groups) for stage_groups in merged]
         position = {group: s for s, stage in enumerate(stages) for group in stage.groups}
         for layer in self.layers:
-            if layer.reads is not None and layer.computes is not None and position[layer.computes] < position[layer.reads]:
+            feeds_back = layer.reads is not None and layer.computes is not None and (
+                position[layer.computes] < position[layer.reads])
+            if feeds_back:
                 raise LowlossError(f"{name}: layer {layer.name!r} feeds an earlier stage; the network does not cut "
                                    f"into stages")
         return stages

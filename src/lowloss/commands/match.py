@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lowloss.commands.options import BN_BATCHES_HELP, add_dataset_options, add_device_option, count, dataset_from_args
 from lowloss.connect.context import OT_SOLVERS
+from lowloss.errors import LowlossError
 
 NAME = "match"
 HELP = ("match the units of two endpoints as a method does (ot, ot+wa, ot+bfly, weight-matching) and save the "
@@ -38,11 +39,13 @@ def run(args: argparse.Namespace) -> dict:
     from lowloss.commands.connect import check_dataset, endpoint_params, load_endpoints
     from lowloss.connect.context import Context, Options
     from lowloss.connect.matching import save_matching
-    from lowloss.connect.registry import get_method
+    from lowloss.connect.registry import ROUTE_METHODS, get_method
     from lowloss.network import Network
 
     started = time.perf_counter()
     method = get_method(args.method)
+    if args.bn_batches is not None and method.base_name not in ROUTE_METHODS:
+        raise LowlossError(f"--bn-batches applies to the route methods' matchings, not to {method.name!r}")
     model, artifact_a, artifact_b = load_endpoints(args.endpoint_a, args.endpoint_b)
     data = dataset_from_args(args)
     check_dataset(data, artifact_a)

@@ -100,7 +100,7 @@ class Route:
         options = ctx.options
         self.x = fitting_samples(ctx.data.x_train, options.wa_samples, options.seed) if needs_data else None
         self.refresh = (BatchNormRefresh(self.network.model, ctx.data.x_train, options.bn_batches, options.seed)
-                        if needs_data and options.bn_batches is not None else None)
+                        if ctx.data is not None and options.bn_batches is not None else None)
         self.reference = self.measured([theta_a])[0]  # the outputs every re-fit reproduces: Θ^A's as evaluated
         self.perms: dict[str, Tensor] = {}
         self.target = theta_b  # Θ^B, or B' once matched
@@ -111,8 +111,9 @@ class Route:
             last_butterflies = self.kind == "bfly" and s == len(self.stages) - 1
             end = self.target if last_butterflies else self._next_point(s)
             if self.first == "ot":
-                matched = {group: perms[group] for group in stage.groups} if perms is not None else sequential_matching(
-                    self.points[-1], end, self.stage_units(s).trained(), options.ot_solver, stage.groups)
+                matched = ({group: perms[group] for group in stage.groups} if perms is not None else
+                           sequential_matching(self.points[-1], end, self.stage_units(s).trained(), options.ot_solver,
+                                               stage.groups))
                 end, self.target = (permute(p, self.network.spec, matched) for p in (end, self.target))
                 self.perms.update(matched)
             self.ends.append(end)
