@@ -31,7 +31,7 @@ report: $(STAMP)
 UI_PORT ?= 5000
 UI_STORE := sqlite:///results/mlflow.db
 ui: $(STAMP)
-	@$(BIN)/python -c "from lowloss.tracking import ui_links; print('\n'.join(ui_links('$(UI_STORE)', 'http://127.0.0.1:$(UI_PORT)')))"
+	@$(BIN)/python -c "from lowloss.tracking.store import ui_links; print('\n'.join(ui_links('$(UI_STORE)', 'http://127.0.0.1:$(UI_PORT)')))"
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri $(UI_STORE)
 
 test: $(STAMP)

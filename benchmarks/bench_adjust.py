@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from benchmarks.bench_evaluate import best_time
-from lowloss.connect.adjust import solve_rows
+from lowloss.methods.adjust import solve_rows
 
 WIDTH = 2000
 CASES = {"overdetermined": 8000, "underdetermined": 1500}
@@ -40,8 +40,15 @@ def run() -> list[dict]:
         scale = float(targets.norm())
         residual = float((design @ w - targets).norm()) / scale
         reference_residual = float(np.linalg.norm(a @ reference - y)) / scale
-        rows.append({"name": f"WA solve, {case} ({samples} samples x {WIDTH + 1} features)",
-                     "baseline": "numpy.linalg.pinv", "value": ours, "baseline_value": pinv, "ratio": pinv / ours,
-                     "target": 5.0,
-                     "note": f"seconds; relative residual ‖FW − Ŷ‖/‖Ŷ‖ {residual:.3g} (pinv: {reference_residual:.3g})"})
+        rows.append(
+            {
+                "name": f"WA solve, {case} ({samples} samples x {WIDTH + 1} features)",
+                "baseline": "numpy.linalg.pinv",
+                "value": ours,
+                "baseline_value": pinv,
+                "ratio": pinv / ours,
+                "target": 5.0,
+                "note": f"seconds; relative residual ‖FW − Ŷ‖/‖Ŷ‖ {residual:.3g} (pinv: {reference_residual:.3g})",
+            }
+        )
     return rows

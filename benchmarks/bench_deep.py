@@ -13,14 +13,14 @@ from __future__ import annotations
 import torch
 
 from benchmarks.bench_evaluate import POINTS, best_time, one_at_a_time
-from lowloss.connect.interpolate import arc_leg
-from lowloss.connect.path import Leg, Path
-from lowloss.connect.permutation import permutation_legs
-from lowloss.data import Dataset
-from lowloss.device import pick_device
 from lowloss.evaluate import evaluate_path
-from lowloss.models import build_model
-from lowloss.network import Network
+from lowloss.methods.interpolate import arc_leg
+from lowloss.methods.permutation import permutation_legs
+from lowloss.nets.models import build_model
+from lowloss.nets.network import Network
+from lowloss.paths.legs import Leg, Path
+from lowloss.training.data import Dataset
+from lowloss.training.device import pick_device
 
 SHAPE = (3, 32, 32)
 CPU_SCALE = {"samples": 1024, "fc3": [2048, 1024], "conv2fc1": [32, 64], "vgg_width": 0.25, "vgg_samples": 512}
@@ -39,7 +39,12 @@ def setup(arch: str, options: dict, samples: int, seed: int = 0):
     x = torch.randn(samples, *SHAPE, generator=gen)
     y = torch.randint(0, 10, (samples,), generator=gen)
     split = samples * 3 // 4
-    return Network(model), theta_a, theta_b, Dataset("random", x[:split], y[:split], x[split:], y[split:], 10).to(device)
+    return (
+        Network(model),
+        theta_a,
+        theta_b,
+        Dataset("random", x[:split], y[:split], x[split:], y[split:], 10).to(device),
+    )
 
 
 def stage_leg(network: Network, theta_a: dict, theta_b: dict) -> Leg:
@@ -52,13 +57,23 @@ def stage_leg(network: Network, theta_a: dict, theta_b: dict) -> Leg:
 def leg_rows(arch: str, options: dict, samples: int) -> list[dict]:
     network, theta_a, theta_b, data = setup(arch, options, samples)
     rows = []
-    for name, leg in (("route-stage leg", stage_leg(network, theta_a, theta_b)),
-                      ("arc leg (every layer)", arc_leg(theta_a, theta_b, network.spec))):
+    for name, leg in (
+        ("route-stage leg", stage_leg(network, theta_a, theta_b)),
+        ("arc leg (every layer)", arc_leg(theta_a, theta_b, network.spec)),
+    ):
         engine = best_time(lambda: evaluate_path(network, Path([leg], name), data, POINTS, progress=False), 2)
         baseline = best_time(lambda: one_at_a_time(network, leg, data), 2)
-        rows.append({"name": f"{arch} {options}: {name}, {POINTS} points", "baseline": "one point at a time",
-                     "value": engine, "baseline_value": baseline, "ratio": baseline / engine, "target": 1.5,
-                     "note": f"seconds, train+test, {samples} samples, {network.model.__class__.__name__}"})
+        rows.append(
+            {
+                "name": f"{arch} {options}: {name}, {POINTS} points",
+                "baseline": "one point at a time",
+                "value": engine,
+                "baseline_value": baseline,
+                "ratio": baseline / engine,
+                "target": 1.5,
+                "note": f"seconds, train+test, {samples} samples, {network.model.__class__.__name__}",
+            }
+        )
     return rows
 
 
@@ -68,18 +83,27 @@ def stage_rows(width: float, samples: int) -> list[dict]:
     perms = {group: torch.randperm(network.spec.size(theta_b, group), generator=gen) for group in network.spec.groups}
     legs = permutation_legs(theta_b, network.spec, perms)
     incremental = best_time(lambda: evaluate_path(network, Path(legs, "ot"), data, progress=False), 1)
-    sample = Path(legs[::max(1, len(legs) // BASELINE_LEGS)][:BASELINE_LEGS], "ot")
+    sample = Path(legs[:: max(1, len(legs) // BASELINE_LEGS)][:BASELINE_LEGS], "ot")
     full = best_time(lambda: evaluate_path(network, sample, data, progress=False, fast=False), 1)
     per_leg, baseline_per_leg = incremental / len(legs), full / len(sample)
-    return [{"name": f"vgg16 x{width}: permutation stages of every group ({len(legs)} swap legs)",
-             "baseline": "full forward pass per leg", "value": per_leg, "baseline_value": baseline_per_leg,
-             "ratio": baseline_per_leg / per_leg, "target": 10.0,
-             "note": f"seconds per leg, train+test, {samples} samples; all stages {incremental:.1f} s; baseline "
-                     f"timed on {len(sample)} legs spread over the groups"}]
+    return [
+        {
+            "name": f"vgg16 x{width}: permutation stages of every group ({len(legs)} swap legs)",
+            "baseline": "full forward pass per leg",
+            "value": per_leg,
+            "baseline_value": baseline_per_leg,
+            "ratio": baseline_per_leg / per_leg,
+            "target": 10.0,
+            "note": f"seconds per leg, train+test, {samples} samples; all stages {incremental:.1f} s; baseline "
+            f"timed on {len(sample)} legs spread over the groups",
+        }
+    ]
 
 
 def run() -> list[dict]:
     scale = GPU_SCALE if pick_device().type == "cuda" else CPU_SCALE
-    return (leg_rows("fc3", {"widths": scale["fc3"]}, scale["samples"])
-            + leg_rows("conv2fc1", {"channels": scale["conv2fc1"]}, scale["samples"])
-            + stage_rows(scale["vgg_width"], scale["vgg_samples"]))
+    return (
+        leg_rows("fc3", {"widths": scale["fc3"]}, scale["samples"])
+        + leg_rows("conv2fc1", {"channels": scale["conv2fc1"]}, scale["samples"])
+        + stage_rows(scale["vgg_width"], scale["vgg_samples"])
+    )

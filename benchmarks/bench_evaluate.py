@@ -12,14 +12,14 @@ from collections.abc import Callable
 
 import torch
 
-from lowloss.connect.interpolate import arc_leg
-from lowloss.connect.path import Leg, Path
-from lowloss.data import Dataset
-from lowloss.device import pick_device
 from lowloss.evaluate import evaluate_path, leg_ts
 from lowloss.evaluate.scores import chunk_sizes, evaluate_stacked, flops_per_point
-from lowloss.models import build_model
-from lowloss.network import Network
+from lowloss.methods.interpolate import arc_leg
+from lowloss.nets.models import build_model
+from lowloss.nets.network import Network
+from lowloss.paths.legs import Leg, Path
+from lowloss.training.data import Dataset
+from lowloss.training.device import pick_device
 
 POINTS = 21
 SAMPLES = 8192
@@ -78,22 +78,47 @@ def leg_rows(label: str, shape: tuple[int, ...], width: int, samples: int, repea
         path = Path([leg], name)
         engine = best_time(lambda: evaluate_path(network, path, data, POINTS, progress=False), repeats)
         baseline = best_time(lambda: one_at_a_time(network, leg, data), repeats)
-        rows.append({"name": f"{label}: {name} leg, {POINTS} points together", "baseline": "one point at a time",
-                     "value": engine, "baseline_value": baseline, "ratio": baseline / engine, "target": 3.0,
-                     "note": f"seconds; width {width}, {samples} samples"})
-    generic = best_time(lambda: evaluate_path(network, Path([legs["arc"]], "arc"), data, POINTS, progress=False,
-                                              fast=False), repeats)
-    rows.append({"name": f"{label}: arc leg, generic vmapped engine (fast=False)", "baseline": "one point at a time",
-                 "value": generic, "baseline_value": rows[-1]["baseline_value"],
-                 "ratio": rows[-1]["baseline_value"] / generic, "note": "what networks without the one-hidden form get"})
+        rows.append(
+            {
+                "name": f"{label}: {name} leg, {POINTS} points together",
+                "baseline": "one point at a time",
+                "value": engine,
+                "baseline_value": baseline,
+                "ratio": baseline / engine,
+                "target": 3.0,
+                "note": f"seconds; width {width}, {samples} samples",
+            }
+        )
+    generic = best_time(
+        lambda: evaluate_path(network, Path([legs["arc"]], "arc"), data, POINTS, progress=False, fast=False), repeats
+    )
+    rows.append(
+        {
+            "name": f"{label}: arc leg, generic vmapped engine (fast=False)",
+            "baseline": "one point at a time",
+            "value": generic,
+            "baseline_value": rows[-1]["baseline_value"],
+            "ratio": rows[-1]["baseline_value"] / generic,
+            "note": "what networks without the one-hidden form get",
+        }
+    )
     nominal = POINTS * samples * flops_per_point(network.model, shape) / 1e9
     points, batch = chunk_sizes(network.model, shape, POINTS)
     matmul = matmul_gflops(min(batch, samples), int(torch.tensor(shape).prod()), width, repeats=POINTS)
     for name, seconds in (("fast", rows[1]["value"]), ("generic", generic)):
-        rows.append({"name": f"{label}: GFLOP/s of path evaluation ({name}, arc leg)", "baseline": "plain matmul",
-                     "value": nominal / seconds, "baseline_value": matmul, "ratio": nominal / seconds / matmul,
-                     "note": "nominal FLOPs (every point's full forward pass) / time; the fast path skips "
-                             "first-layer products, so it can pass 1" if name == "fast" else "GFLOP/s"})
+        rows.append(
+            {
+                "name": f"{label}: GFLOP/s of path evaluation ({name}, arc leg)",
+                "baseline": "plain matmul",
+                "value": nominal / seconds,
+                "baseline_value": matmul,
+                "ratio": nominal / seconds / matmul,
+                "note": "nominal FLOPs (every point's full forward pass) / time; the fast path skips "
+                "first-layer products, so it can pass 1"
+                if name == "fast"
+                else "GFLOP/s",
+            }
+        )
     return rows
 
 

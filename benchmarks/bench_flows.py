@@ -18,15 +18,16 @@ import time
 import torch
 from nflows.transforms.autoregressive import MaskedAffineAutoregressiveTransform
 
-from lowloss.connect.flows.nu import HIDDEN, LAYERS, Bijection, FixedPointMAF, FlowShape, solve_autoregressive
-from lowloss.connect.flows.objectives import bijection_objective, learned_leg, likelihood_objective
-from lowloss.connect.flows.optimise import FitConfig, optimise
-from lowloss.connect.interpolate import arc_leg
-from lowloss.connect.registry import FLOWS
-from lowloss.connect.neurons import butterflies
-from lowloss.data import load_dataset
-from lowloss.device import pick_device
-from lowloss.models import build_model
+from lowloss.methods.flows.config import FitConfig
+from lowloss.methods.flows.nu import HIDDEN, LAYERS, Bijection, FixedPointMAF, FlowShape, solve_autoregressive
+from lowloss.methods.flows.objectives import bijection_objective, learned_leg, likelihood_objective
+from lowloss.methods.flows.optimise import optimise
+from lowloss.methods.interpolate import arc_leg
+from lowloss.methods.neurons import butterflies
+from lowloss.methods.registry import FLOWS
+from lowloss.nets.models import build_model
+from lowloss.training.data import load_dataset
+from lowloss.training.device import pick_device
 
 WIDTH, MODELS = 2000, 16
 STEPS = 3  # measured steps per kind, after one warm-up step
@@ -75,8 +76,11 @@ def fit_cost(method: str) -> dict:
     start = time.perf_counter()
     optimise(nu, objective, FitConfig(steps=STEPS, seed=1), progress=False)
     seconds = (time.perf_counter() - start) / STEPS
-    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     return {"seconds": seconds, "peak": peak, "before": before, "device": device.type}
 
 
@@ -99,11 +103,17 @@ def path_cost() -> list[dict]:
             built = time.perf_counter()
             leg.at(ts)
             done = time.perf_counter()
-        rows.append({"name": f"{flow_type} path: ν on 2n + ν⁻¹ on {POINTS} x n (s)",
-                     "baseline": f"arc path points ({POINTS} x n)", "value": done - start, "baseline_value": arc_s,
-                     "ratio": arc_s / (done - start),
-                     "note": f"n = {WIDTH}, D = 795; ν once: {built - start:.2f} s, ν⁻¹ per point: "
-                             f"{(done - built) / POINTS:.3f} s"})
+        rows.append(
+            {
+                "name": f"{flow_type} path: ν on 2n + ν⁻¹ on {POINTS} x n (s)",
+                "baseline": f"arc path points ({POINTS} x n)",
+                "value": done - start,
+                "baseline_value": arc_s,
+                "ratio": arc_s / (done - start),
+                "note": f"n = {WIDTH}, D = 795; ν once: {built - start:.2f} s, ν⁻¹ per point: "
+                f"{(done - built) / POINTS:.3f} s",
+            }
+        )
     layer = next(m for m in nu.modules() if isinstance(m, FixedPointMAF))
     x = butterflies(theta_a, spec, group)[:SOLVE_ROWS]  # nflows' D passes cost minutes on all n rows
     x = (x - x.mean(0)) / x.std(0)
@@ -114,9 +124,16 @@ def path_cost() -> list[dict]:
         start = time.perf_counter()
         MaskedAffineAutoregressiveTransform.inverse(layer, x)
         theirs = time.perf_counter() - start
-    rows.append({"name": f"iaf: ν of one layer on {SOLVE_ROWS} neurons, early-stopping solve (s)",
-                 "baseline": "nflows' inverse (D passes)", "value": ours, "baseline_value": theirs,
-                 "ratio": theirs / ours, "note": f"{passes} of 795 passes"})
+    rows.append(
+        {
+            "name": f"iaf: ν of one layer on {SOLVE_ROWS} neurons, early-stopping solve (s)",
+            "baseline": "nflows' inverse (D passes)",
+            "value": ours,
+            "baseline_value": theirs,
+            "ratio": theirs / ours,
+            "note": f"{passes} of 795 passes",
+        }
+    )
     return rows
 
 
@@ -127,10 +144,20 @@ def run() -> list[dict]:
         with context.Pool(1) as pool:
             cost = pool.apply(fit_cost, (method,))
         memory = "GPU allocated" if cost["device"] == "cuda" else "process RSS"
-        rows.append({"name": f"{method}: seconds per step", "value": cost["seconds"],
-                     "note": f"{cost['device']}; default fit ({DEFAULT_STEPS} steps) ≈ "
-                             f"{cost['seconds'] * DEFAULT_STEPS / 60:.1f} min; |V| = {MODELS}, n = {WIDTH}, D = 795, "
-                             f"ν {LAYERS} x {HIDDEN}"})
-        rows.append({"name": f"{method}: peak memory (MiB)", "value": cost["peak"] / 2**20,
-                     "note": f"{memory}; before fitting {cost['before'] / 2**20:.0f} MiB"})
+        rows.append(
+            {
+                "name": f"{method}: seconds per step",
+                "value": cost["seconds"],
+                "note": f"{cost['device']}; default fit ({DEFAULT_STEPS} steps) ≈ "
+                f"{cost['seconds'] * DEFAULT_STEPS / 60:.1f} min; |V| = {MODELS}, n = {WIDTH}, D = 795, "
+                f"ν {LAYERS} x {HIDDEN}",
+            }
+        )
+        rows.append(
+            {
+                "name": f"{method}: peak memory (MiB)",
+                "value": cost["peak"] / 2**20,
+                "note": f"{memory}; before fitting {cost['before'] / 2**20:.0f} MiB",
+            }
+        )
     return rows + path_cost()

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from lowloss.connect.matching import ot_permutation
+from lowloss.methods.matching import ot_permutation
 
 DIM = 784 + 1 + 10
 
@@ -28,8 +28,15 @@ def run() -> list[dict]:
             perm = ot_permutation(x, y, solver)
             seconds[solver] = time.perf_counter() - start
             costs[solver] = float((x - y[perm]).square().sum())
-        rows.append({"name": f"OT matching, n = {n}", "baseline": "POT ot.emd", "value": seconds["scipy"],
-                     "baseline_value": seconds["emd"], "ratio": seconds["emd"] / seconds["scipy"],
-                     "note": f"seconds (SciPy linear_sum_assignment); costs equal: {costs['emd'] == costs['scipy']} "
-                             f"({costs['scipy']:.6g}); includes the cost matrix"})
+        rows.append(
+            {
+                "name": f"OT matching, n = {n}",
+                "baseline": "POT ot.emd",
+                "value": seconds["scipy"],
+                "baseline_value": seconds["emd"],
+                "ratio": seconds["emd"] / seconds["scipy"],
+                "note": f"seconds (SciPy linear_sum_assignment); costs equal: {costs['emd'] == costs['scipy']} "
+                f"({costs['scipy']:.6g}); includes the cost matrix",
+            }
+        )
     return rows

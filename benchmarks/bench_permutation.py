@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from benchmarks.bench_evaluate import best_time, random_setup
-from lowloss.connect.path import Path
-from lowloss.connect.permutation import permutation_stage
 from lowloss.evaluate import evaluate_path
+from lowloss.paths.legs import Path
+from lowloss.paths.swaps import permutation_stage
 
 WIDTH = 2000
 SAMPLES = 4096
@@ -36,11 +36,22 @@ def run() -> list[dict]:
     stage_bytes = sum(t.numel() * t.element_size() for t in (stage.positions, stage.units, stage.checkpoints))
     copies = 2 * nbytes(theta_b) * len(legs)
     return [
-        {"name": f"swap legs, incremental ({len(legs)} legs)", "baseline": "full forward pass per leg",
-         "value": per_leg, "baseline_value": baseline_per_leg, "ratio": baseline_per_leg / per_leg, "target": 50.0,
-         "note": f"seconds per leg, train+test, {SAMPLES} samples, width {WIDTH}; whole stage {incremental:.2f} s; "
-                 f"baseline timed on {BASELINE_LEGS} legs"},
-        {"name": "permutation stage memory (lazy legs)", "baseline": "two parameter copies per leg",
-         "value": stage_bytes, "baseline_value": copies, "ratio": copies / stage_bytes,
-         "note": "bytes, besides the one shared base"},
+        {
+            "name": f"swap legs, incremental ({len(legs)} legs)",
+            "baseline": "full forward pass per leg",
+            "value": per_leg,
+            "baseline_value": baseline_per_leg,
+            "ratio": baseline_per_leg / per_leg,
+            "target": 50.0,
+            "note": f"seconds per leg, train+test, {SAMPLES} samples, width {WIDTH}; whole stage {incremental:.2f} s; "
+            f"baseline timed on {BASELINE_LEGS} legs",
+        },
+        {
+            "name": "permutation stage memory (lazy legs)",
+            "baseline": "two parameter copies per leg",
+            "value": stage_bytes,
+            "baseline_value": copies,
+            "ratio": copies / stage_bytes,
+            "note": "bytes, besides the one shared base",
+        },
     ]

@@ -17,20 +17,23 @@ from pathlib import Path
 
 import torch
 
-from lowloss.connect.context import Context, Options
-from lowloss.connect.path import Leg
-from lowloss.connect.path import Path as ConnectionPath
-from lowloss.connect.registry import get_method
-from lowloss.connect.weight_matching import weight_matching_matcher
-from lowloss.data import Dataset, load_dataset
-from lowloss.device import pick_device
-from lowloss.commands.connect import REPAIR_BATCHES
-from lowloss.evaluate import evaluate_path, point_fixes
-from lowloss.evaluate.batchnorm import batchnorm_layers
-from lowloss.models import load_model
-from lowloss.network import Network
-from lowloss.spec import Params, permute
-from lowloss.train import TrainConfig, train_endpoint
+from lowloss.cli.commands.connect import REPAIR_BATCHES
+from lowloss.evaluate import evaluate_path
+from lowloss.evaluate.fixes import point_fixes
+from lowloss.methods.context import Context, Options
+from lowloss.methods.registry import get_method
+from lowloss.methods.weight_matching import weight_matching_matcher
+from lowloss.nets.batchnorm import batchnorm_layers
+from lowloss.nets.network import Network
+from lowloss.nets.params import Params
+from lowloss.nets.spec import permute
+from lowloss.paths.legs import Leg
+from lowloss.paths.legs import Path as ConnectionPath
+from lowloss.storage.model_files import load_model
+from lowloss.training.config import TrainConfig
+from lowloss.training.data import Dataset, load_dataset
+from lowloss.training.device import pick_device
+from lowloss.training.train import train_endpoint
 
 CACHE = Path(__file__).resolve().parents[1] / "results" / "bench"
 CPU_SCALE = {"resnet_width": 0.25, "vgg_width": 0.0625, "epochs": 3, "points": 5}
@@ -43,9 +46,11 @@ WA_SAMPLES = 10000  # training samples the route's least-squares fits read (of 6
 def networks(scale: dict) -> dict[str, tuple[str, dict, float]]:
     """Name -> (architecture, options, learning rate): ResNet-20 with BatchNorm and with LayerNorm, and VGG16."""
     width = scale["resnet_width"]
-    return {"resnet20-bn": ("resnet20", {"width_multiplier": width, "norm": "batch"}, 0.05),
-            "resnet20-ln": ("resnet20", {"width_multiplier": width, "norm": "layer"}, 0.05),
-            "vgg16": ("vgg16", {"width_multiplier": scale["vgg_width"]}, 0.01)}
+    return {
+        "resnet20-bn": ("resnet20", {"width_multiplier": width, "norm": "batch"}, 0.05),
+        "resnet20-ln": ("resnet20", {"width_multiplier": width, "norm": "layer"}, 0.05),
+        "vgg16": ("vgg16", {"width_multiplier": scale["vgg_width"]}, 0.01),
+    }
 
 
 def endpoints(name: str, arch: str, options: dict, lr: float, data: Dataset, epochs: int) -> tuple[Path, Path]:
@@ -66,8 +71,9 @@ def bn_batches(network: Network) -> int | None:
 
 def worst_test(network: Network, path: ConnectionPath, data: Dataset, points: int, repair: bool) -> float:
     """Worst test accuracy (%) along the path; BatchNorm statistics recomputed at every point, then REPAIR."""
-    fixes = point_fixes(network, data.x_train, bn_batches=bn_batches(network),
-                        repair_batches=REPAIR_BATCHES if repair else None)
+    fixes = point_fixes(
+        network, data.x_train, bn_batches=bn_batches(network), repair_batches=REPAIR_BATCHES if repair else None
+    )
     table = evaluate_path(network, path, data, points, splits=("test",), progress=False, fixes=list(fixes.values()))
     return 100 * float(table["acc"].min())
 
@@ -83,13 +89,24 @@ def method_rows(name: str, network: Network, thetas: tuple[Params, Params], data
             options = Options(progress=False, wa_samples=WA_SAMPLES, bn_batches=bn_batches(network))
             path = method.build(*thetas, Context(network, data, options))
             built = time.perf_counter() - started
-            results[repair] = (worst_test(network, path, data, points, repair), built,
-                               time.perf_counter() - started, len(path))
+            results[repair] = (
+                worst_test(network, path, data, points, repair),
+                built,
+                time.perf_counter() - started,
+                len(path),
+            )
         (plain, plain_build, plain_total, legs), (fixed, _, fixed_total, _) = results[False], results[True]
-        rows.append({"name": f"{name}: {method_name}+repair, worst test accuracy %", "baseline": method_name,
-                     "value": fixed, "baseline_value": plain, "ratio": fixed / plain,
-                     "note": f"{legs} legs; path built in {plain_build:.1f} s; connect {plain_total:.0f} s, "
-                             f"with REPAIR {fixed_total:.0f} s"})
+        rows.append(
+            {
+                "name": f"{name}: {method_name}+repair, worst test accuracy %",
+                "baseline": method_name,
+                "value": fixed,
+                "baseline_value": plain,
+                "ratio": fixed / plain,
+                "note": f"{legs} legs; path built in {plain_build:.1f} s; connect {plain_total:.0f} s, "
+                f"with REPAIR {fixed_total:.0f} s",
+            }
+        )
     return rows
 
 
@@ -118,16 +135,26 @@ def rebasin_rows(name: str, network: Network, thetas: tuple[Params, Params], dat
     x = data.x_test[:512]
     with torch.no_grad():
         reference = torch.func.functional_call(network.model, theta_b, (x,))
-        drift = {label: float((torch.func.functional_call(network.model, params, (x,)) - reference).abs().max())
-                 for label, params in (("ours", ours), ("rebasin", theirs))}
-    barriers = {label: worst_test(network, ConnectionPath([Leg(theta_a, params, "matched")], label), data, points,
-                                  repair=False)
-                for label, params in (("ours", ours), ("rebasin", theirs))}
-    return [{"name": f"{name}: weight matching, seconds", "baseline": "rebasin 0.0.47 (PyPI)",
-             "value": ours_seconds, "baseline_value": theirs_seconds, "ratio": theirs_seconds / ours_seconds,
-             "note": f"worst test accuracy % on the straight leg to the matched Θ^B: ours {barriers['ours']:.2f}, "
-                     f"rebasin {barriers['rebasin']:.2f}; max logit change of the matched Θ^B: ours "
-                     f"{drift['ours']:.1e}, rebasin {drift['rebasin']:.1e}"}]
+        drift = {
+            label: float((torch.func.functional_call(network.model, params, (x,)) - reference).abs().max())
+            for label, params in (("ours", ours), ("rebasin", theirs))
+        }
+    barriers = {
+        label: worst_test(network, ConnectionPath([Leg(theta_a, params, "matched")], label), data, points, repair=False)
+        for label, params in (("ours", ours), ("rebasin", theirs))
+    }
+    return [
+        {
+            "name": f"{name}: weight matching, seconds",
+            "baseline": "rebasin 0.0.47 (PyPI)",
+            "value": ours_seconds,
+            "baseline_value": theirs_seconds,
+            "ratio": theirs_seconds / ours_seconds,
+            "note": f"worst test accuracy % on the straight leg to the matched Θ^B: ours {barriers['ours']:.2f}, "
+            f"rebasin {barriers['rebasin']:.2f}; max logit change of the matched Θ^B: ours "
+            f"{drift['ours']:.1e}, rebasin {drift['rebasin']:.1e}",
+        }
+    ]
 
 
 def run() -> list[dict]:
@@ -141,7 +168,9 @@ def run() -> list[dict]:
         thetas = tuple({k: v.to(data.x_train.device) for k, v in a.tensors.items()} for a in (artifact_a, artifact_b))
         for part in (rebasin_rows, method_rows):
             for row in part(name, network, thetas, data, scale["points"]):
-                print(f"  {row['name']}: {row['value']:.4g} against {row['baseline_value']:.4g} · {row['note']}",
-                      flush=True)
+                print(
+                    f"  {row['name']}: {row['value']:.4g} against {row['baseline_value']:.4g} · {row['note']}",
+                    flush=True,
+                )
                 rows.append(row)
     return rows

@@ -21,8 +21,10 @@ HERE = Path(__file__).resolve().parent
 
 def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.machine()}, {torch.get_num_threads()} torch threads, {gpu}, Python {platform.python_version()}, "
-            f"torch {torch.__version__}")
+    return (
+        f"{platform.machine()}, {torch.get_num_threads()} torch threads, {gpu}, Python {platform.python_version()}, "
+        f"torch {torch.__version__}"
+    )
 
 
 def fmt(value) -> str:
@@ -49,20 +51,32 @@ def main(selected: list[str]) -> None:
     for name in modules:
         print(f"running {name} …", flush=True)
         rows = importlib.import_module(f"benchmarks.{name}").run()
-        lines = [f"## {name.removeprefix('bench_')}",
-                 f"Measured {datetime.date.today().isoformat()} on {machine()}.", "",
-                 "| benchmark | baseline | value | baseline value | ratio | target | met | note |",
-                 "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines = [
+            f"## {name.removeprefix('bench_')}",
+            f"Measured {datetime.date.today().isoformat()} on {machine()}.",
+            "",
+            "| benchmark | baseline | value | baseline value | ratio | target | met | note |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for row in rows:
             target, ratio = row.get("target"), row.get("ratio")
             met = "" if target is None or ratio is None else ("yes" if ratio >= target else "no")
-            lines.append("| " + " | ".join(fmt(row.get(k)) for k in ("name", "baseline", "value", "baseline_value",
-                                                                       "ratio", "target")) +
-                         f" | {met} | {fmt(row.get('note'))} |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    fmt(row.get(k)) for k in ("name", "baseline", "value", "baseline_value", "ratio", "target")
+                )
+                + f" | {met} | {fmt(row.get('note'))} |"
+            )
             print(f"  {row['name']}: ratio {fmt(ratio)} (target {fmt(target)})", flush=True)
         sections[name.removeprefix("bench_")] = "\n".join(lines) + "\n"
-    header = ["# Benchmarks", "", "Ratios compare against a baseline measured in the same run; > 1 means lowloss is "
-              "faster (or smaller) by that factor. Each section says when and where it was measured.", ""]
+    header = [
+        "# Benchmarks",
+        "",
+        "Ratios compare against a baseline measured in the same run; > 1 means lowloss is "
+        "faster (or smaller) by that factor. Each section says when and where it was measured.",
+        "",
+    ]
     (HERE / "RESULTS.md").write_text("\n".join(header) + "\n" + "\n".join(sections[key] for key in sorted(sections)))
     print(f"wrote {HERE / 'RESULTS.md'}")
 

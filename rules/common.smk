@@ -15,9 +15,11 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # this workflow's lowloss (its method table imports no torch)
-from lowloss.connect.registry import ROUTE_METHODS, WA_METHODS, get_method  # noqa: E402
+from lowloss.methods.registry import ROUTE_METHODS, WA_METHODS, get_method  # noqa: E402
 from lowloss.errors import LowlossError  # noqa: E402
-from lowloss.kinds import ARCHITECTURE_KINDS, ONE_HIDDEN, WEIGHT_LAYERS  # noqa: E402
+from lowloss.nets.architectures import ARCHITECTURES  # noqa: E402
+from lowloss.nets.topology import ONE_HIDDEN  # noqa: E402
+from lowloss.training.datasets import DATASETS  # noqa: E402
 
 SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
 SRC = Path(workflow.basedir) / "src"
@@ -29,7 +31,6 @@ INPUT_FILES = {
     "curve": "curves/{method}/{pair}.safetensors",
     "matching": "matchings/{method}/{pair}.safetensors",
 }
-EMBEDDED_DATASETS = {"digits", "synthetic-mnist", "synthetic-cifar"}
 
 
 def check_config(config):
@@ -81,7 +82,7 @@ def check_ensembles(key, exp):
     too_large = [size for size in settings["sizes"] or [] if size > len(settings["seeds"])]
     if too_large:
         raise WorkflowError(f"{key}.ensembles.sizes: {too_large[0]} models, but only {len(settings['seeds'])} seeds")
-    layers = WEIGHT_LAYERS[exp["arch"]]
+    layers = ARCHITECTURES[exp["arch"]].weight_layers
     wrong = [n for n in settings["wa_layers"] if not 1 <= n < layers]
     if wrong:
         raise WorkflowError(f"{key}.ensembles.wa_layers: WA({wrong[0]}) is out of range for {exp['arch']}, whose "
@@ -148,7 +149,7 @@ def report_dir():
 
 def one_hidden(name):
     """Whether experiment `name` goes to Table 1 (one hidden layer) rather than Table 2."""
-    return ARCHITECTURE_KINDS[experiment(name)["arch"]] == ONE_HIDDEN
+    return ARCHITECTURES[experiment(name)["arch"]].topology == ONE_HIDDEN
 
 
 def report_files():
@@ -158,7 +159,7 @@ def report_files():
     tables = [table for table, present in (("table1", any(one_hidden(n) for n in names)),
                                            ("table2", not all(one_hidden(n) for n in names))) if present]
     files = ["worst_points.csv", "paths.png", "paths.svg"]
-    files.extend(f"{table}.{kind}" for table in tables for kind in ("csv", "md", "tex"))
+    files.extend(f"{table}.{suffix}" for table in tables for suffix in ("csv", "md", "tex"))
     if any(not one_hidden(n) and set(methods(n)) & set(ROUTE_METHODS) for n in names):
         files.extend(["route.png", "route.svg"])
     return files
@@ -241,7 +242,7 @@ def first_seed_model(wildcards):
     """
     exp = experiment(wildcards.exp)
     first = exp["pairs"][0][0]
-    if exp["dataset"] in EMBEDDED_DATASETS or int(wildcards.seed) == first:
+    if DATASETS[exp["dataset"]].embedded or int(wildcards.seed) == first:
         return []
     return [ancient(model_path(wildcards.exp, first))]
 
@@ -304,7 +305,7 @@ def train_args(wildcards):
 
 
 def connector_args(wildcards):
-    return flags(experiment(wildcards.exp)["connectors"].get(wildcards.kind, {}))
+    return flags(experiment(wildcards.exp)["connectors"].get(wildcards.method, {}))
 
 
 def curve_args(wildcards):
@@ -396,7 +397,7 @@ def start_parent_run():
         return
     if str(SRC) not in sys.path:
         sys.path.insert(0, str(SRC))  # this workflow's lowloss, as in every job
-    from lowloss.lineage import ENV_PARENT_RUN, start_workflow_run
+    from lowloss.tracking.lineage import ENV_PARENT_RUN, start_workflow_run
 
     try:
         os.environ[ENV_PARENT_RUN] = start_workflow_run(mlflow_experiment(), mlflow_uri(), config["name"],
@@ -409,7 +410,7 @@ def end_parent_run(status):
     """Close the parent run opened by `start_parent_run` as FINISHED or FAILED."""
     if not config["mlflow"]["enabled"]:
         return
-    from lowloss.lineage import ENV_PARENT_RUN, end_workflow_run
+    from lowloss.tracking.lineage import ENV_PARENT_RUN, end_workflow_run
 
     run_id = os.environ.pop(ENV_PARENT_RUN, None)
     if run_id:
@@ -440,6 +441,5 @@ wildcard_constraints:
     seed=r"\d+",
     pair=r"\d+-\d+",
     method=r"[a-z0-9][a-z0-9+-]*",
-    kind=r"[a-z0-9-]+",
     ensemble=r"ind|wa\d+",
     size=r"\d+",

@@ -1,4 +1,4 @@
-# Stage 3: learned connectors ν (paper §3.3), one per kind, fitted once on V and used for every pair.
+# Stage 3: learned connectors ν (paper §3.3), one per learned method, fitted once on V and used for every pair.
 
 
 rule fit_connector:
@@ -6,16 +6,16 @@ rule fit_connector:
     input:
         "results/{exp}/V.json",
     output:
-        weights="results/{exp}/connectors/{kind}.safetensors",
-        sidecar="results/{exp}/connectors/{kind}.json",
+        weights="results/{exp}/connectors/{method}.safetensors",
+        sidecar="results/{exp}/connectors/{method}.json",
     params:
         data=data_args,
         options=connector_args,
         tags=tags,
     log:
-        "logs/{exp}/connectors/{kind}.log",
+        "logs/{exp}/connectors/{method}.log",
     conda:
         "../envs/lowloss.yaml"
     shell:
-        "python -m lowloss {params.tags} --mlflow-tag rule=fit_connector fit-connector --kind {wildcards.kind} "
+        "python -m lowloss {params.tags} --mlflow-tag rule=fit_connector fit-connector --method {wildcards.method} "
         "--model-set {input} {params.data} {params.options} --out {output.weights} --no-progress > {log} 2>&1"

@@ -17,13 +17,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lowloss.connect.context import ALL, Context, Options
-from lowloss.connect.registry import WA_METHODS, get_method
-from lowloss.data import load_dataset
 from lowloss.evaluate import evaluate_path, worst_points
-from lowloss.models import load_model
-from lowloss.network import Network
-from lowloss.train import TrainConfig, train_endpoint
+from lowloss.methods.context import ALL, Context, Options
+from lowloss.methods.registry import WA_METHODS, get_method
+from lowloss.nets.network import Network
+from lowloss.storage.model_files import load_model
+from lowloss.training.config import TrainConfig
+from lowloss.training.data import load_dataset
+from lowloss.training.train import train_endpoint
 
 CANDIDATES = (2, 3, 5, 9, ALL)
 TOLERANCE = 0.1  # percentage points of worst train accuracy
@@ -51,8 +52,16 @@ def main() -> int:
                         ctx = Context(network, data, Options(wa_breakpoints=k, progress=False))
                         path = get_method(method).build(artifact_a.tensors, artifact_b.tensors, ctx)
                         worst = worst_points(evaluate_path(network, path, data, POINTS, progress=False))
-                        rows.append(dict(arch=arch, pair=f"{a}-{b}", method=method, k=str(k),
-                                         train=100 * worst["train"]["acc"], test=100 * worst["test"]["acc"]))
+                        rows.append(
+                            dict(
+                                arch=arch,
+                                pair=f"{a}-{b}",
+                                method=method,
+                                k=str(k),
+                                train=100 * worst["train"]["acc"],
+                                test=100 * worst["test"]["acc"],
+                            )
+                        )
                         print(rows[-1], flush=True)
     table = pd.DataFrame(rows).groupby(["arch", "method", "k"], sort=False)[["train", "test"]].mean()
     print(table.round(2).to_string())

@@ -10,21 +10,27 @@ from pathlib import Path
 import pytest
 import torch
 
-from lowloss.artifacts import load_weights, save_weights, sidecar_path
-from lowloss.cli import main
-from lowloss.connect.context import Context, Options
-from lowloss.data import load_dataset
-from lowloss.models import build_model, load_model
-from lowloss.network import Network
-from lowloss.spec import permute
-from lowloss.train import TrainConfig, train_endpoint
+from lowloss.cli.main import main
+from lowloss.methods.context import Context, Options
+from lowloss.nets.models import build_model
+from lowloss.nets.network import Network
+from lowloss.nets.spec import permute
+from lowloss.storage.model_files import load_model
+from lowloss.storage.weights import load_weights, save_weights, sidecar_path
+from lowloss.training.config import TrainConfig
+from lowloss.training.data import load_dataset
+from lowloss.training.train import train_endpoint
 
 torch.set_num_threads(2)
 LOG_LEVELS = ("INFO ", "WARNING ")
 
 
-SMALL = {"onehidden": {"width": 16}, "fc3": {"widths": [12, 10]}, "conv2fc1": {"channels": [6, 8]},
-         "vgg16": {"width_multiplier": 1 / 32}}
+SMALL = {
+    "onehidden": {"width": 16},
+    "fc3": {"widths": [12, 10]},
+    "conv2fc1": {"channels": [6, 8]},
+    "vgg16": {"width_multiplier": 1 / 32},
+}
 """A small network of every architecture (8x8 inputs)."""
 
 
@@ -46,18 +52,28 @@ def context(network: Network, data=None, **options) -> Context:
     return Context(network, data, Options(progress=False, **options))
 
 
-def method_path(method: str, a: Path, b: Path, data, connector: Path | None = None, curve: Path | None = None,
-                matching: Path | None = None, **options):
+def method_path(
+    method: str,
+    a: Path,
+    b: Path,
+    data,
+    connector: Path | None = None,
+    curve: Path | None = None,
+    matching: Path | None = None,
+    **options,
+):
     """(network, path, artifact A, artifact B): the method's path between two model files, as `lowloss connect`
     builds it."""
-    from lowloss.artifacts import load_weights
-    from lowloss.connect.registry import get_method
-    from lowloss.models import load_model
+    from lowloss.methods.registry import get_method
+    from lowloss.storage.model_files import load_model
+    from lowloss.storage.weights import load_weights
 
     model_a, artifact_a = load_model(a)
     _, artifact_b = load_model(b)
-    files = {name: None if file is None else load_weights(file)
-             for name, file in (("connector", connector), ("curve", curve), ("matching", matching))}
+    files = {
+        name: None if file is None else load_weights(file)
+        for name, file in (("connector", connector), ("curve", curve), ("matching", matching))
+    }
     ctx = Context(Network(model_a), data, Options(progress=False, **options), (artifact_a, artifact_b), **files)
     path = get_method(method).build(artifact_a.tensors, artifact_b.tensors, ctx)
     return ctx.network, path, artifact_a, artifact_b
@@ -115,8 +131,13 @@ def few_digits(digits):
     """The first 256 training and 128 test digits: for comparing strategies, where every point is evaluated twice."""
     from dataclasses import replace
 
-    return replace(digits, x_train=digits.x_train[:256], y_train=digits.y_train[:256],
-                   x_test=digits.x_test[:128], y_test=digits.y_test[:128])
+    return replace(
+        digits,
+        x_train=digits.x_train[:256],
+        y_train=digits.y_train[:256],
+        x_test=digits.x_test[:128],
+        y_test=digits.y_test[:128],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -129,8 +150,9 @@ def digits_endpoints(tmp_path_factory, digits) -> callable:
         key = (width, seed, epochs)
         if key not in cache:
             out = folder / f"w{width}-s{seed}-e{epochs}.safetensors"
-            train_endpoint("onehidden", {"width": width}, digits, TrainConfig(epochs=epochs, seed=seed), out,
-                           progress=False)
+            train_endpoint(
+                "onehidden", {"width": width}, digits, TrainConfig(epochs=epochs, seed=seed), out, progress=False
+            )
             cache[key] = out
         return cache[key]
 
@@ -158,8 +180,9 @@ def resnet_pair(tmp_path_factory, few_digits):
     paths = []
     for seed in (0, 1):
         out = folder / f"seed{seed}.safetensors"
-        train_endpoint("resnet20", RESNET_PAIR_OPTIONS, few_digits, TrainConfig(epochs=3, lr=0.05, seed=seed), out,
-                       progress=False)
+        train_endpoint(
+            "resnet20", RESNET_PAIR_OPTIONS, few_digits, TrainConfig(epochs=3, lr=0.05, seed=seed), out, progress=False
+        )
         paths.append(out)
     return paths
 
@@ -180,7 +203,7 @@ def scaled_copy(theta: dict, model: torch.nn.Module, factor: float) -> dict:
             conv = name.replace("norm", "conv").replace("shortcut.1", "shortcut.0")
             scaled[f"{conv}.weight"] = theta[f"{conv}.weight"] * factor
             scaled[f"{name}.running_mean"] = theta[f"{name}.running_mean"] * factor
-            scaled[f"{name}.running_var"] = theta[f"{name}.running_var"] * factor ** 2
+            scaled[f"{name}.running_var"] = theta[f"{name}.running_var"] * factor**2
     return scaled
 
 
@@ -189,8 +212,14 @@ def rescaled_resnet_copy(tmp_path_factory, few_digits) -> tuple[Network, dict, d
     """(network, Θ^A, Θ^B): a BatchNorm resnet20 (width 1/8) trained briefly on 256 digits, and a copy with every
     group permuted and every conv scaled by 3 — the same function, with other running statistics."""
     out = tmp_path_factory.mktemp("rescaled") / "a.safetensors"
-    train_endpoint("resnet20", {"width_multiplier": 1 / 8, "norm": "batch"}, few_digits,
-                   TrainConfig(epochs=4, lr=0.05, seed=0), out, progress=False)
+    train_endpoint(
+        "resnet20",
+        {"width_multiplier": 1 / 8, "norm": "batch"},
+        few_digits,
+        TrainConfig(epochs=4, lr=0.05, seed=0),
+        out,
+        progress=False,
+    )
     model, artifact = load_model(out)
     network = Network(model)
     theta_b, _ = planted(network, scaled_copy(artifact.tensors, model, 3.0), seed=1)

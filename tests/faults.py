@@ -29,8 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from lowloss.artifacts import TEMP_SUFFIX, load_weights
-from lowloss.cli import main
+from lowloss.cli.main import main
+from lowloss.storage.atomic import TEMP_SUFFIX
+from lowloss.storage.weights import load_weights
 
 PATCHED = ("write", "replace", "rename", "fsync")
 PAGE = 4096

@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lowloss.connect.adjust import fit_layers, solve_rows
-from lowloss.connect.context import ALL, Options
-from lowloss.connect.layerwise import Route
-from lowloss.connect.path import Leg
-from lowloss.connect.registry import get_method
 from lowloss.errors import LowlossError
-from lowloss.network import INPUT, after, before
+from lowloss.methods.adjust import fit_layers, solve_rows
+from lowloss.methods.context import ALL, Options
+from lowloss.methods.layerwise import Route
+from lowloss.methods.registry import get_method
+from lowloss.nets.network import INPUT, after, before
+from lowloss.paths.legs import Leg
 from tests.conftest import context, network_of, random_params
 
 
@@ -55,11 +55,12 @@ def test_conv_adjustment_equals_its_dense_equivalent_on_patches():
     gen = torch.Generator().manual_seed(0)
     inputs = torch.relu(torch.randn(40, 4, 5, 5, generator=gen))
     targets = torch.randn(40, 6, 5, 5, generator=gen)
-    (fitted,) = fit_layers([conv], inputs, lambda xb: [xb],
-                           lambda xb: [targets[:len(xb)] if len(xb) == 1 else targets])
+    (fitted,) = fit_layers(
+        [conv], inputs, lambda xb: [xb], lambda xb: [targets[: len(xb)] if len(xb) == 1 else targets]
+    )
     # the dense equivalent: every 5x5 patch of the zero-padded input (padding 2) as one sample row
     padded = F.pad(inputs, (2, 2, 2, 2))
-    patches = torch.stack([padded[:, :, i:i + 5, j:j + 5].flatten(1) for i in range(5) for j in range(5)], 1)
+    patches = torch.stack([padded[:, :, i : i + 5, j : j + 5].flatten(1) for i in range(5) for j in range(5)], 1)
     rows = patches.flatten(0, 1)  # (sample, position) rows, channel-major like the weight
     dense = solve_rows(lambda r: rows[r], targets.flatten(2).transpose(1, 2).flatten(0, 1), bias=True)
     torch.testing.assert_close(fitted["conv2.weight"].double(), dense[:-1].T.reshape(6, 4, 5, 5), rtol=1e-4, atol=1e-5)
@@ -125,8 +126,9 @@ def test_adjusting_at_every_evaluated_t_reproduces_network_a_there(arch, options
     for leg in everywhere:
         stacked = leg.at([0.0, 0.25, 0.6, 1.0])
         for i in range(4):
-            torch.testing.assert_close(network.run({k: v[i] for k, v in stacked.items()}, x), target,
-                                       atol=2e-3, rtol=1e-3)
+            torch.testing.assert_close(
+                network.run({k: v[i] for k, v in stacked.items()}, x), target, atol=2e-3, rtol=1e-3
+            )
 
 
 def test_the_stage_prefix_runs_once_and_cuts_compose(digits):
@@ -147,8 +149,9 @@ def test_bad_breakpoints_are_errors(value):
 def test_too_many_fitting_samples_is_an_error(digits):
     network = network_of(width=8)
     with pytest.raises(LowlossError, match="between 1 and"):
-        get_method("linear+wa").build(random_params(0, 8), random_params(1, 8),
-                                      context(network, digits, wa_samples=10 ** 6))
+        get_method("linear+wa").build(
+            random_params(0, 8), random_params(1, 8), context(network, digits, wa_samples=10**6)
+        )
 
 
 def test_first_layer_follows_its_method_and_the_output_layer_is_refitted(digits):

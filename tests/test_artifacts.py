@@ -12,8 +12,17 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save, save_file
 
-from lowloss.artifacts import (HEADER_KEY, LEGACY_FORMAT, ArtifactError, file_sha256, load_weights, read_meta,
-                               save_weights, sidecar_path, tensors_sha256)
+from lowloss.storage.atomic import ArtifactError
+from lowloss.storage.weights import (
+    HEADER_KEY,
+    LEGACY_FORMAT,
+    file_sha256,
+    load_weights,
+    read_meta,
+    save_weights,
+    sidecar_path,
+    tensors_sha256,
+)
 from tests.conftest import assert_one_line_error, run_cli
 
 TENSORS = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.ones(4)}
@@ -53,9 +62,11 @@ def test_a_missing_or_stale_sidecar_is_rewritten_from_the_header(saved, tmp_path
     expected = sidecar_path(saved).read_text()
     other = tmp_path / "other.safetensors"
     save_weights(other, {"a": torch.zeros(2, 3)}, {"kind": "other"})
-    for damage in (lambda: sidecar_path(saved).unlink(),
-                   lambda: shutil.copy(sidecar_path(other), sidecar_path(saved)),
-                   lambda: sidecar_path(saved).write_text("{not json")):
+    for damage in (
+        lambda: sidecar_path(saved).unlink(),
+        lambda: shutil.copy(sidecar_path(other), sidecar_path(saved)),
+        lambda: sidecar_path(saved).write_text("{not json"),
+    ):
         damage()
         with caplog.at_level(logging.WARNING):
             assert load_weights(saved).meta["kind"] == "test"
@@ -66,8 +77,16 @@ def test_a_missing_or_stale_sidecar_is_rewritten_from_the_header(saved, tmp_path
 def test_earlier_sidecar_files_stay_readable(tmp_path):
     path = tmp_path / "old.safetensors"
     save_file(TENSORS, str(path))
-    sidecar_path(path).write_text(json.dumps({"format": LEGACY_FORMAT, "kind": "model", "sha256": file_sha256(path),
-                                              "tensors": {"a": {"shape": [2, 3]}, "b": {"shape": [4]}}}))
+    sidecar_path(path).write_text(
+        json.dumps(
+            {
+                "format": LEGACY_FORMAT,
+                "kind": "model",
+                "sha256": file_sha256(path),
+                "tensors": {"a": {"shape": [2, 3]}, "b": {"shape": [4]}},
+            }
+        )
+    )
     artifact = load_weights(path)
     assert artifact.meta["kind"] == "model" and torch.equal(artifact.tensors["b"], TENSORS["b"])
     sidecar_path(path).write_text(json.dumps({**artifact.meta, "sha256": "0" * 64}))
@@ -136,16 +155,19 @@ def _folder(path):
     path.mkdir()
 
 
-@pytest.mark.parametrize("damage,message", [
-    (_missing, "file not found"),
-    (_truncate, "not a readable safetensors file"),
-    (_flip_a_weight, "tensors do not match the hash in its header"),
-    (_nan_weights, "NaN or Inf"),
-    (_garbage_header, "metadata in the header is not valid JSON"),
-    (_foreign_file, "no lowloss metadata in its header and sidecar w.json is missing"),
-    (_link_loop, "cannot be read (symbolic link loop)"),
-    (_folder, "is a folder, not a file"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (_missing, "file not found"),
+        (_truncate, "not a readable safetensors file"),
+        (_flip_a_weight, "tensors do not match the hash in its header"),
+        (_nan_weights, "NaN or Inf"),
+        (_garbage_header, "metadata in the header is not valid JSON"),
+        (_foreign_file, "no lowloss metadata in its header and sidecar w.json is missing"),
+        (_link_loop, "cannot be read (symbolic link loop)"),
+        (_folder, "is a folder, not a file"),
+    ],
+)
 def test_bad_files_give_one_clear_error(saved, damage, message):
     damage(saved)
     with pytest.raises(ArtifactError) as error:

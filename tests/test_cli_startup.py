@@ -1,5 +1,5 @@
-"""The command line answers at once: `--help` never imports torch, and the names and defaults it shows
-(`lowloss.defaults`) are those of the modules that use them."""
+"""The command line answers at once: `--help` never imports torch, and the names it shows come from the
+torch-free tables of architectures and datasets."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 
 import pytest
 
-from lowloss import defaults
-from lowloss.commands import COMMANDS
+from lowloss.cli.main import COMMANDS
 from lowloss.errors import did_you_mean
+from lowloss.nets.architectures import ARCHITECTURES
+from lowloss.training.datasets import DATASETS
 from tests.conftest import assert_one_line_error, copy_model, run_cli, run_main
 
 NO_TORCH = """
 import sys, time
-from lowloss.cli import main
+from lowloss.cli.main import main
 started = time.perf_counter()
 try:
     main({argv!r})
@@ -30,12 +30,14 @@ print("HEAVY", ",".join(heavy))
 """
 
 
-@pytest.mark.parametrize("argv", [["--help"], *([command.NAME, "--help"] for command in COMMANDS)],
-                         ids=lambda argv: " ".join(argv))
+@pytest.mark.parametrize(
+    "argv", [["--help"], *([command.NAME, "--help"] for command in COMMANDS)], ids=lambda argv: " ".join(argv)
+)
 def test_help_imports_no_torch_and_answers_at_once(argv):
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", NO_TORCH.format(argv=argv)], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", NO_TORCH.format(argv=argv)], capture_output=True, text=True, timeout=60
+    )
     wall = time.perf_counter() - started
     assert result.returncode == 0, result.stderr
     assert "usage: lowloss" in result.stdout
@@ -47,25 +49,8 @@ def test_help_imports_no_torch_and_answers_at_once(argv):
 
 def test_help_lists_the_dataset_and_architecture_choices():
     text = run_cli("train", "--help").stdout
-    for name in (*defaults.DATASETS, *defaults.ARCHITECTURES):
+    for name in (*DATASETS, *ARCHITECTURES):
         assert name in text
-
-
-def test_defaults_are_those_of_the_modules_that_use_them():
-    from lowloss.connect.flows import nu
-    from lowloss.connect.flows.optimise import FitConfig
-    from lowloss.data import LOADERS
-    from lowloss.models import ARCHITECTURES
-    from lowloss.resnet import NORMS
-    from lowloss.train import TrainConfig
-
-    assert defaults.DATASETS == tuple(LOADERS)
-    assert defaults.ARCHITECTURES == tuple(ARCHITECTURES)
-    assert defaults.NORMS == NORMS
-    assert defaults.TRAIN == {key: value for key, value in asdict(TrainConfig()).items() if key in defaults.TRAIN}
-    fit = asdict(FitConfig())
-    assert defaults.FIT_CONNECTOR == {"steps": fit["steps"], "lr": fit["lr"], "seed": fit["seed"],
-                                      "layers": nu.LAYERS, "hidden": nu.HIDDEN}
 
 
 def test_a_misspelt_name_gets_the_closest_one():
@@ -73,10 +58,13 @@ def test_a_misspelt_name_gets_the_closest_one():
     assert did_you_mean("resnet", ["onehidden", "fc3"]) == ""
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--dataset", "digit"], "unknown dataset 'digit' (did you mean `digits`?); known: digits, mnist"),
-    (["--arch", "vgg"], "unknown architecture 'vgg' (did you mean `vgg16`?)"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--dataset", "digit"], "unknown dataset 'digit' (did you mean `digits`?); known: digits, mnist"),
+        (["--arch", "vgg"], "unknown architecture 'vgg' (did you mean `vgg16`?)"),
+    ],
+)
 def test_an_unknown_dataset_or_architecture_suggests_the_closest(tmp_path, args, fragment):
     assert_one_line_error(run_cli("train", "--out", tmp_path / "x.safetensors", *args), fragment)
 
@@ -95,14 +83,18 @@ def test_a_file_of_the_wrong_kind_is_named(digits_endpoints, tmp_path, capsys):
     model = copy_model(digits_endpoints(16, 0, 1), tmp_path / "seed0.safetensors")
     other = copy_model(digits_endpoints(16, 1, 1), tmp_path / "seed1.safetensors")
     matching, table, model_set = tmp_path / "m.safetensors", tmp_path / "0-1.csv", tmp_path / "V.json"
-    for args in (["match", model, other, "--out", matching],
-                 ["connect", model, other, "--method", "linear", "--points", "2", "--out", table, "--no-progress"],
-                 ["model-set", model, other, "--out", model_set]):
+    for args in (
+        ["match", model, other, "--out", matching],
+        ["connect", model, other, "--method", "linear", "--points", "2", "--out", table, "--no-progress"],
+        ["model-set", model, other, "--out", model_set],
+    ):
         assert run_main(capsys, *args).returncode == 0
-    cases = [(matching, "this is an OT matching (from `lowloss match`)"),
-             (table, "this is a path table (from `lowloss connect`)"),
-             (model_set, "this is a model set manifest (from `lowloss model-set`)"),
-             (model.with_suffix(".json"), "this is the JSON sidecar of seed0.safetensors")]
+    cases = [
+        (matching, "this is an OT matching (from `lowloss match`)"),
+        (table, "this is a path table (from `lowloss connect`)"),
+        (model_set, "this is a model set manifest (from `lowloss model-set`)"),
+        (model.with_suffix(".json"), "this is the JSON sidecar of seed0.safetensors"),
+    ]
     for wrong, fragment in cases:
         result = run_main(capsys, "connect", wrong, other, "--method", "linear", "--out", tmp_path / "p.csv")
         assert_one_line_error(result, f"{wrong}: {fragment}, but a trained model (from `lowloss train`) is expected")

@@ -7,14 +7,25 @@ import pandas as pd
 import pytest
 import torch
 
-from lowloss.artifacts import load_weights
-from lowloss.data import load_dataset
-from lowloss.train import TrainConfig, train_endpoint
+from lowloss.storage.weights import load_weights
+from lowloss.training.config import TrainConfig
+from lowloss.training.data import load_dataset
+from lowloss.training.train import train_endpoint
 from tests.conftest import assert_one_line_error, run_cli, run_main
 
 METHODS = ["linear", "arc", "ot", "linear+wa", "arc+wa", "ot+wa", "linear+bfly", "arc+bfly", "ot+bfly"]
-SUMMARY_KEYS = {"method", "worst_train_acc", "worst_test_acc", "endpoint_test_acc", "seconds", "worst_train_loss",
-                "worst_test_loss", "legs", "points", "out"}
+SUMMARY_KEYS = {
+    "method",
+    "worst_train_acc",
+    "worst_test_acc",
+    "endpoint_test_acc",
+    "seconds",
+    "worst_train_loss",
+    "worst_test_loss",
+    "legs",
+    "points",
+    "out",
+}
 
 
 def summary(result: subprocess.CompletedProcess) -> dict:
@@ -37,8 +48,7 @@ def test_every_method_runs_and_keeps_the_papers_ordering(pair, tmp_path, capsys)
             matching = ["--matching", tmp_path / f"{method}.safetensors"]
             assert run_main(capsys, "match", *pair, "--method", method, "--out", matching[1]).returncode == 0
         out = tmp_path / f"{method}.csv"
-        line = summary(run_main(capsys, "connect", *pair, "--method", method, "--out", out, "--no-progress",
-                                *matching))
+        line = summary(run_main(capsys, "connect", *pair, "--method", method, "--out", out, "--no-progress", *matching))
         assert line["method"] == method and out.exists() and line["seconds"] > 0
         worst[method], endpoint = line["worst_test_acc"], line["endpoint_test_acc"]
     assert worst["arc"] >= worst["linear"]
@@ -48,12 +58,32 @@ def test_every_method_runs_and_keeps_the_papers_ordering(pair, tmp_path, capsys)
 
 def test_connect_json_line_and_saved_breakpoints(pair, tmp_path):
     out, folder = tmp_path / "arc.csv", tmp_path / "path"
-    line = summary(run_cli("connect", *pair, "--method", "arc+wa", "--points", "5", "--wa-breakpoints", "3",
-                           "--wa-samples", "600", "--out", out, "--save-path", folder, "--no-progress", check=True))
+    line = summary(
+        run_cli(
+            "connect",
+            *pair,
+            "--method",
+            "arc+wa",
+            "--points",
+            "5",
+            "--wa-breakpoints",
+            "3",
+            "--wa-samples",
+            "600",
+            "--out",
+            out,
+            "--save-path",
+            folder,
+            "--no-progress",
+            check=True,
+        )
+    )
     assert line["legs"] == 4 and line["points"] == 4 * 5 and out.exists()
     manifest = json.loads((folder / "path.json").read_text())
     assert [leg["name"] for leg in manifest["legs"]] == ["s1-wa-start", "s1-wa-1", "s1-wa-2", "last-layer"]
-    first, last = (load_weights(folder / name) for name in ("breakpoint-0000.safetensors", "breakpoint-0004.safetensors"))
+    first, last = (
+        load_weights(folder / name) for name in ("breakpoint-0000.safetensors", "breakpoint-0004.safetensors")
+    )
     for saved, endpoint in ((first, pair[0]), (last, pair[1])):
         assert all(torch.equal(saved.tensors[k], v) for k, v in load_weights(endpoint).tensors.items())
 
@@ -73,8 +103,10 @@ def test_bad_input_is_one_line_and_writes_nothing(pair, odd_endpoints, tmp_path,
     cases = [
         ([*pair, "--method", "ot+wat"], "unknown method 'ot+wat' (did you mean `ot+wa`?); known: "),
         ([pair[0], narrow, "--method", "linear"], "arch_options"),
-        ([fc3, fc3, "--method", "realnvp-flow"],
-         "method 'realnvp-flow' applies to networks with one hidden layer, not to 'fc3'"),
+        (
+            [fc3, fc3, "--method", "realnvp-flow"],
+            "method 'realnvp-flow' applies to networks with one hidden layer, not to 'fc3'",
+        ),
         ([*pair, "--method", "linear", "--dataset", "synthetic-mnist"], "expects inputs [1, 8, 8]"),
         ([*pair, "--method", "ot+wa", "--wa-breakpoints", "1"], "--wa-breakpoints must be an integer of at least 2"),
         ([*pair, "--method", "ot+wa", "--wa-breakpoints", "0"], "--wa-breakpoints must be an integer of at least 2"),
@@ -90,14 +122,18 @@ def test_a_matching_of_other_endpoints_or_another_method_is_refused(pair, odd_en
     assert run_main(capsys, "match", pair[1], pair[0], "--out", matching, "--ot-solver", "scipy").returncode == 0
     result = run_main(capsys, "connect", *pair, "--method", "ot", "--matching", matching, "--out", tmp_path / "p.csv")
     assert_one_line_error(result, "matching was computed for other endpoints")
-    result = run_main(capsys, "connect", pair[1], pair[0], "--method", "ot+wa", "--matching", matching,
-                      "--out", tmp_path / "p.csv")
+    result = run_main(
+        capsys, "connect", pair[1], pair[0], "--method", "ot+wa", "--matching", matching, "--out", tmp_path / "p.csv"
+    )
     assert_one_line_error(result, "matching was computed for method 'ot', not 'ot+wa'")
     fc3 = odd_endpoints[1]
-    result = run_main(capsys, "connect", fc3, fc3, "--method", "ot", "--matching", matching, "--out", tmp_path / "p.csv")
+    result = run_main(
+        capsys, "connect", fc3, fc3, "--method", "ot", "--matching", matching, "--out", tmp_path / "p.csv"
+    )
     assert_one_line_error(result, "matching was computed for other endpoints")
-    assert_one_line_error(run_main(capsys, "match", *pair, "--method", "arc+wa", "--out", matching),
-                          "method 'arc+wa' uses no matching")
+    assert_one_line_error(
+        run_main(capsys, "match", *pair, "--method", "arc+wa", "--out", matching), "method 'arc+wa' uses no matching"
+    )
     assert not (tmp_path / "p.csv").exists()
 
 
@@ -105,17 +141,45 @@ def test_deep_networks_connect_through_their_route_with_a_precomputed_matching(o
     """fc3 by OT + WA: `match` fits the route on the training split it is told, `connect` checks it did."""
     fc3 = odd_endpoints[1]
     other = tmp_path / "fc3-b.safetensors"
-    train_endpoint("fc3", {"widths": [16, 8]}, load_dataset("digits"), TrainConfig(epochs=1, seed=5), other,
-                   progress=False)
+    train_endpoint(
+        "fc3", {"widths": [16, 8]}, load_dataset("digits"), TrainConfig(epochs=1, seed=5), other, progress=False
+    )
     matching = tmp_path / "m.safetensors"
     fit = ["--wa-samples", "300"]
     assert run_main(capsys, "match", fc3, other, "--method", "ot+wa", *fit, "--out", matching).returncode == 0
     assert load_weights(matching).meta["fitted"] == {"dataset": "digits", "wa_samples": 300, "seed": 0}
     out = tmp_path / "p.csv"
-    line = summary(run_main(capsys, "connect", fc3, other, "--method", "ot+wa", "--matching", matching, *fit,
-                            "--points", "3", "--out", out, "--no-progress"))
+    line = summary(
+        run_main(
+            capsys,
+            "connect",
+            fc3,
+            other,
+            "--method",
+            "ot+wa",
+            "--matching",
+            matching,
+            *fit,
+            "--points",
+            "3",
+            "--out",
+            out,
+            "--no-progress",
+        )
+    )
     stages = sorted(set(pd.read_csv(out)["stage"]))
     assert line["legs"] > 4 and stages == [1, 2, 3]
-    result = run_main(capsys, "connect", fc3, other, "--method", "ot+wa", "--matching", matching,
-                      "--out", tmp_path / "q.csv", "--no-progress")
+    result = run_main(
+        capsys,
+        "connect",
+        fc3,
+        other,
+        "--method",
+        "ot+wa",
+        "--matching",
+        matching,
+        "--out",
+        tmp_path / "q.csv",
+        "--no-progress",
+    )
     assert_one_line_error(result, "matching was computed with", "this connection uses")

@@ -6,15 +6,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lowloss.artifacts import load_weights, save_weights
-from lowloss.checkpoints import checkpoint_path
-from lowloss.connect.curves import COEFFICIENTS, Curve, fit_curve, linear_bends
-from lowloss.connect.path import Path, chain, interpolate
-from lowloss.connect.registry import CURVES
 from lowloss.errors import LowlossError
 from lowloss.evaluate import evaluate_path
-from lowloss.models import build_model
-from lowloss.train import TrainConfig, train_endpoint
+from lowloss.methods.curves import COEFFICIENTS, Curve, fit_curve, linear_bends
+from lowloss.methods.registry import CURVES
+from lowloss.nets.models import build_model
+from lowloss.paths.legs import Path, chain, interpolate
+from lowloss.storage.checkpoints import checkpoint_path
+from lowloss.storage.weights import load_weights, save_weights
+from lowloss.training.config import TrainConfig
+from lowloss.training.train import train_endpoint
 from tests.conftest import assert_one_line_error, method_path, run_cli
 
 TS = torch.linspace(0, 1, 1001, dtype=torch.float64)
@@ -71,11 +72,21 @@ def test_polychain_legs_meet_at_the_bends_and_match_the_coefficient_form():
 
 # --- training on digits ----------------------------------------------------------------------------------------
 
+
 def fit(tmp_path, a, b, data, method="garipov-polychain-3", epochs=4, seed=0, name="curve", on_epoch_end=None):
     kind, n_points = CURVES[method]
     out = tmp_path / f"{name}.safetensors"
-    fit_curve(kind, n_points, load_weights(a), load_weights(b), data, TrainConfig(epochs=epochs, seed=seed), out,
-              on_epoch_end=on_epoch_end, progress=False)
+    fit_curve(
+        kind,
+        n_points,
+        load_weights(a),
+        load_weights(b),
+        data,
+        TrainConfig(epochs=epochs, seed=seed),
+        out,
+        on_epoch_end=on_epoch_end,
+        progress=False,
+    )
     return out
 
 
@@ -90,8 +101,10 @@ def test_training_lowers_the_worst_point_loss_of_the_linear_initialisation(digit
     model, fitted = garipov_path("garipov-polychain-3", a, b, fit(tmp_path, a, b, digits, epochs=10), digits)
     theta_a, theta_b = fitted.theta_a, fitted.theta_b
     initial = Path(chain([theta_a, *linear_bends(theta_a, theta_b, 3), theta_b]))
-    worst = {name: evaluate_path(model, path, digits, points=11, splits=("train",), progress=False)["loss"].max()
-             for name, path in (("fitted", fitted), ("initial", initial))}
+    worst = {
+        name: evaluate_path(model, path, digits, points=11, splits=("train",), progress=False)["loss"].max()
+        for name, path in (("fitted", fitted), ("initial", initial))
+    }
     assert worst["fitted"] < worst["initial"], worst
 
 
@@ -111,8 +124,10 @@ def test_interrupted_fit_resumes_to_the_same_curve(digits_endpoints, digits, tmp
     assert_same_params(load_file(whole), load_file(resumed))
     assert [row["epoch"] for row in load_weights(resumed).meta["history"]] == [1, 2, 3, 4]
     assert not checkpoint_path(resumed).exists()
-    assert not torch.equal(load_file(whole)["bend1/fc1.weight"],
-                           load_file(fit(tmp_path, a, b, digits, seed=1, name="other"))["bend1/fc1.weight"])
+    assert not torch.equal(
+        load_file(whole)["bend1/fc1.weight"],
+        load_file(fit(tmp_path, a, b, digits, seed=1, name="other"))["bend1/fc1.weight"],
+    )
 
 
 @pytest.mark.parametrize("arch,options", [("onehidden", {"width": 16}), ("conv2fc1", {"channels": [4, 8]})])
@@ -133,6 +148,7 @@ def test_every_method_works_unchanged_for_any_architecture(arch, options, digits
 
 # --- bad input --------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def small_pair(tmp_path_factory, digits):
     folder = tmp_path_factory.mktemp("pair")
@@ -149,7 +165,7 @@ def test_curve_of_other_endpoints_or_other_method_is_refused(small_pair, digits)
         garipov_path("garipov-polychain-3", a, c, curve, digits)
     with pytest.raises(LowlossError, match=f"{curve}: is a polychain curve with 3 points"):
         garipov_path("garipov-bezier-3", a, b, curve, digits)
-    with pytest.raises(LowlossError, match="not a curve file"):
+    with pytest.raises(LowlossError, match="not a Garipov curve .* it is a trained model"):
         garipov_path("garipov-polychain-3", a, b, a, digits)
 
 
@@ -165,8 +181,9 @@ def test_curve_with_foreign_tensors_is_refused(small_pair, digits, tmp_path):
 def test_fit_curve_cli_writes_the_curve_and_its_sidecar(small_pair, tmp_path):
     (a, b, _), _ = small_pair
     out = tmp_path / "bezier.safetensors"
-    result = run_cli("fit-curve", a, b, "--method", "garipov-bezier-3", "--epochs", "2", "--out", out,
-                     "--no-progress", check=True)
+    result = run_cli(
+        "fit-curve", a, b, "--method", "garipov-bezier-3", "--epochs", "2", "--out", out, "--no-progress", check=True
+    )
     meta = json.loads(out.with_suffix(".json").read_text())
     assert (meta["kind"], meta["curve"], meta["points"], meta["epochs"]) == ("curve", "bezier", 3, 2)
     assert meta["endpoints"] == [load_weights(a).meta["sha256"], load_weights(b).meta["sha256"]]
@@ -175,11 +192,14 @@ def test_fit_curve_cli_writes_the_curve_and_its_sidecar(small_pair, tmp_path):
     assert json.loads(result.stdout.splitlines()[-1])["method"] == "garipov-bezier-3"
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--method", "garipov-spline-3"], "invalid choice: 'garipov-spline-3'"),
-    (["--method", "garipov-bezier-5"], "invalid choice: 'garipov-bezier-5'"),
-    (["--dataset", "synthetic-mnist"], "dataset 'synthetic-mnist' has [1, 28, 28]"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--method", "garipov-spline-3"], "invalid choice: 'garipov-spline-3'"),
+        (["--method", "garipov-bezier-5"], "invalid choice: 'garipov-bezier-5'"),
+        (["--dataset", "synthetic-mnist"], "dataset 'synthetic-mnist' has [1, 28, 28]"),
+    ],
+)
 def test_fit_curve_errors_are_one_line(small_pair, tmp_path, args, fragment):
     (a, b, _), _ = small_pair
     out = tmp_path / "x.safetensors"
@@ -190,18 +210,34 @@ def test_fit_curve_errors_are_one_line(small_pair, tmp_path, args, fragment):
 def test_connect_cli_evaluates_a_fitted_curve(small_pair, tmp_path):
     (a, b, _), curve = small_pair
     out = tmp_path / "path.csv"
-    result = run_cli("connect", a, b, "--method", "garipov-polychain-3", "--curve", curve, "--points", "3",
-                     "--out", out, "--no-progress", check=True)
+    result = run_cli(
+        "connect",
+        a,
+        b,
+        "--method",
+        "garipov-polychain-3",
+        "--curve",
+        curve,
+        "--points",
+        "3",
+        "--out",
+        out,
+        "--no-progress",
+        check=True,
+    )
     summary = json.loads(result.stdout.splitlines()[-1])
     assert (summary["method"], summary["legs"], summary["points"]) == ("garipov-polychain-3", 2, 6)
     assert summary["worst_test_acc"] <= summary["endpoint_test_acc"]
     assert out.exists()
 
 
-@pytest.mark.parametrize("method,other_end,fragment", [
-    ("garipov-polychain-3", True, "fitted on other endpoints"),
-    ("garipov-polychain-5", False, "is a polychain curve with 3 points"),
-])
+@pytest.mark.parametrize(
+    "method,other_end,fragment",
+    [
+        ("garipov-polychain-3", True, "fitted on other endpoints"),
+        ("garipov-polychain-5", False, "is a polychain curve with 3 points"),
+    ],
+)
 def test_connect_cli_refuses_a_curve_that_does_not_fit(small_pair, tmp_path, method, other_end, fragment):
     (a, b, c), curve = small_pair
     out = tmp_path / "path.csv"

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from lowloss.data import augment_batch, install_debian_fashion_mnist, load_dataset
 from lowloss.errors import LowlossError
+from lowloss.training.data import augment_batch, install_debian_fashion_mnist, load_dataset
 
 
 def test_digits_split_is_fixed_and_standardised():
@@ -26,10 +26,10 @@ def test_digits_are_scikit_learns_load_digits():
     images = torch.cat([data.x_train, data.x_test]).flatten(1)
     labels = torch.cat([data.y_train, data.y_test])
     order = np.random.default_rng(0).permutation(len(bunch.target))  # the split's fixed shuffle
-    test_first = np.concatenate([order[len(data.y_test):], order[:len(data.y_test)]])
+    test_first = np.concatenate([order[len(data.y_test) :], order[: len(data.y_test)]])
     assert torch.equal(labels, torch.as_tensor(bunch.target[test_first]))
     raw = torch.as_tensor(bunch.data[test_first] / 16.0, dtype=torch.float32)
-    train = raw[:len(data.y_train)]  # standardised with the training split's mean and deviation (one channel)
+    train = raw[: len(data.y_train)]  # standardised with the training split's mean and deviation (one channel)
     torch.testing.assert_close(images, (raw - train.mean()) / train.std(), atol=1e-5, rtol=1e-5)
 
 
@@ -64,7 +64,7 @@ def test_fashion_mnist_from_debian_style_idx_files(tmp_path):
         _write_idx(source / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
     root = tmp_path / "root"
     assert install_debian_fashion_mnist(root, source)
-    import lowloss.data as data_module
+    import lowloss.training.data as data_module
 
     original = data_module.DEBIAN_FASHION_MNIST
     data_module.DEBIAN_FASHION_MNIST = source

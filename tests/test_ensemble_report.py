@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from lowloss.artifacts import read_meta
-from lowloss.ensemble_report import BEST_SINGLE, ensembles_table
+from lowloss.results.ensembles import BEST_SINGLE, ensembles_table
+from lowloss.storage.weights import read_meta
 from tests.conftest import assert_one_line_error, copy_model, run_cli, run_main
 from tests.test_ensemble import WIDTH
 
@@ -15,7 +15,7 @@ from tests.test_ensemble import WIDTH
 @pytest.fixture(scope="module")
 def ensembles(digits_endpoints, tmp_path_factory) -> list:
     """results/exp/ensembles/{ind,wa1}/size{2,3}.safetensors of three trained one-hidden digits models."""
-    from lowloss.cli import main
+    from lowloss.cli.main import main
 
     models = [digits_endpoints(WIDTH, seed, 5) for seed in (0, 1, 2)]
     root = tmp_path_factory.mktemp("results") / "exp" / "ensembles"
@@ -57,10 +57,14 @@ def test_markdown_and_figures_are_written(ensembles, tmp_path, capsys):
 
 def test_files_outside_the_layout_or_not_ensembles_are_one_line_errors(ensembles, digits_endpoints, tmp_path):
     stray = copy_model(ensembles[0], tmp_path / "stray.safetensors")
-    assert_one_line_error(run_cli("ensemble-report", stray, "--out-dir", tmp_path / "out"),
-                          "expected an ensemble at <experiment>/ensembles/<method>/<name>.safetensors")
+    assert_one_line_error(
+        run_cli("ensemble-report", stray, "--out-dir", tmp_path / "out"),
+        "expected an ensemble at <experiment>/ensembles/<method>/<name>.safetensors",
+    )
     (tmp_path / "exp" / "ensembles" / "ind").mkdir(parents=True)
     model = copy_model(digits_endpoints(WIDTH, 0, 5), tmp_path / "exp" / "ensembles" / "ind" / "model.safetensors")
-    assert_one_line_error(run_cli("ensemble-report", model, "--out-dir", tmp_path / "out"),
-                          "model.safetensors: not an ensemble of `lowloss ensemble`")
+    assert_one_line_error(
+        run_cli("ensemble-report", model, "--out-dir", tmp_path / "out"),
+        "model.safetensors: not an ensemble of `lowloss ensemble`",
+    )
     assert not (tmp_path / "out").exists()

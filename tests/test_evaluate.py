@@ -7,14 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lowloss.connect.interpolate import arc_leg
-from lowloss.connect.path import Leg, Path, interpolate
-from lowloss.connect.permutation import permutation_legs
-from lowloss.connect.registry import get_method
-from lowloss.evaluate import OneHiddenForm, endpoint_scores, evaluate_path, evaluate_stacked, worst_points
+from lowloss.evaluate import endpoint_scores, evaluate_path, evaluate_stacked, worst_points
 from lowloss.evaluate.layered import LayeredEngine
-from lowloss.network import Network
-from lowloss.spec import Spec, dense
+from lowloss.evaluate.onehidden import OneHiddenForm
+from lowloss.methods.interpolate import arc_leg
+from lowloss.methods.permutation import permutation_legs
+from lowloss.methods.registry import get_method
+from lowloss.nets.network import Network
+from lowloss.nets.spec import Spec, dense
+from lowloss.paths.legs import Leg, Path, interpolate
 from tests.conftest import context, network_of, random_params
 
 
@@ -32,8 +33,8 @@ def test_points_evaluated_together_equal_points_evaluated_alone(digits):
     loss, acc = evaluate_stacked(network.model, leg.at(ts), x, y, batch=100)
     for i, t in enumerate(ts):
         loss_i, acc_i = evaluate_stacked(network.model, leg.at([t]), x, y, batch=len(x))
-        torch.testing.assert_close(loss[i:i + 1], loss_i, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(acc[i:i + 1], acc_i)
+        torch.testing.assert_close(loss[i : i + 1], loss_i, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(acc[i : i + 1], acc_i)
 
 
 @pytest.mark.parametrize("grid", [None, (0.0, 0.3, 1.0)])
@@ -65,8 +66,11 @@ def with_few_swaps(path: Path, keep: int = 2) -> Path:
     return Path(legs, path.method)
 
 
-@pytest.mark.parametrize("arch,method", [(arch, method) for arch in ("fc3", "conv2fc1")
-                                         for method in ("arc", "ot+wa", "arc+bfly")] + [("vgg16", "ot+bfly")])
+@pytest.mark.parametrize(
+    "arch,method",
+    [(arch, method) for arch in ("fc3", "conv2fc1") for method in ("arc", "ot+wa", "arc+bfly")]
+    + [("vgg16", "ot+bfly")],
+)
 def test_the_layered_engine_equals_a_full_forward_pass(arch, method, few_digits):
     """Shared prefixes and suffixes, the low-rank first changing layer, and incremental swap legs of deep
     networks: every point's scores equal the generic vmapped evaluation of that point."""
@@ -86,8 +90,10 @@ def test_the_vmapped_engine_of_gpus_equals_the_loop_of_cpus(digits):
     stacked = arc_leg(theta_a, theta_b, network.spec).at([0.0, 0.3, 0.7, 1.0])
     x, y = digits.split("test")
     looped, vmapped = (LayeredEngine(network, batched) for batched in (False, True))
-    for a, b in zip(looped.points(looped.plan_stacked(stacked), x, y, batch=128),
-                    vmapped.points(vmapped.plan_stacked(stacked), x, y, batch=128)):
+    for a, b in zip(
+        looped.points(looped.plan_stacked(stacked), x, y, batch=128),
+        vmapped.points(vmapped.plan_stacked(stacked), x, y, batch=128),
+    ):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -95,8 +101,10 @@ def test_a_straight_plan_equals_the_stacked_plan_of_the_same_points(digits):
     """plan_straight never stacks the layers that stay still; it must give what stacking every point gives."""
     network = network_of("fc3")
     theta_a = random_params(0, arch="fc3")
-    theta_b = {**theta_a, **{key: value for key, value in random_params(1, arch="fc3").items()
-                             if key.startswith(("fc2", "fc3"))}}
+    theta_b = {
+        **theta_a,
+        **{key: value for key, value in random_params(1, arch="fc3").items() if key.startswith(("fc2", "fc3"))},
+    }
     ts = [0.0, 0.25, 0.5, 1.0]
     engine = LayeredEngine(network, batched=False)
     straight = engine.plan_straight(theta_a, theta_b, ts)
@@ -151,9 +159,15 @@ def test_tables_hold_both_endpoints_evaluated_like_the_path(digits):
 
 
 def test_worst_point_is_the_lowest_accuracy_per_split():
-    table = pd.DataFrame({"split": ["train", "train", "test", "test"], "acc": [0.9, 0.7, 0.8, 0.85],
-                          "loss": [0.1, 0.5, 0.3, 0.2], "position": [0.0, 0.5, 0.0, 1.0],
-                          "leg_name": ["a", "a", "a", "a"]})
+    table = pd.DataFrame(
+        {
+            "split": ["train", "train", "test", "test"],
+            "acc": [0.9, 0.7, 0.8, 0.85],
+            "loss": [0.1, 0.5, 0.3, 0.2],
+            "position": [0.0, 0.5, 0.0, 1.0],
+            "leg_name": ["a", "a", "a", "a"],
+        }
+    )
     worst = worst_points(table)
     assert worst["train"]["acc"] == 0.7 and worst["train"]["position"] == 0.5
     assert worst["test"]["acc"] == 0.8 and worst["test"]["loss"] == 0.3

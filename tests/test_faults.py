@@ -12,28 +12,64 @@ from pathlib import Path
 
 import pytest
 
-from lowloss.artifacts import load_weights
-from lowloss.modelset import write_model_set
-from lowloss.train import TrainConfig, train_endpoint
+from lowloss.storage.model_set import write_model_set
+from lowloss.storage.weights import load_weights
+from lowloss.training.config import TrainConfig
+from lowloss.training.train import train_endpoint
 from tests.conftest import run_main
 
 REPO = Path(__file__).resolve().parent.parent
 WIDTH = ["--width", "8"]
 QUIET = ["--no-progress"]
 SCENARIOS = {
-    "train": (["train", *WIDTH, "--epochs", "1", "--seed", "5", "--out", "m.safetensors", *QUIET],
-              ["train", *WIDTH, "--epochs", "2", "--seed", "1", "--out", "m.safetensors", *QUIET]),
-    "fit-curve": (["fit-curve", "a.safetensors", "b.safetensors", "--epochs", "1", "--out", "c.safetensors", *QUIET],
-                  ["fit-curve", "a.safetensors", "b.safetensors", "--epochs", "1", "--seed", "1",
-                   "--out", "c.safetensors", *QUIET]),
-    "fit-connector": (None, ["fit-connector", "--kind", "realnvp-flow", "--model-set", "V.json", "--layers", "1",
-                             "--hidden", "8", "--steps", "3", "--batch-size", "8", "--out", "nu.safetensors", *QUIET]),
-    "match": (["match", "a.safetensors", "c.safetensors", "--out", "mt.safetensors"],
-              ["match", "a.safetensors", "b.safetensors", "--out", "mt.safetensors"]),
-    "connect": (["connect", "a.safetensors", "c.safetensors", "--method", "linear", "--points", "2",
-                 "--out", "p.csv", *QUIET],
-                ["connect", "a.safetensors", "b.safetensors", "--method", "linear", "--points", "3",
-                 "--out", "p.csv", *QUIET]),
+    "train": (
+        ["train", *WIDTH, "--epochs", "1", "--seed", "5", "--out", "m.safetensors", *QUIET],
+        ["train", *WIDTH, "--epochs", "2", "--seed", "1", "--out", "m.safetensors", *QUIET],
+    ),
+    "fit-curve": (
+        ["fit-curve", "a.safetensors", "b.safetensors", "--epochs", "1", "--out", "c.safetensors", *QUIET],
+        [
+            "fit-curve",
+            "a.safetensors",
+            "b.safetensors",
+            "--epochs",
+            "1",
+            "--seed",
+            "1",
+            "--out",
+            "c.safetensors",
+            *QUIET,
+        ],
+    ),
+    "fit-connector": (
+        None,
+        [
+            "fit-connector",
+            "--kind",
+            "realnvp-flow",
+            "--model-set",
+            "V.json",
+            "--layers",
+            "1",
+            "--hidden",
+            "8",
+            "--steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--out",
+            "nu.safetensors",
+            *QUIET,
+        ],
+    ),
+    "match": (
+        ["match", "a.safetensors", "c.safetensors", "--out", "mt.safetensors"],
+        ["match", "a.safetensors", "b.safetensors", "--out", "mt.safetensors"],
+    ),
+    "connect": (
+        ["connect", "a.safetensors", "c.safetensors", "--method", "linear", "--points", "2", "--out", "p.csv", *QUIET],
+        ["connect", "a.safetensors", "b.safetensors", "--method", "linear", "--points", "3", "--out", "p.csv", *QUIET],
+    ),
 }
 """name: (command leaving an earlier version of the outputs, or None; the command under test)."""
 
@@ -57,8 +93,9 @@ def tmpfs(tmp_path_factory) -> tuple[Path | None, str]:
     if shutil.which("mount") is None:
         yield None, "no mount command to make a small tmpfs with"
         return
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         yield None, f"cannot mount a tmpfs here (it needs root and CAP_SYS_ADMIN): {result.stderr.strip()}"
         return
@@ -72,13 +109,28 @@ def report(inputs, tmpfs, tmp_path_factory) -> dict:
     every call, a full disk at every write, and a filled tmpfs where one could be mounted."""
     mount, _ = tmpfs
     modes = ["kill", "enospc"] + (["tmpfs"] if mount else [])
-    specs = [{"name": name, "inputs": str(inputs), "previous": previous, "args": args, "modes": modes,
-              "tmpfs": str(mount) if mount else None} for name, (previous, args) in SCENARIOS.items()]
+    specs = [
+        {
+            "name": name,
+            "inputs": str(inputs),
+            "previous": previous,
+            "args": args,
+            "modes": modes,
+            "tmpfs": str(mount) if mount else None,
+        }
+        for name, (previous, args) in SCENARIOS.items()
+    ]
     spec_file = tmp_path_factory.mktemp("faults") / "spec.json"
     spec_file.write_text(json.dumps(specs))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    result = subprocess.run([sys.executable, "-m", "tests.faults", str(spec_file)], capture_output=True, text=True,
-                            env=env, cwd=REPO, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.faults", str(spec_file)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.splitlines()[-1])
 
@@ -111,8 +163,21 @@ def test_the_kill_of_the_issue_reruns_cleanly(tmp_path, capsys):
     out = tmp_path / "x" / "m.safetensors"
     train = [sys.executable, "-m", "lowloss", "train", "--width", "32", "--epochs", "3", "--out", str(out), *QUIET]
     renames = "rename,renameat,renameat2"
-    killed = subprocess.run([strace, "-f", "-o", os.devnull, "-e", f"trace={renames}",
-                             "-e", f"inject={renames}:signal=KILL:when=4", *train], capture_output=True, text=True)
+    killed = subprocess.run(
+        [
+            strace,
+            "-f",
+            "-o",
+            os.devnull,
+            "-e",
+            f"trace={renames}",
+            "-e",
+            f"inject={renames}:signal=KILL:when=4",
+            *train,
+        ],
+        capture_output=True,
+        text=True,
+    )
     if killed.returncode != -9 and "ptrace" in killed.stderr:
         pytest.skip(f"strace cannot trace here: {killed.stderr.strip()}")
     assert killed.returncode in (-9, 137), killed.stderr

@@ -8,14 +8,15 @@ import torch
 from nflows.transforms.autoregressive import MaskedAffineAutoregressiveTransform
 from scipy.stats import ks_2samp
 
-from lowloss.artifacts import load_weights, save_weights
-from lowloss.connect.flows.connector import fit_connector, load_connector
-from lowloss.connect.flows.nu import Bijection, FixedPointMAF, FlowShape, solve_autoregressive
-from lowloss.connect.flows.objectives import likelihood_objective
-from lowloss.connect.flows.optimise import FitConfig, optimise
-from lowloss.connect.interpolate import generalised_arc
 from lowloss.evaluate import evaluate_path
-from lowloss.modelset import load_model_set, write_model_set
+from lowloss.methods.flows.config import FitConfig
+from lowloss.methods.flows.connector import fit_connector, load_connector
+from lowloss.methods.flows.nu import Bijection, FixedPointMAF, FlowShape, solve_autoregressive
+from lowloss.methods.flows.objectives import likelihood_objective
+from lowloss.methods.flows.optimise import optimise
+from lowloss.methods.interpolate import generalised_arc
+from lowloss.storage.model_set import load_model_set, write_model_set
+from lowloss.storage.weights import load_weights, save_weights
 from tests.conftest import assert_one_line_error, copy_with_meta, method_path, run_main
 
 KINDS = ("realnvp", "iaf")
@@ -44,6 +45,7 @@ def perturbed(kind: str, features: int = D, layers: int = 3, scale: float = 0.02
 
 
 # --- ν itself ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_inverse_undoes_forward_and_keeps_leading_dimensions(kind):
@@ -80,8 +82,11 @@ def test_fresh_bijection_connects_by_the_arc_around_the_mean(kind):
 def test_saved_bijection_loads_as_the_same_function(kind, tmp_path):
     """Permutations, masks, standardisation and weights all travel in the file; the sidecar rebuilds ν."""
     nu = perturbed(kind)
-    save_weights(tmp_path / "c.safetensors", nu.state_dict(),
-                 {"kind": "connector", "method": f"{kind}-flow", "flow": asdict(nu.shape)})
+    save_weights(
+        tmp_path / "c.safetensors",
+        nu.state_dict(),
+        {"kind": "connector", "method": f"{kind}-flow", "flow": asdict(nu.shape)},
+    )
     loaded = load_connector(load_weights(tmp_path / "c.safetensors"), f"{kind}-flow")
     x = torch.randn(30, D)
     with torch.no_grad():
@@ -150,7 +155,6 @@ def test_fit_resumes_bit_identically_and_restarts_from_a_stale_checkpoint(tmp_pa
     assert fresh_curve == whole_curve
 
 
-
 def test_an_exploding_step_is_clipped_or_skipped_and_adam_stays_finite(tmp_path):
     """Bijection fitting meets rare pairs where ν⁻¹ nearly overflows: the optimiser state must stay finite."""
     neurons = lognormal(200, torch.Generator().manual_seed(2))
@@ -164,14 +168,16 @@ def test_an_exploding_step_is_clipped_or_skipped_and_adam_stays_finite(tmp_path)
         return loss * next(scale), record
 
     checkpoint = tmp_path / "ckpt.safetensors"
-    curve = optimise(nu, objective, FitConfig(steps=6, batch_size=32, checkpoint_every=3), checkpoint, "run",
-                     progress=False)
+    curve = optimise(
+        nu, objective, FitConfig(steps=6, batch_size=32, checkpoint_every=3), checkpoint, "run", progress=False
+    )
     assert curve[1]["grad_norm"] > FitConfig().max_grad_norm and curve[2]["grad_norm"] == float("inf")
     assert all(torch.isfinite(p).all() for p in nu.parameters())
     assert load_weights(checkpoint).meta["step"] == 6  # Adam's moments were finite enough to be saved
 
 
 # --- connectors on a digits model set ------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def vset(digits_endpoints, tmp_path_factory):
@@ -180,15 +186,27 @@ def vset(digits_endpoints, tmp_path_factory):
     members = [digits_endpoints(WIDTH, s, EPOCHS) for s in V_SEEDS]
     manifest = members[0].parent / "V-flows.json"  # beside its members: a manifest names files in its folder
     write_model_set(manifest, members)
-    return {"V": manifest, "unseen": [digits_endpoints(WIDTH, s, EPOCHS) for s in UNSEEN_SEEDS],
-            "seen": digits_endpoints(WIDTH, V_SEEDS[0], EPOCHS), "folder": folder}
+    return {
+        "V": manifest,
+        "unseen": [digits_endpoints(WIDTH, s, EPOCHS) for s in UNSEEN_SEEDS],
+        "seen": digits_endpoints(WIDTH, V_SEEDS[0], EPOCHS),
+        "folder": folder,
+    }
 
 
 @pytest.fixture(scope="module")
 def bijection(vset, digits):
     out = vset["folder"] / "bijection.safetensors"
-    meta = fit_connector("realnvp-bijection", load_model_set(vset["V"]), out, layers=2, hidden=32,
-                         config=FitConfig(steps=30, lr=1e-2, batch_size=128), data=digits, progress=False)
+    meta = fit_connector(
+        "realnvp-bijection",
+        load_model_set(vset["V"]),
+        out,
+        layers=2,
+        hidden=32,
+        config=FitConfig(steps=30, lr=1e-2, batch_size=128),
+        data=digits,
+        progress=False,
+    )
     return out, meta
 
 
@@ -222,14 +240,41 @@ def test_connector_round_trip_rebuilds_the_same_bijection(vset, bijection, digit
 def test_fit_and_connect_from_the_command_line(vset, tmp_path, capsys):
     for kind in ("iaf-flow", "realnvp-flow"):
         out = tmp_path / f"{kind}.safetensors"
-        result = run_main(capsys, "fit-connector", "--kind", kind, "--model-set", vset["V"], "--steps", "3",
-                          "--layers", "1", "--hidden", "16", "--out", out, "--no-progress")
+        result = run_main(
+            capsys,
+            "fit-connector",
+            "--kind",
+            kind,
+            "--model-set",
+            vset["V"],
+            "--steps",
+            "3",
+            "--layers",
+            "1",
+            "--hidden",
+            "16",
+            "--out",
+            out,
+            "--no-progress",
+        )
         assert result.returncode == 0, result.stderr
         line = json.loads(result.stdout.strip().splitlines()[-1])
         assert line["kind"] == kind and line["models"] == len(V_SEEDS) and out.exists()
         csv = tmp_path / f"{kind}.csv"
-        result = run_main(capsys, "connect", *vset["unseen"], "--method", kind, "--connector", out, "--points", "3",
-                          "--out", csv, "--no-progress")
+        result = run_main(
+            capsys,
+            "connect",
+            *vset["unseen"],
+            "--method",
+            kind,
+            "--connector",
+            out,
+            "--points",
+            "3",
+            "--out",
+            csv,
+            "--no-progress",
+        )
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout.strip().splitlines()[-1])["method"] == kind and csv.exists()
 
@@ -241,11 +286,40 @@ def test_a_fit_and_its_path_run_twice_give_identical_files(kind, vset, tmp_path,
     files = []
     for run in ("first", "second"):
         out, csv = tmp_path / f"{run}.safetensors", tmp_path / f"{run}.csv"
-        result = run_main(capsys, "fit-connector", "--kind", kind, "--model-set", vset["V"], "--steps", "12",
-                          "--layers", "2", "--hidden", "16", "--batch-size", "64", "--out", out, "--no-progress")
+        result = run_main(
+            capsys,
+            "fit-connector",
+            "--kind",
+            kind,
+            "--model-set",
+            vset["V"],
+            "--steps",
+            "12",
+            "--layers",
+            "2",
+            "--hidden",
+            "16",
+            "--batch-size",
+            "64",
+            "--out",
+            out,
+            "--no-progress",
+        )
         assert result.returncode == 0, result.stderr
-        result = run_main(capsys, "connect", *vset["unseen"], "--method", kind, "--connector", out, "--points", "5",
-                          "--out", csv, "--no-progress")
+        result = run_main(
+            capsys,
+            "connect",
+            *vset["unseen"],
+            "--method",
+            kind,
+            "--connector",
+            out,
+            "--points",
+            "5",
+            "--out",
+            csv,
+            "--no-progress",
+        )
         assert result.returncode == 0, result.stderr
         files.append((out.read_bytes(), csv.read_text()))
     assert files[0] == files[1]
@@ -253,8 +327,24 @@ def test_a_fit_and_its_path_run_twice_give_identical_files(kind, vset, tmp_path,
 
 def test_bijection_can_draw_t_uniformly(vset, tmp_path, capsys):
     out = tmp_path / "uniform.safetensors"
-    result = run_main(capsys, "fit-connector", "--kind", "realnvp-bijection", "--model-set", vset["V"], "--steps", "4",
-                      "--layers", "1", "--hidden", "8", "--t-uniform", "--out", out, "--no-progress")
+    result = run_main(
+        capsys,
+        "fit-connector",
+        "--kind",
+        "realnvp-bijection",
+        "--model-set",
+        vset["V"],
+        "--steps",
+        "4",
+        "--layers",
+        "1",
+        "--hidden",
+        "8",
+        "--t-uniform",
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr
     ts = [row["t"] for row in load_weights(out).meta["curve"]]
     assert len(set(ts)) == 4 and all(0 <= t <= 1 for t in ts)
@@ -262,8 +352,19 @@ def test_bijection_can_draw_t_uniformly(vset, tmp_path, capsys):
 
 def test_seen_endpoints_need_allow_seen(vset, bijection, digits, tmp_path, capsys):
     out, _ = bijection
-    args = [vset["seen"], vset["unseen"][0], "--method", "realnvp-bijection", "--connector", out,
-            "--points", "3", "--out", tmp_path / "p.csv", "--no-progress"]
+    args = [
+        vset["seen"],
+        vset["unseen"][0],
+        "--method",
+        "realnvp-bijection",
+        "--connector",
+        out,
+        "--points",
+        "3",
+        "--out",
+        tmp_path / "p.csv",
+        "--no-progress",
+    ]
     assert_one_line_error(run_main(capsys, "connect", *args), "is in the model set", "--allow-seen")
     assert run_main(capsys, "connect", *args, "--allow-seen").returncode == 0
 
@@ -271,26 +372,39 @@ def test_seen_endpoints_need_allow_seen(vset, bijection, digits, tmp_path, capsy
 def test_bad_connectors_are_one_line_errors(vset, bijection, digits_endpoints, tmp_path, capsys):
     out, _ = bijection
     narrow = digits_endpoints(64, 0, 2), digits_endpoints(64, 1, 2)
-    other_data = [copy_with_meta(p, tmp_path / f"{i}.safetensors", dataset="digits-v2")
-                  for i, p in enumerate(vset["unseen"])]
+    other_data = [
+        copy_with_meta(p, tmp_path / f"{i}.safetensors", dataset="digits-v2") for i, p in enumerate(vset["unseen"])
+    ]
     cases = [
         (narrow, "realnvp-bijection", out, "fitted for onehidden {'width': 256}"),
         (other_data, "realnvp-bijection", out, "on 'digits-v2'"),
         (vset["unseen"], "realnvp-flow", out, "fitted for 'realnvp-bijection', not 'realnvp-flow'"),
         (vset["unseen"], "realnvp-bijection", None, "needs --connector"),
-        (vset["unseen"], "realnvp-bijection", vset["unseen"][0], "not a connector"),
+        (vset["unseen"], "realnvp-bijection", vset["unseen"][0], "not a fitted connector"),
     ]
     for endpoints, method, connector, fragment in cases:
         extra = [] if connector is None else ["--connector", connector]
-        result = run_main(capsys, "connect", *endpoints, "--method", method, *extra, "--points", "3",
-                          "--out", tmp_path / "p.csv", "--no-progress")
+        result = run_main(
+            capsys,
+            "connect",
+            *endpoints,
+            "--method",
+            method,
+            *extra,
+            "--points",
+            "3",
+            "--out",
+            tmp_path / "p.csv",
+            "--no-progress",
+        )
         assert_one_line_error(result, fragment)
 
 
 def test_fit_connector_bad_input_is_one_line(vset, tmp_path, capsys):
     base = ["fit-connector", "--model-set", vset["V"], "--out", tmp_path / "c.safetensors", "--no-progress"]
-    assert_one_line_error(run_main(capsys, *base, "--kind", "realnvp-flow", "--dataset", "mnist"),
-                          "V was trained on 'digits'")
+    assert_one_line_error(
+        run_main(capsys, *base, "--kind", "realnvp-flow", "--dataset", "mnist"), "V was trained on 'digits'"
+    )
     assert_one_line_error(run_main(capsys, *base, "--kind", "iaf-bijection"), "invalid choice")
     assert_one_line_error(run_main(capsys, *base, "--kind", "realnvp-flow", "--t-uniform"), "--t-uniform")
     assert not (tmp_path / "c.safetensors").exists()

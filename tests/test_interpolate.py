@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from lowloss.connect.interpolate import UnitCurve, arc_leg, generalised_arc, unit_partition, units_leg
-from lowloss.connect.neurons import butterflies
-from lowloss.connect.path import Path
-from lowloss.connect.registry import METHODS, get_method
+from lowloss.methods.interpolate import UnitCurve, arc_leg, generalised_arc, unit_partition, units_leg
+from lowloss.methods.neurons import butterflies
+from lowloss.methods.registry import METHODS, get_method
+from lowloss.paths.legs import Path
 from tests.conftest import SMALL, context, network_of, random_params
 
 WITHOUT_FILES = [name for name, method in METHODS.items() if not method.needs]
@@ -61,8 +61,8 @@ def test_proposition_1_arc_keeps_the_covariance_and_linear_shrinks_it():
     for k, tk in enumerate(t.tolist()):
         linear = (1 - tk) * x + tk * y
         torch.testing.assert_close(arc[k].T.cov(), sigma, atol=0.05, rtol=0.03)
-        torch.testing.assert_close(linear.T.cov(), ((1 - tk) ** 2 + tk ** 2) * sigma, atol=0.05, rtol=0.03)
-    assert torch.linalg.det(((0.5 * x + 0.5 * y).T.cov())) < 0.2 * torch.linalg.det(sigma)
+        torch.testing.assert_close(linear.T.cov(), ((1 - tk) ** 2 + tk**2) * sigma, atol=0.05, rtol=0.03)
+    assert torch.linalg.det((0.5 * x + 0.5 * y).T.cov()) < 0.2 * torch.linalg.det(sigma)
 
 
 def test_arc_follows_eq_6_around_the_pooled_mean_and_moves_the_output_bias_linearly():

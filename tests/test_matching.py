@@ -4,11 +4,11 @@ checked against its method, endpoints and fit."""
 import pytest
 import torch
 
-from lowloss.artifacts import Artifact, load_weights
-from lowloss.connect.matching import load_matching, ot_permutation, save_matching, sequential_matching
-from lowloss.connect.registry import get_method
 from lowloss.errors import LowlossError
-from lowloss.spec import permute
+from lowloss.methods.matching import load_matching, ot_permutation, save_matching, sequential_matching
+from lowloss.methods.registry import get_method
+from lowloss.nets.spec import permute
+from lowloss.storage.weights import Artifact, load_weights
 from tests.conftest import context, network_of, random_params
 
 WIDTH = 40

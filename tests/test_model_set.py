@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from lowloss.artifacts import read_meta
 from lowloss.errors import LowlossError
-from lowloss.modelset import load_model_set, write_model_set
+from lowloss.storage.model_set import load_model_set, write_model_set
+from lowloss.storage.weights import read_meta
 from tests.conftest import assert_one_line_error, copy_model, copy_with_meta, run_main
 
 WIDTH, EPOCHS = 64, 2
@@ -17,7 +17,6 @@ WIDTH, EPOCHS = 64, 2
 @pytest.fixture(scope="module")
 def models(digits_endpoints):
     return [digits_endpoints(WIDTH, seed, EPOCHS) for seed in range(3)]
-
 
 
 def test_manifest_pins_members_by_hash_and_travels_with_its_folder(models, tmp_path):
@@ -65,12 +64,15 @@ def test_mixed_architectures_are_one_line_errors(models, digits_endpoints, tmp_p
     assert not (tmp_path / "V.json").exists()
 
 
-@pytest.mark.parametrize("bad,fragment", [
-    ("other-dataset", "differs from"),
-    ("duplicate", "same weights as"),
-    ("single", "at least two models"),
-    ("not-a-model", "this is a fitted connector ν .*, but a trained model .* is expected"),
-])
+@pytest.mark.parametrize(
+    "bad,fragment",
+    [
+        ("other-dataset", "differs from"),
+        ("duplicate", "same weights as"),
+        ("single", "at least two models"),
+        ("not-a-model", "this is a fitted connector ν .*, but a trained model .* is expected"),
+    ],
+)
 def test_bad_model_sets(models, tmp_path, bad, fragment):
     files = {
         "other-dataset": [models[0], copy_with_meta(models[1], tmp_path / "m.safetensors", dataset="mnist")],
@@ -116,17 +118,20 @@ def _edit(manifest: dict, case: str, wider: str) -> None:
         del manifest["arch"]
 
 
-@pytest.mark.parametrize("case,fragment", [
-    ("relabelled", "onehidden {'width': 64} on 'digits' differs from the set's onehidden {'width': 32}"),
-    ("one member", "a model set needs at least two models, got 1"),
-    ("duplicate", "same weights as"),
-    ("empty", "a model set needs at least two models, got 0"),
-    ("no path", "member 1 needs a 'path' and a 'sha256'"),
-    ("etc/passwd", "member ../../../etc/passwd: lies outside the manifest's folder"),
-    ("absolute", "lies outside the manifest's folder (pass --allow-outside to use it)"),
-    ("not a list", "a model set needs at least two models, got 0"),
-    ("no arch", "lacks 'arch'"),
-])
+@pytest.mark.parametrize(
+    "case,fragment",
+    [
+        ("relabelled", "onehidden {'width': 64} on 'digits' differs from the set's onehidden {'width': 32}"),
+        ("one member", "a model set needs at least two models, got 1"),
+        ("duplicate", "same weights as"),
+        ("empty", "a model set needs at least two models, got 0"),
+        ("no path", "member 1 needs a 'path' and a 'sha256'"),
+        ("etc/passwd", "member ../../../etc/passwd: lies outside the manifest's folder"),
+        ("absolute", "lies outside the manifest's folder (pass --allow-outside to use it)"),
+        ("not a list", "a model set needs at least two models, got 0"),
+        ("no arch", "lacks 'arch'"),
+    ],
+)
 def test_manifests_are_checked_on_every_read(models, digits_endpoints, tmp_path, capsys, case, fragment):
     local = [copy_model(m, tmp_path / m.name) for m in models]
     manifest = write_model_set(tmp_path / "V.json", local)
@@ -134,8 +139,16 @@ def test_manifests_are_checked_on_every_read(models, digits_endpoints, tmp_path,
     (tmp_path / "V.json").write_text(json.dumps(manifest))
     with pytest.raises(LowlossError, match=re.escape(fragment)):
         load_model_set(tmp_path / "V.json")
-    result = run_main(capsys, "fit-connector", "--kind", "realnvp-flow", "--model-set", tmp_path / "V.json",
-                      "--out", tmp_path / "c.safetensors")
+    result = run_main(
+        capsys,
+        "fit-connector",
+        "--kind",
+        "realnvp-flow",
+        "--model-set",
+        tmp_path / "V.json",
+        "--out",
+        tmp_path / "c.safetensors",
+    )
     assert_one_line_error(result, f"{tmp_path / 'V.json'}: ", fragment)
     assert not (tmp_path / "c.safetensors").exists()
 

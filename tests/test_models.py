@@ -5,22 +5,25 @@ import torch
 from torch import nn
 
 from lowloss.errors import LowlossError
-from lowloss.kinds import ARCHITECTURE_KINDS
-from lowloss.models import ARCHITECTURES, build_model
-from lowloss.network import Network
+from lowloss.nets.architectures import ARCHITECTURES
+from lowloss.nets.models import build_model
+from lowloss.nets.network import Network
 from tests.conftest import assert_one_line_error, run_cli
 
 
-@pytest.mark.parametrize("arch,shape,options,n_params", [
-    ("onehidden", (1, 28, 28), {}, 784 * 2000 + 2000 + 2000 * 10 + 10),
-    ("fc3", (3, 32, 32), {"widths": [64, 32]}, 3072 * 64 + 64 * 32 + 32 * 10),
-    ("conv2fc1", (3, 32, 32), {}, 3 * 32 * 25 + 32 + 64 * 32 * 25 + 64 + 3136 * 10 + 10),
-    ("vgg16", (3, 32, 32), {"width_multiplier": 0.125}, None),
-    ("vgg16", (1, 8, 8), {"width_multiplier": 0.0625}, None),
-    ("resnet20", (3, 32, 32), {"width_multiplier": 0.25, "norm": "batch"}, None),
-    ("resnet20", (1, 8, 8), {"width_multiplier": 0.25, "norm": "layer"}, None),
-    ("resnet20", (1, 28, 28), {"width_multiplier": 0.25, "norm": "none"}, None),
-])
+@pytest.mark.parametrize(
+    "arch,shape,options,n_params",
+    [
+        ("onehidden", (1, 28, 28), {}, 784 * 2000 + 2000 + 2000 * 10 + 10),
+        ("fc3", (3, 32, 32), {"widths": [64, 32]}, 3072 * 64 + 64 * 32 + 32 * 10),
+        ("conv2fc1", (3, 32, 32), {}, 3 * 32 * 25 + 32 + 64 * 32 * 25 + 64 + 3136 * 10 + 10),
+        ("vgg16", (3, 32, 32), {"width_multiplier": 0.125}, None),
+        ("vgg16", (1, 8, 8), {"width_multiplier": 0.0625}, None),
+        ("resnet20", (3, 32, 32), {"width_multiplier": 0.25, "norm": "batch"}, None),
+        ("resnet20", (1, 8, 8), {"width_multiplier": 0.25, "norm": "layer"}, None),
+        ("resnet20", (1, 28, 28), {"width_multiplier": 0.25, "norm": "none"}, None),
+    ],
+)
 def test_forward_shape(arch, shape, options, n_params):
     model = build_model(arch, shape, 10, options)
     out = model(torch.randn(3, *shape))
@@ -77,8 +80,9 @@ def test_unknown_architecture_and_option():
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
-def test_every_architecture_has_the_kind_the_method_table_expects(arch):
-    """`lowloss.kinds.ARCHITECTURE_KINDS` decides which methods a config may ask for without building anything;
-    it must agree with what the real spec says."""
-    shape = (1, 8, 8)
-    assert Network(build_model(arch, shape, 10)).kind == ARCHITECTURE_KINDS[arch]
+def test_every_architecture_is_what_the_architecture_table_says(arch):
+    """The table (`lowloss.nets.architectures`) decides which methods a config may ask for and which WA(n) an
+    ensemble may use without building anything; it must agree with the real network."""
+    network = Network(build_model(arch, (1, 8, 8), 10))
+    assert network.topology == ARCHITECTURES[arch].topology
+    assert len(network.layers) == ARCHITECTURES[arch].weight_layers

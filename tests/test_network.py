@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lowloss.connect.registry import get_method
 from lowloss.errors import LowlossError
-from lowloss.kinds import ANY, STAGED
-from lowloss.network import INPUT, OUTPUT, Network, after, before
-from lowloss.spec import Spec, dense
+from lowloss.methods.registry import get_method
+from lowloss.nets.network import INPUT, OUTPUT, Network, after, before
+from lowloss.nets.spec import Spec, dense
+from lowloss.nets.topology import ANY, STAGED
 from tests.conftest import SMALL, context, network_of, random_params
 
 
@@ -68,36 +68,48 @@ class PreActivationSkip(nn.Module):
 
     @staticmethod
     def spec() -> Spec:
-        return Spec({**dense("fc1", None, "h1"), **dense("fc2", "h1", "h2"), **dense("fc3", "h2", None),
-                     **dense("head", "h1", None)})
+        return Spec(
+            {
+                **dense("fc1", None, "h1"),
+                **dense("fc2", "h1", "h2"),
+                **dense("fc3", "h2", None),
+                **dense("head", "h1", None),
+            }
+        )
 
 
 def test_a_skip_within_a_group_is_one_stage_and_a_second_tensor_read_is_refused_in_one_line():
     network = Network(Residual().eval())
-    assert not network.is_chain and network.kind == STAGED
+    assert not network.is_chain and network.topology == STAGED
     with pytest.raises(LowlossError, match="reads values from before skip:out; the network cannot be cut there"):
         network.segment(after("skip"), OUTPUT)
     (stage,) = network.stages
     assert stage.groups == ("h1",) and stage.entry == before("fc1") and [r.name for r in stage.readers] == ["fc2"]
     assert set(stage.keys) == {"fc1.weight", "fc1.bias", "skip.weight", "skip.bias"}
     network = Network(PreActivationSkip().eval())
-    assert network.kind == ANY
+    assert network.topology == ANY
     with pytest.raises(LowlossError, match="PreActivationSkip: the layers that read stage h1 do not read one tensor"):
-        network.stages
-    with pytest.raises(LowlossError, match="method 'arc\\+wa' applies to networks that cut into stages .*, not to "
-                                           "'preact'"):
+        _ = network.stages
+    with pytest.raises(
+        LowlossError, match="method 'arc\\+wa' applies to networks that cut into stages .*, not to 'preact'"
+    ):
         get_method("arc+wa").check(network, "preact", context(network))
 
 
 def test_a_residual_stage_is_its_stream_and_its_blocks_entered_and_read_through_one_tensor():
     network = network_of("resnet20", {"width_multiplier": 1 / 8, "norm": "batch"})
     stages = network.stages
-    assert [stage.groups for stage in stages] == [("stream1", "layer1.0", "layer1.1", "layer1.2"),
-                                                 ("layer2.0", "stream2", "layer2.1", "layer2.2"),
-                                                 ("layer3.0", "stream3", "layer3.1", "layer3.2")]
+    assert [stage.groups for stage in stages] == [
+        ("stream1", "layer1.0", "layer1.1", "layer1.2"),
+        ("layer2.0", "stream2", "layer2.1", "layer2.2"),
+        ("layer3.0", "stream3", "layer3.1", "layer3.2"),
+    ]
     assert [stage.entry for stage in stages] == [before("conv1"), before("layer2.0.conv1"), before("layer3.0.conv1")]
     assert [[reader.name for reader in stage.readers] for stage in stages] == [
-        ["layer2.0.conv1", "layer2.0.shortcut.0"], ["layer3.0.conv1", "layer3.0.shortcut.0"], ["fc"]]
+        ["layer2.0.conv1", "layer2.0.shortcut.0"],
+        ["layer3.0.conv1", "layer3.0.shortcut.0"],
+        ["fc"],
+    ]
     keys = [key for stage in stages for key in stage.keys]  # every trained tensor and statistic in one stage
     outside = ("num_batches_tracked", "fc.weight", "fc.bias")  # BatchNorm's counters and the output layer
     assert sorted(keys) == sorted(key for key in network.spec.axes if not key.endswith(outside))

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from lowloss.connect.permutation import SwapLeg, permutation_legs, permutation_stage
-from lowloss.models import build_model
-from lowloss.spec import permute, unit_view
+from lowloss.methods.permutation import permutation_legs
+from lowloss.nets.models import build_model
+from lowloss.nets.spec import permute, unit_view
+from lowloss.paths.swaps import SwapLeg, permutation_stage
 from tests.conftest import random_params
 
 

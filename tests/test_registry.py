@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lowloss.connect.registry import FLOWS, METHODS, ROUTE_METHODS, WA_METHODS, get_method
 from lowloss.errors import LowlossError
+from lowloss.methods.registry import FLOWS, METHODS, ROUTE_METHODS, WA_METHODS, get_method
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [ROOT / "config.yaml", *sorted((ROOT / "configs").glob("*.yaml"))]
 
 
 def test_the_method_table_imports_no_torch():
-    code = "import sys, lowloss.connect.registry; print('torch' in sys.modules)"
+    code = "import sys, lowloss.methods.registry; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
@@ -62,6 +62,10 @@ def test_a_repair_variant_is_its_method_with_the_same_inputs_built_under_the_met
     base, variant = get_method(name), get_method(f"{name}+repair")
     assert variant.repair and not base.repair and variant.name == f"{name}+repair" and variant.base_name == name
     assert (variant.builder, variant.matcher, variant.inputs, variant.applies_to) == (
-        base.builder, base.matcher, base.inputs, base.applies_to)
+        base.builder,
+        base.matcher,
+        base.inputs,
+        base.applies_to,
+    )
     with pytest.raises(LowlossError, match=re.escape(f"unknown method '{name}+repair'")):
         get_method(f"{name}+repair+repair")

@@ -7,18 +7,23 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from lowloss.connect.path import Leg
-from lowloss.connect.registry import get_method
 from lowloss.evaluate import evaluate_path
-from lowloss.evaluate.batchnorm import BatchNormRefresh
 from lowloss.evaluate.repair import Repair, repair_sites
+from lowloss.methods.registry import get_method
+from lowloss.nets.batchnorm import BatchNormRefresh
+from lowloss.paths.legs import Leg
 from tests.conftest import assert_one_line_error, context, network_of, run_main
 from tests.test_spec import randomised
 
-CASES = [("onehidden", None), ("fc3", None), ("conv2fc1", None), ("vgg16", None),
-         ("resnet20", {"width_multiplier": 1 / 8, "norm": "batch"}),
-         ("resnet20", {"width_multiplier": 1 / 8, "norm": "layer"}),
-         ("resnet20", {"width_multiplier": 1 / 8, "norm": "none"})]
+CASES = [
+    ("onehidden", None),
+    ("fc3", None),
+    ("conv2fc1", None),
+    ("vgg16", None),
+    ("resnet20", {"width_multiplier": 1 / 8, "norm": "batch"}),
+    ("resnet20", {"width_multiplier": 1 / 8, "norm": "layer"}),
+    ("resnet20", {"width_multiplier": 1 / 8, "norm": "none"}),
+]
 
 
 def random_ends(arch: str, options: dict | None) -> tuple:
@@ -27,8 +32,12 @@ def random_ends(arch: str, options: dict | None) -> tuple:
     for seed in (0, 1):
         torch.manual_seed(seed)
         model = network_of(arch, options).model
-        ends.append({key: randomised(key, value.detach()) if "norm" in key else value.detach()
-                     for key, value in model.state_dict().items()})
+        ends.append(
+            {
+                key: randomised(key, value.detach()) if "norm" in key else value.detach()
+                for key, value in model.state_dict().items()
+            }
+        )
     return tuple(ends)
 
 
@@ -74,8 +83,7 @@ def test_repair_after_recomputed_batchnorm_statistics_stays_the_identity_at_the_
     for index, row in ((0, 0), (2, 1)):
         assert all(torch.equal(fixed[key][index], refreshed[key][row]) for key in refreshed)
     with torch.no_grad():
-        logits = functional_call(network.model, {key: value[1] for key, value in fixed.items()},
-                                 (few_digits.x_test,))
+        logits = functional_call(network.model, {key: value[1] for key, value in fixed.items()}, (few_digits.x_test,))
     assert torch.isfinite(logits).all()
 
 
@@ -112,9 +120,12 @@ def test_repaired_points_score_the_same_through_the_layered_engine_and_the_refer
     start, end = random_ends(arch, None)
     path = get_method("weight-matching").build(start, end, context(network, few_digits))
     repair = Repair(network, few_digits.x_train, batches=1)
-    fast, reference = (evaluate_path(network, path, few_digits, points=3, progress=False, fast=fast, fixes=[repair])
-                       for fast in (True, False))
+    fast, reference = (
+        evaluate_path(network, path, few_digits, points=3, progress=False, fast=fast, fixes=[repair])
+        for fast in (True, False)
+    )
     assert len(fast) > 6 and (fast["leg_name"] == reference["leg_name"]).all()
     torch.testing.assert_close(torch.tensor(fast["acc"].values), torch.tensor(reference["acc"].values))
-    torch.testing.assert_close(torch.tensor(fast["loss"].values), torch.tensor(reference["loss"].values),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        torch.tensor(fast["loss"].values), torch.tensor(reference["loss"].values), rtol=1e-4, atol=1e-5
+    )

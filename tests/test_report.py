@@ -10,15 +10,22 @@ import pandas as pd
 import pytest
 
 from lowloss.errors import LowlossError
-from lowloss.figures import END_POINTS, legend_entries, route_positions, stage_positions
-from lowloss.report import build_report, format_cell
+from lowloss.results.figures import END_POINTS, legend_entries, route_positions, stage_positions
+from lowloss.results.tables import build_report, format_cell
 from tests.conftest import assert_one_line_error, run_cli, run_main
 
 ACCURACY = {0: (0.99, 0.97), 1: (0.98, 0.96), 2: (0.97, 0.95), 3: (0.995, 0.99)}  # seed: (train, test)
 
 
-def path_table(method: str, legs: list[str], acc: float, pair: tuple[int, int] = (0, 1), points: int = 5,
-               arch: str = "onehidden", stages: list[int] | None = None) -> pd.DataFrame:
+def path_table(
+    method: str,
+    legs: list[str],
+    acc: float,
+    pair: tuple[int, int] = (0, 1),
+    points: int = 5,
+    arch: str = "onehidden",
+    stages: list[int] | None = None,
+) -> pd.DataFrame:
     """A path table with a dip to `acc` at the middle of the first leg, the endpoints' accuracies (ACCURACY) at
     both ends and 0.9 elsewhere."""
     rows = []
@@ -33,8 +40,20 @@ def path_table(method: str, legs: list[str], acc: float, pair: tuple[int, int] =
                     value = ACCURACY[pair[0]][s]
                 elif leg == len(legs) - 1 and t == 1:
                     value = ACCURACY[pair[1]][s]
-                rows.append(dict(method=method, arch=arch, leg=leg, leg_name=name, stage=stages[leg] if stages else 0,
-                                 t=t, position=leg + t, split=split, loss=1 - value, acc=value))
+                rows.append(
+                    dict(
+                        method=method,
+                        arch=arch,
+                        leg=leg,
+                        leg_name=name,
+                        stage=stages[leg] if stages else 0,
+                        t=t,
+                        position=leg + t,
+                        split=split,
+                        loss=1 - value,
+                        acc=value,
+                    )
+                )
     return pd.DataFrame(rows)
 
 
@@ -66,7 +85,8 @@ def test_table1_cells_are_mean_and_std_over_pairs_of_the_worst_point(results):
     # End Points: every endpoint of the evaluated pairs, as the paths' own tables evaluated it.
     endpoint_test = [100 * ACCURACY[seed][1] for seed in (0, 1, 2, 3)]
     assert table.loc["End Points", ("exp", "test")] == (
-        f"{np.mean(endpoint_test):.2f} ± {np.std(endpoint_test, ddof=1):.2f}")
+        f"{np.mean(endpoint_test):.2f} ± {np.std(endpoint_test, ddof=1):.2f}"
+    )
     assert summary["paths"] == 4 and summary["methods"] == 2 and summary["experiments"] == 1
     assert all(Path(f).stat().st_size > 0 for f in summary["files"])
 
@@ -127,8 +147,10 @@ def deep_results(tmp_path) -> list[Path]:
     root = tmp_path / "results" / "deep"
     csvs = []
     for method, acc in (("ot+wa", 0.6), ("linear", 0.3), ("arc+bfly", 0.5), ("garipov-polychain-3", 0.7)):
-        legs, stages = {"ot+wa": (["s1-wa-start", "s1-wa-1", "s2-wa-start", "s2-wa-1", "last-layer"], [1, 1, 2, 2, 3]),
-                        "arc+bfly": (["s1-arc", "s2-arc"], [1, 2])}.get(method, ([method], None))
+        legs, stages = {
+            "ot+wa": (["s1-wa-start", "s1-wa-1", "s2-wa-start", "s2-wa-1", "last-layer"], [1, 1, 2, 2, 3]),
+            "arc+bfly": (["s1-arc", "s2-arc"], [1, 2]),
+        }.get(method, ([method], None))
         csv = root / "paths" / method / "0-1.csv"
         csv.parent.mkdir(parents=True, exist_ok=True)
         path_table(method, legs, acc, arch="fc3", stages=stages).to_csv(csv, index=False)
@@ -149,8 +171,13 @@ def test_deep_experiments_make_table_2_in_the_papers_order_and_the_route_figure(
 
 
 def test_route_positions_give_every_stage_one_unit():
-    table = path_table("ot+wa", ["s1-wa-start", "s1-wa-1", "s2-wa-start", "s2-wa-1", "last-layer"], 0.6,
-                       arch="fc3", stages=[1, 1, 2, 2, 3])
+    table = path_table(
+        "ot+wa",
+        ["s1-wa-start", "s1-wa-1", "s2-wa-start", "s2-wa-1", "last-layer"],
+        0.6,
+        arch="fc3",
+        stages=[1, 1, 2, 2, 3],
+    )
     x = route_positions(table)
     assert x.min() == 0 and x.max() == pytest.approx(3)
     for stage in (1, 2, 3):
@@ -168,8 +195,10 @@ def test_cli_prints_its_summary_last(results):
 def test_a_table_outside_the_results_layout_is_a_one_line_error(tmp_path):
     stray = tmp_path / "path.csv"
     path_table("linear", ["linear"], 0.5).to_csv(stray, index=False)
-    assert_one_line_error(run_cli("report", stray, "--out-dir", tmp_path / "out"),
-                          "expected a path table at <experiment>/paths/<method>/<seedA>-<seedB>.csv")
+    assert_one_line_error(
+        run_cli("report", stray, "--out-dir", tmp_path / "out"),
+        "expected a path table at <experiment>/paths/<method>/<seedA>-<seedB>.csv",
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -179,16 +208,19 @@ def _set_cell(csv: Path, row: int, column: str, value) -> None:
     table.to_csv(csv, index=False)
 
 
-@pytest.mark.parametrize("damage,fragment", [
-    (lambda csv: _set_cell(csv, 3, "acc", np.nan), "line 5: acc nan"),
-    (lambda csv: _set_cell(csv, 0, "acc", 1.7), "line 2: acc 1.7"),
-    (lambda csv: _set_cell(csv, 2, "acc", -0.1), "line 4: acc -0.1"),
-    (lambda csv: _set_cell(csv, 1, "loss", np.nan), "line 3: acc 0.95, loss nan"),
-    (lambda csv: csv.write_bytes(b""), "empty file, not a path table"),
-    (lambda csv: csv.write_bytes(b'leg,t\n"1,2\n'), "not a readable CSV"),
-    (lambda csv: csv.write_bytes(b"\xff\xfe\x00binary"), "not a readable CSV"),
-    (lambda csv: (csv.unlink(), csv.symlink_to(csv.name)), "cannot be read (symbolic link loop)"),
-])
+@pytest.mark.parametrize(
+    "damage,fragment",
+    [
+        (lambda csv: _set_cell(csv, 3, "acc", np.nan), "line 5: acc nan"),
+        (lambda csv: _set_cell(csv, 0, "acc", 1.7), "line 2: acc 1.7"),
+        (lambda csv: _set_cell(csv, 2, "acc", -0.1), "line 4: acc -0.1"),
+        (lambda csv: _set_cell(csv, 1, "loss", np.nan), "line 3: acc 0.95, loss nan"),
+        (lambda csv: csv.write_bytes(b""), "empty file, not a path table"),
+        (lambda csv: csv.write_bytes(b'leg,t\n"1,2\n'), "not a readable CSV"),
+        (lambda csv: csv.write_bytes(b"\xff\xfe\x00binary"), "not a readable CSV"),
+        (lambda csv: (csv.unlink(), csv.symlink_to(csv.name)), "cannot be read (symbolic link loop)"),
+    ],
+)
 def test_bad_path_tables_are_refused_naming_the_file_and_row(results, capsys, damage, fragment):
     out, csvs = results
     damage(csvs[1])

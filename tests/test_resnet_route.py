@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from lowloss.connect.layerwise import Route, fitted
-from lowloss.connect.path import Path
-from lowloss.connect.permutation import SwapLeg
-from lowloss.connect.registry import get_method
 from lowloss.evaluate import evaluate_path
-from lowloss.evaluate.batchnorm import BatchNormRefresh
+from lowloss.methods.layerwise import Route, fitted
+from lowloss.methods.registry import get_method
+from lowloss.nets.batchnorm import BatchNormRefresh
+from lowloss.paths.legs import Path
+from lowloss.paths.swaps import SwapLeg
 from tests.conftest import assert_one_line_error, context, network_of, planted, run_main
 from tests.test_resnet import TINY
 from tests.test_spec import randomised
@@ -35,8 +35,9 @@ def test_every_route_point_to_a_permuted_copy_computes_the_networks_function(nor
         expected = functional_call(network.model, theta_a, (x,))
         scale = expected.abs().max()
         for point in [*route.points[1:], route.target]:  # Θ_2^AB … and the matched B'
-            torch.testing.assert_close(functional_call(network.model, point, (x,)) / scale, expected / scale,
-                                       rtol=0, atol=2e-4)
+            torch.testing.assert_close(
+                functional_call(network.model, point, (x,)) / scale, expected / scale, rtol=0, atol=2e-4
+            )
     if method.startswith("ot"):
         assert route.perms.keys() == shuffles.keys()
         for group, shuffle in shuffles.items():
@@ -44,8 +45,9 @@ def test_every_route_point_to_a_permuted_copy_computes_the_networks_function(nor
     assert len(route.points) == (4 if method.endswith("+wa") else 3)  # Θ^A, then one point per stage boundary
 
 
-def test_with_batchnorm_the_route_fits_on_measured_statistics_and_keeps_the_endpoints_accuracy(rescaled_resnet_copy,
-                                                                                                 few_digits):
+def test_with_batchnorm_the_route_fits_on_measured_statistics_and_keeps_the_endpoints_accuracy(
+    rescaled_resnet_copy, few_digits
+):
     network, theta_a, theta_b = rescaled_resnet_copy  # one function, other scales and order
     ctx = context(network, few_digits, bn_batches=2, wa_breakpoints=3)
     assert fitted(ctx)["bn_batches"] == 2  # a matching records the statistics its route was fitted with
@@ -61,14 +63,39 @@ def test_match_and_connect_run_the_route_on_a_resnet_and_check_its_statistics(re
     route = ("--dataset", "digits", "--wa-samples", "200", "--bn-batches", "2", "--no-progress")
     result = run_main(capsys, "match", *resnet_pair, "--method", "ot+wa", "--out", matching, *route)
     assert result.returncode == 0, result.stderr
-    result = run_main(capsys, "connect", *resnet_pair, "--method", "ot+wa", "--matching", matching, "--points", "3",
-                      "--wa-breakpoints", "2", "--out", table, *route)
+    result = run_main(
+        capsys,
+        "connect",
+        *resnet_pair,
+        "--method",
+        "ot+wa",
+        "--matching",
+        matching,
+        "--points",
+        "3",
+        "--wa-breakpoints",
+        "2",
+        "--out",
+        table,
+        *route,
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["legs"] > 4 and summary["bn_samples"] == 256
     assert set(pd.read_csv(table)["stage"]) == {1, 2, 3, 4}  # three residual stages, then the last layer and swaps
-    result = run_main(capsys, "connect", *resnet_pair, "--method", "ot+wa", "--matching", matching,
-                      "--out", tmp_path / "other.csv", *route[:-3], "--no-progress")
+    result = run_main(
+        capsys,
+        "connect",
+        *resnet_pair,
+        "--method",
+        "ot+wa",
+        "--matching",
+        matching,
+        "--out",
+        tmp_path / "other.csv",
+        *route[:-3],
+        "--no-progress",
+    )
     assert_one_line_error(result, "m.safetensors: matching was computed with", "'bn_batches': 2", "uses {")
     assert not (tmp_path / "other.csv").exists()
     result = run_main(capsys, "match", *resnet_pair, "--method", "ot", "--bn-batches", "2", "--out", tmp_path / "o.st")

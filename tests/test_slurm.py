@@ -54,8 +54,13 @@ def slurm():
 
 def slurm_jobs() -> dict[int, tuple[str, str, str]]:
     """Every job slurmctld still knows (finished ones for MinJobAge): id -> (comment, state, TRES per job)."""
-    listing = subprocess.run(["squeue", "--states=all", "--noheader", "--Format=JobID:|,Comment:|,State:|,tres-per-job:"],
-                             capture_output=True, text=True, check=True, timeout=60).stdout
+    listing = subprocess.run(
+        ["squeue", "--states=all", "--noheader", "--Format=JobID:|,Comment:|,State:|,tres-per-job:"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     jobs = {}
     for line in listing.splitlines():
         job_id, comment, state, tres = (part.strip() for part in line.split("|")[:4])
@@ -70,20 +75,37 @@ def test_tiny_workflow_on_slurm_completes_and_gpu_rules_request_a_gpu(slurm, tmp
 
     config = write_config(tmp_path / "slurm.yaml", one_pair)
     before = max(slurm_jobs(), default=0)
-    command = ["timeout", "-s", "KILL", str(RUN_LIMIT_S),  # the plugin can hang on a broken Slurm
-               *snakemake_command("--configfile", config, "--profile", ROOT / "profiles" / "slurm",
-                                  "--slurm-status-command", "squeue",
-                                  "--slurm-init-seconds-before-status-checks", "2",
-                                  "--seconds-between-status-checks", "1",  # the tiny jobs end within seconds
-                                  "--default-resources", "runtime=10", "mem_mb=1000", "cpus_per_task=1")]
+    command = [
+        "timeout",
+        "-s",
+        "KILL",
+        str(RUN_LIMIT_S),  # the plugin can hang on a broken Slurm
+        *snakemake_command(
+            "--configfile",
+            config,
+            "--profile",
+            ROOT / "profiles" / "slurm",
+            "--slurm-status-command",
+            "squeue",
+            "--slurm-init-seconds-before-status-checks",
+            "2",
+            "--seconds-between-status-checks",
+            "1",  # the tiny jobs end within seconds
+            "--default-resources",
+            "runtime=10",
+            "mem_mb=1000",
+            "cpus_per_task=1",
+        ),
+    ]
     workdir = tmp_path / "run"
     workdir.mkdir()
     result = subprocess.run(command, cwd=workdir, env=job_environment(), capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
 
     ours = {job_id: job for job_id, job in slurm_jobs().items() if job_id > before}
-    rules = {job_id: re.match(r"rule_(\w+?)(_wildcards|$)", comment).group(1)
-             for job_id, (comment, _, _) in ours.items()}
+    rules = {
+        job_id: re.match(r"rule_(\w+?)(_wildcards|$)", comment).group(1) for job_id, (comment, _, _) in ours.items()
+    }
     assert Counter(rules.values()) == Counter(train=2, match=1, connect=2, report=1)
     for job_id, (comment, state, tres) in ours.items():
         assert state == "COMPLETED", (comment, state)

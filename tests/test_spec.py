@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from lowloss.models import build_model
-from lowloss.spec import from_unit_view, permute, unit_view
+from lowloss.nets.models import build_model
+from lowloss.nets.spec import from_unit_view, permute, unit_view
 
 CASES = [
     ("onehidden", (1, 8, 8), {"width": 32}),

@@ -12,12 +12,17 @@ import pandas as pd
 import pytest
 import torch
 
-from lowloss import lineage, tracked_outputs, tracking
-from lowloss.artifacts import save_weights
+from lowloss.storage.weights import save_weights
+from lowloss.tracking import lineage
+from lowloss.tracking import outputs as tracked_outputs
+from lowloss.tracking import runs as tracking
+from lowloss.tracking import store as tracking_store
 from tests.conftest import assert_one_line_error, run_cli
 
-HISTORY = [{"epoch": 1, "lr": 0.01, "train_loss": 2.0, "train_acc": 0.5, "test_acc": 0.4},
-           {"epoch": 2, "lr": 0.01, "train_loss": 1.0, "train_acc": 0.8, "test_acc": 0.7}]
+HISTORY = [
+    {"epoch": 1, "lr": 0.01, "train_loss": 2.0, "train_acc": 0.5, "test_acc": 0.4},
+    {"epoch": 2, "lr": 0.01, "train_loss": 1.0, "train_acc": 0.8, "test_acc": 0.7},
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +40,20 @@ def no_workflow(monkeypatch):
 
 def namespace(store: str, out: Path, **extra) -> argparse.Namespace:
     """Parsed arguments of a `train`-like command logging to `store`."""
-    values = dict(command="train", mlflow_experiment="unit", mlflow_uri=store, verbose=False, run=print,
-                  mlflow_tag=[("rule", "train"), ("experiment", "digits-x")], out=out, seed=3, dataset="digits",
-                  data_root="data", lr=0.01, epochs=2)
+    values = dict(
+        command="train",
+        mlflow_experiment="unit",
+        mlflow_uri=store,
+        verbose=False,
+        run=print,
+        mlflow_tag=[("rule", "train"), ("experiment", "digits-x")],
+        out=out,
+        seed=3,
+        dataset="digits",
+        data_root="data",
+        lr=0.01,
+        epochs=2,
+    )
     return argparse.Namespace(**{**values, **extra})
 
 
@@ -61,7 +77,12 @@ def test_a_command_is_one_run_with_tags_params_metrics_curves_and_files(store, t
     tags, params = run.data.tags, run.data.params
     assert run.info.status == "FINISHED" and run.info.run_name == "seed3 · train · digits-x"
     assert {k: tags[k] for k in ("command", "rule", "seed", "dataset", "arch")} == {
-        "command": "train", "rule": "train", "seed": "3", "dataset": "digits", "arch": "onehidden"}
+        "command": "train",
+        "rule": "train",
+        "seed": "3",
+        "dataset": "digits",
+        "arch": "onehidden",
+    }
     # Constants are params: the RNG seed of the command, the model's seed, the epochs (once).
     assert (params["rng_seed"], params["seed"], params["epochs"], params["lr"]) == ("3", "3", "2", "0.01")
     assert "mlflow_tag" not in params and "summary.epochs" not in params
@@ -82,7 +103,7 @@ def test_the_experiment_describes_itself_and_opens_on_its_runs(store, tmp_path):
 
     tags = MlflowClient(store).get_experiment_by_name("unit").tags
     assert tags["mlflow.experimentKind"] == "custom_model_development"
-    assert "Accuracies are fractions" in tags[tracking.NOTE_TAG]
+    assert "Accuracies are fractions" in tags[tracking_store.NOTE_TAG]
 
 
 def test_the_ui_is_opened_on_each_experiments_runs(store, tmp_path):
@@ -90,27 +111,47 @@ def test_the_ui_is_opened_on_each_experiments_runs(store, tmp_path):
     from mlflow.tracking import MlflowClient
 
     unit = MlflowClient(store).get_experiment_by_name("unit").experiment_id
-    assert f"unit: http://ui/#/experiments/{unit}/runs?workflowType=machine_learning" in tracking.ui_links(store, "http://ui")
-    assert tracking.ui_links(f"sqlite:///{tmp_path}/none.db", "http://ui") == [
-        "http://ui/#/experiments?workflowType=machine_learning"]
+    assert f"unit: http://ui/#/experiments/{unit}/runs?workflowType=machine_learning" in tracking_store.ui_links(
+        store, "http://ui"
+    )
+    assert tracking_store.ui_links(f"sqlite:///{tmp_path}/none.db", "http://ui") == [
+        "http://ui/#/experiments?workflowType=machine_learning"
+    ]
 
 
 def test_a_run_names_the_runs_that_made_its_inputs_and_its_parent(store, tmp_path, monkeypatch):
     a, b = save_model(tmp_path / "a.safetensors", 5.0), save_model(tmp_path / "b.safetensors", 6.0)
-    makers = [tracking.log_command(namespace(store, path, mlflow_tag=[("rule", "train")]), {"seed": seed}, time.time())
-              for seed, path in ((0, a), (1, b))]
+    makers = [
+        tracking.log_command(namespace(store, path, mlflow_tag=[("rule", "train")]), {"seed": seed}, time.time())
+        for seed, path in ((0, a), (1, b))
+    ]
     monkeypatch.setenv(lineage.ENV_PARENT_RUN, "parent123")
     monkeypatch.setenv(lineage.ENV_CONFIG_HASH, "cafe")
     csv = tmp_path / "path.csv"
-    pd.DataFrame([dict(method="arc", leg=0, leg_name="arc", t=0.0, position=0.0, split="test", loss=1.0, acc=0.5)]
-                 ).to_csv(csv, index=False)
-    args = namespace(store, csv, command="connect", endpoint_a=a, endpoint_b=b, connector=None, seed=0,
-                     mlflow_tag=[("pair", "0-1")])
+    pd.DataFrame(
+        [
+            dict(
+                method="arc",
+                arch="onehidden",
+                leg=0,
+                leg_name="arc",
+                stage=0,
+                t=0.0,
+                position=0.0,
+                split="test",
+                loss=1.0,
+                acc=0.5,
+            )
+        ]
+    ).to_csv(csv, index=False)
+    args = namespace(
+        store, csv, command="connect", endpoint_a=a, endpoint_b=b, connector=None, seed=0, mlflow_tag=[("pair", "0-1")]
+    )
     run_id = tracking.log_command(args, {"method": "arc"}, time.time())
     client, run = client_run(store, run_id)
     tags = run.data.tags
     assert (tags["input.endpoint_a"], tags["input.endpoint_b"]) == tuple(makers)
-    assert f"(#/experiments/{run.info.experiment_id}/runs/{makers[0]})" in tags[tracking.NOTE_TAG]
+    assert f"(#/experiments/{run.info.experiment_id}/runs/{makers[0]})" in tags[tracking_store.NOTE_TAG]
     assert tags[lineage.PARENT_TAG] == "parent123" and tags["config_hash"] == "cafe"
     assert len(tags[lineage.GIT_COMMIT_TAG]) == 40  # the tests run from the project's git checkout
     assert "seed" not in tags and run.data.params["rng_seed"] == "0"  # connect's seed is no model's seed
@@ -121,8 +162,23 @@ def test_a_run_names_the_runs_that_made_its_inputs_and_its_parent(store, tmp_pat
 
 def test_path_curves_use_the_report_axis_so_methods_overlay(store, tmp_path):
     """A straight leg and a three-leg path share one x axis: step = 1000 × (leg + t) / legs."""
-    rows = [dict(method="m", leg=leg, leg_name=f"leg{leg}", t=t, position=leg + t, split=split, loss=t,
-                 acc=0.9 - 0.1 * t) for split in ("train", "test") for leg in range(3) for t in (0.0, 0.5, 1.0)]
+    rows = [
+        dict(
+            method="m",
+            arch="onehidden",
+            leg=leg,
+            leg_name=f"leg{leg}",
+            stage=0,
+            t=t,
+            position=leg + t,
+            split=split,
+            loss=t,
+            acc=0.9 - 0.1 * t,
+        )
+        for split in ("train", "test")
+        for leg in range(3)
+        for t in (0.0, 0.5, 1.0)
+    ]
     csv = tmp_path / "path.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     run_id = tracking.log_command(namespace(store, csv, command="connect"), {"method": "m"}, time.time())
@@ -136,8 +192,10 @@ def test_path_curves_use_the_report_axis_so_methods_overlay(store, tmp_path):
 def test_the_report_run_carries_every_table_cell_and_the_markdown(store, tmp_path):
     out = tmp_path / "report"
     out.mkdir()
-    table = pd.DataFrame({("exp-a", "train"): ["97.50 ± 0.21", "98.02 ± 0.04"], ("exp-a", "test"): ["95.40", ""]},
-                         index=pd.Index(["ot+wa", "End Points"]))
+    table = pd.DataFrame(
+        {("exp-a", "train"): ["97.50 ± 0.21", "98.02 ± 0.04"], ("exp-a", "test"): ["95.40", ""]},
+        index=pd.Index(["ot+wa", "End Points"]),
+    )
     table.columns.names = [None, "Methods"]
     table.to_csv(out / "table1.csv")
     (out / "table1.md").write_text("| Methods | exp-a train |\n|:--|--:|\n| ot+wa | 97.50 ± 0.21 |\n")
@@ -145,11 +203,16 @@ def test_the_report_run_carries_every_table_cell_and_the_markdown(store, tmp_pat
     run_id = tracking.log_command(args, {"files": [str(out / "table1.csv"), str(out / "table1.md")]}, time.time())
     _, run = client_run(store, run_id)
     table_metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("table/")}
-    assert table_metrics == pytest.approx({"table/exp-a/ot_wa/train_mean": 0.975, "table/exp-a/ot_wa/train_std": 0.0021,
-                                           "table/exp-a/End Points/train_mean": 0.9802,
-                                           "table/exp-a/End Points/train_std": 0.0004,
-                                           "table/exp-a/ot_wa/test_mean": 0.954})
-    assert "| ot+wa | 97.50 ± 0.21 |" in run.data.tags[tracking.NOTE_TAG]
+    assert table_metrics == pytest.approx(
+        {
+            "table/exp-a/ot_wa/train_mean": 0.975,
+            "table/exp-a/ot_wa/train_std": 0.0021,
+            "table/exp-a/End Points/train_mean": 0.9802,
+            "table/exp-a/End Points/train_std": 0.0004,
+            "table/exp-a/ot_wa/test_mean": 0.954,
+        }
+    )
+    assert "| ot+wa | 97.50 ± 0.21 |" in run.data.tags[tracking_store.NOTE_TAG]
     assert run.info.run_name == "report · exp-a"
 
 
@@ -165,8 +228,7 @@ def test_large_files_are_listed_by_uri_and_hash_not_copied(store, tmp_path, monk
 
 
 def test_a_failed_command_is_a_failed_run(store, tmp_path):
-    run_id = tracking.log_command(namespace(store, tmp_path / "none.safetensors"), None, time.time(),
-                                  error="bad input")
+    run_id = tracking.log_command(namespace(store, tmp_path / "none.safetensors"), None, time.time(), error="bad input")
     _, run = client_run(store, run_id)
     assert run.info.status == "FAILED" and run.data.tags["error"] == "bad input"
 
@@ -212,8 +274,21 @@ def test_the_cli_logs_to_the_default_store_and_keeps_its_summary_last(tmp_path, 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(tracking.ENV_URI, raising=False)
     out = tmp_path / "m.safetensors"
-    result = run_cli("--mlflow-experiment", "cli", "--mlflow-tag", "rule=train", "train", "--width", "8",
-                     "--epochs", "2", "--out", out, "--no-progress", check=True)
+    result = run_cli(
+        "--mlflow-experiment",
+        "cli",
+        "--mlflow-tag",
+        "rule=train",
+        "train",
+        "--width",
+        "8",
+        "--epochs",
+        "2",
+        "--out",
+        out,
+        "--no-progress",
+        check=True,
+    )
     assert json.loads(result.stdout.splitlines()[-1])["epochs"] == 2
     from mlflow.tracking import MlflowClient
 
@@ -226,5 +301,7 @@ def test_the_cli_logs_to_the_default_store_and_keeps_its_summary_last(tmp_path, 
 
 
 def test_a_bad_tag_is_a_one_line_error(tmp_path):
-    assert_one_line_error(run_cli("--mlflow-tag", "oops", "train", "--out", tmp_path / "x.safetensors"),
-                          "argument --mlflow-tag: expected KEY=VALUE, got 'oops'")
+    assert_one_line_error(
+        run_cli("--mlflow-tag", "oops", "train", "--out", tmp_path / "x.safetensors"),
+        "argument --mlflow-tag: expected KEY=VALUE, got 'oops'",
+    )

@@ -4,12 +4,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lowloss.checkpoints import UNTRUSTED_SUFFIX, checkpoint_path
-from lowloss.train import TrainConfig, learning_rate, train_endpoint
+from lowloss.storage.checkpoints import UNTRUSTED_SUFFIX, checkpoint_path
+from lowloss.training.config import TrainConfig
+from lowloss.training.train import learning_rate, train_endpoint
 
 
 def test_digits_onehidden_reaches_95_percent(digits_endpoints):
-    from lowloss.artifacts import read_meta
+    from lowloss.storage.weights import read_meta
 
     meta = read_meta(digits_endpoints(256, 0, 20))
     assert meta["test_acc"] >= 0.95
@@ -29,8 +30,15 @@ def _train(digits, out, epochs=4, interrupt_after=None, seed=3):
         if epoch == interrupt_after:
             raise KeyboardInterrupt
 
-    return train_endpoint("onehidden", {"width": 64}, digits, TrainConfig(epochs=epochs, seed=seed), out,
-                          on_epoch_end=stop, progress=False)
+    return train_endpoint(
+        "onehidden",
+        {"width": 64},
+        digits,
+        TrainConfig(epochs=epochs, seed=seed),
+        out,
+        on_epoch_end=stop,
+        progress=False,
+    )
 
 
 def test_same_seed_gives_bit_identical_weights(digits, tmp_path):

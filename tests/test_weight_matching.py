@@ -7,10 +7,10 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from lowloss.artifacts import load_weights
-from lowloss.connect.registry import get_method
-from lowloss.connect.weight_matching import MATCHED_ON, group_scores, weight_matching
-from lowloss.spec import permute
+from lowloss.methods.registry import get_method
+from lowloss.methods.weight_matching import MATCHED_ON, group_scores, weight_matching
+from lowloss.nets.spec import permute
+from lowloss.storage.weights import load_weights
 from tests.conftest import assert_one_line_error, context, network_of, random_params, run_main
 from tests.test_matching import assert_recovered, shuffled_copy
 from tests.test_spec import randomised
@@ -74,8 +74,10 @@ def test_batchnorm_running_statistics_do_not_enter_the_matching():
     arch, options = ARCHITECTURES[4]
     ctx = context(network_of(arch, options))
     theta_a, theta_b = endpoint(arch, options, 0), endpoint(arch, options, 1)
-    restatted = {key: torch.rand_like(value) + 0.5 if key.endswith(("running_var", "running_mean")) else value
-                 for key, value in theta_b.items()}
+    restatted = {
+        key: torch.rand_like(value) + 0.5 if key.endswith(("running_var", "running_mean")) else value
+        for key, value in theta_b.items()
+    }
     perms, settings = get_method("weight-matching").match(theta_a, theta_b, ctx)
     assert settings == {"matched_on": MATCHED_ON, "order_seed": 0}
     other, _ = get_method("weight-matching").match(theta_a, restatted, ctx)
@@ -92,15 +94,29 @@ def test_the_matching_file_records_what_it_matched_on_and_connect_checks_it(digi
     assert saved.meta["method"] == "weight-matching"
     assert saved.meta["fitted"] == {"matched_on": MATCHED_ON, "order_seed": 0}
     out = tmp_path / "wm.csv"
-    result = run_main(capsys, "connect", a, b, "--method", "weight-matching", "--matching", matching, "--points", "3",
-                      "--out", out, "--no-progress")
+    result = run_main(
+        capsys,
+        "connect",
+        a,
+        b,
+        "--method",
+        "weight-matching",
+        "--matching",
+        matching,
+        "--points",
+        "3",
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr
     perm = saved.tensors["perm.h1"]
     swaps = 16 - len(cycles(perm.tolist()))  # a cycle of length c takes c - 1 swaps
     assert f'"legs": {1 + swaps}' in result.stdout
     other = tmp_path / "other.csv"
-    result = run_main(capsys, "connect", a, b, "--method", "weight-matching", "--matching", matching, "--seed", "1",
-                      "--out", other)
+    result = run_main(
+        capsys, "connect", a, b, "--method", "weight-matching", "--matching", matching, "--seed", "1", "--out", other
+    )
     assert_one_line_error(result, "matching was computed with", "'order_seed': 0", "'order_seed': 1")
     assert not other.exists()
 

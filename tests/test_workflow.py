@@ -29,9 +29,25 @@ TINY = ROOT / "configs" / "test-tiny.yaml"
 EXPERIMENT, DEEP = "digits-tiny", "digits-fc3-tiny"
 REPORT = Path("results/report/test-tiny")
 MLFLOW_EXPERIMENT = "lowloss-test-tiny"
-REPORT_FILES = ["table1.csv", "table1.md", "table1.tex", "table2.csv", "table2.md", "table2.tex", "worst_points.csv",
-                "paths.png", "paths.svg", "route.png", "route.svg", "ensembles.csv", "ensembles.md", "fig7.png", "fig7.svg",
-                "ensembles_cost.png", "ensembles_cost.svg"]
+REPORT_FILES = [
+    "table1.csv",
+    "table1.md",
+    "table1.tex",
+    "table2.csv",
+    "table2.md",
+    "table2.tex",
+    "worst_points.csv",
+    "paths.png",
+    "paths.svg",
+    "route.png",
+    "route.svg",
+    "ensembles.csv",
+    "ensembles.md",
+    "fig7.png",
+    "fig7.svg",
+    "ensembles_cost.png",
+    "ensembles_cost.svg",
+]
 ENSEMBLES = ["ind", "wa1", "wa2"]  # the deep experiment's ensembles of its two endpoints
 
 pytestmark = pytest.mark.slow
@@ -49,13 +65,19 @@ def job_environment() -> dict[str, str]:
     return env
 
 
-def snakemake(workdir: Path, *args: str | Path, config: Path | None = TINY, check: bool = True,
-              timeout: int = 900) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str | Path, config: Path | None = TINY, check: bool = True, timeout: int = 900
+) -> subprocess.CompletedProcess:
     """Snakemake with the local profile in `workdir`, on `config` (None: the workdir's config.yaml)."""
     configfile = [] if config is None else ["--configfile", config]
-    result = subprocess.run(snakemake_command(*configfile, "--profile", ROOT / "profiles" / "local",
-                                              "--cores", "2", *args),
-                            cwd=workdir, env=job_environment(), capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        snakemake_command(*configfile, "--profile", ROOT / "profiles" / "local", "--cores", "2", *args),
+        cwd=workdir,
+        env=job_environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
@@ -67,9 +89,8 @@ def planned_jobs(workdir: Path, config: Path = TINY) -> Counter:
     output = result.stdout + result.stderr
     if "Nothing to be done" in output:
         return Counter()
-    stats = output[output.index("Job stats:"):]
-    return Counter({rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M)
-                    if rule != "total"})
+    stats = output[output.index("Job stats:") :]
+    return Counter({rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M) if rule != "total"})
 
 
 def write_config(path: Path, change) -> Path:
@@ -98,9 +119,18 @@ def test_every_stage_runs_and_every_output_exists(workflow):
     config = yaml.safe_load(TINY.read_text())
     pairs = ["0-1", "2-3"]
     deep = config["experiments"][DEEP]["methods"]
-    assert plan == Counter(train=6 + 2, model_set=1, fit_connector=1, match=2 + 1, fit_curve=2,
-                           connect=2 * len(config["methods"]) + len(deep), report=1,
-                           ensemble=len(ENSEMBLES), ensemble_report=1, all=1)
+    assert plan == Counter(
+        train=6 + 2,
+        model_set=1,
+        fit_connector=1,
+        match=2 + 1,
+        fit_curve=2,
+        connect=2 * len(config["methods"]) + len(deep),
+        report=1,
+        ensemble=len(ENSEMBLES),
+        ensemble_report=1,
+        all=1,
+    )
     results = workdir / "results" / EXPERIMENT
     for seed in (0, 1, 2, 3, 10, 11):
         assert (results / "models" / f"seed{seed}.safetensors").is_file()
@@ -184,8 +214,11 @@ def test_every_job_logged_one_mlflow_run_with_tags_metrics_and_files(workflow):
             assert (tags["experiment"], tags["arch"]) in {(EXPERIMENT, "onehidden"), (DEEP, "fc3")}
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"summary.json", "outputs.json", "outputs"} <= artifacts
-    train = next(r for r in runs if r.data.tags["rule"] == "train" and r.data.tags["seed"] == "0"
-                 and r.data.tags["experiment"] == EXPERIMENT)
+    train = next(
+        r
+        for r in runs
+        if r.data.tags["rule"] == "train" and r.data.tags["seed"] == "0" and r.data.tags["experiment"] == EXPERIMENT
+    )
     history = client.get_metric_history(train.info.run_id, "history/train_loss")
     assert [m.step for m in history] == [1, 2, 3]  # one point per epoch
     assert 0 <= train.data.metrics["test_acc"] <= 1
@@ -198,8 +231,15 @@ def test_every_job_logged_one_mlflow_run_with_tags_metrics_and_files(workflow):
     assert min(m.value for m in along) == pytest.approx(connect.data.metrics["worst_test_acc"])
     # Lineage: the connect run names the runs that trained its endpoints and matched them.
     a, b = connect.data.tags["pair"].split("-")
-    made = {(run.data.tags.get("experiment"), run.data.tags["rule"], run.data.tags.get("method"),
-             run.data.tags.get("seed", run.data.tags.get("pair"))): run.info.run_id for run in jobs}
+    made = {
+        (
+            run.data.tags.get("experiment"),
+            run.data.tags["rule"],
+            run.data.tags.get("method"),
+            run.data.tags.get("seed", run.data.tags.get("pair")),
+        ): run.info.run_id
+        for run in jobs
+    }
     assert connect.data.tags["input.endpoint_a"] == made[EXPERIMENT, "train", None, a]
     assert connect.data.tags["input.endpoint_b"] == made[EXPERIMENT, "train", None, b]
     assert connect.data.tags["input.matching"] == made[EXPERIMENT, "match", "ot", connect.data.tags["pair"]]
@@ -217,8 +257,10 @@ def test_every_job_logged_one_mlflow_run_with_tags_metrics_and_files(workflow):
 
 def embedded_files(html: str) -> dict[str, bytes]:
     """The files a Snakemake HTML report embeds as data URIs, by name."""
-    return {name: base64.b64decode(data)
-            for name, data in re.findall(r"data:[\w/+.-]+;charset=\w+;filename=([^;]+);base64,([A-Za-z0-9+/=]+)", html)}
+    return {
+        name: base64.b64decode(data)
+        for name, data in re.findall(r"data:[\w/+.-]+;charset=\w+;filename=([^;]+);base64,([A-Za-z0-9+/=]+)", html)
+    }
 
 
 def test_the_html_report_holds_the_description_the_tables_and_the_figure(workflow):
@@ -244,27 +286,45 @@ def free_port() -> int:
 def test_mlflow_server_answers_the_rest_search(workflow, tmp_path):
     workdir, plan = workflow
     port = free_port()
-    server = subprocess.Popen([Path(sys.executable).parent / "mlflow", "server", "--host", "127.0.0.1",
-                               "--port", str(port), "--workers", "1",
-                               "--backend-store-uri", f"sqlite:///{workdir}/results/mlflow.db"],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    server = subprocess.Popen(
+        [
+            Path(sys.executable).parent / "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{workdir}/results/mlflow.db",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
     try:
         deadline = time.time() + 90
         while True:
             try:
-                with urllib.request.urlopen(f"{base}/experiments/get-by-name?experiment_name={MLFLOW_EXPERIMENT}",
-                                            timeout=5) as response:
+                with urllib.request.urlopen(
+                    f"{base}/experiments/get-by-name?experiment_name={MLFLOW_EXPERIMENT}", timeout=5
+                ) as response:
                     experiment = json.load(response)["experiment"]
                 break
             except OSError:
                 assert server.poll() is None and time.time() < deadline, "mlflow server did not come up"
                 time.sleep(1)
-        query = {"experiment_ids": [experiment["experiment_id"]], "filter": "tags.rule = 'connect'",
-                 "max_results": 1000}
-        request = urllib.request.Request(f"{base}/runs/search", data=json.dumps(query).encode(),
-                                         headers={"Content-Type": "application/json"})
+        query = {
+            "experiment_ids": [experiment["experiment_id"]],
+            "filter": "tags.rule = 'connect'",
+            "max_results": 1000,
+        }
+        request = urllib.request.Request(
+            f"{base}/runs/search", data=json.dumps(query).encode(), headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             runs = json.load(response)["runs"]
         assert len(runs) == plan["connect"]
@@ -292,11 +352,11 @@ def test_adding_a_method_runs_only_its_jobs_and_the_report(workflow, tmp_path):
 
 def test_changing_the_training_epochs_reruns_everything_downstream(workflow, tmp_path):
     workdir, plan = workflow
-    config = write_config(tmp_path / "epochs.yaml",
-                          lambda c: c["experiments"][EXPERIMENT]["train"].update(epochs=4))
+    config = write_config(tmp_path / "epochs.yaml", lambda c: c["experiments"][EXPERIMENT]["train"].update(epochs=4))
     # the deep experiment's two endpoints, its matching, its two paths and its ensembles are untouched
-    assert planned_jobs(workdir, config) == plan - Counter(train=2, match=1, connect=2, ensemble=len(ENSEMBLES),
-                                                           ensemble_report=1)
+    assert planned_jobs(workdir, config) == plan - Counter(
+        train=2, match=1, connect=2, ensemble=len(ENSEMBLES), ensemble_report=1
+    )
 
 
 def test_deleting_one_path_table_reruns_only_that_job(workflow):
@@ -317,10 +377,14 @@ def test_a_run_killed_mid_job_completes_with_the_same_table(workflow):
         table.unlink()
     log = workdir / "logs" / EXPERIMENT / "paths" / "garipov-polychain-3" / "0-1.log"
     log.unlink()
-    run = subprocess.Popen(snakemake_command("--configfile", TINY, "--profile", ROOT / "profiles" / "local",
-                                             "--cores", "1"),
-                           cwd=workdir, env=job_environment(), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+    run = subprocess.Popen(
+        snakemake_command("--configfile", TINY, "--profile", ROOT / "profiles" / "local", "--cores", "1"),
+        cwd=workdir,
+        env=job_environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     while not log.exists():  # the job has started
         assert run.poll() is None and time.time() < deadline, "the job never started"
@@ -336,34 +400,58 @@ def test_a_run_killed_mid_job_completes_with_the_same_table(workflow):
 
 
 def test_lint_is_clean():
-    result = subprocess.run(snakemake_command("--lint"), cwd=ROOT, env=job_environment(), capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        snakemake_command("--lint"), cwd=ROOT, env=job_environment(), capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("change,fragment", [
-    (lambda c: c["experiments"][EXPERIMENT]["train"].update(epochs="many"),
-     f"config: experiments.{EXPERIMENT}.train.epochs: 'many' is not of type 'integer'"),
-    (lambda c: c["experiments"][EXPERIMENT].update(trian={"epochs": 3}),
-     f"config: experiments.{EXPERIMENT}: Additional properties are not allowed ('trian' was unexpected)"),
-    (lambda c: c["methods"].append("lineer"),
-     f"config: experiments.{EXPERIMENT}: unknown method 'lineer' (did you mean `linear`?)"),
-    (lambda c: c["experiments"][DEEP]["methods"].append("realnvp-flow"),
-     f"config: experiments.{DEEP}: method 'realnvp-flow' applies to networks with one hidden layer, "
-     f"not to architecture 'fc3'"),
-    (lambda c: c["experiments"][EXPERIMENT]["connect"].update(wa_breakpoints=1),
-     f"config: experiments.{EXPERIMENT}.connect.wa_breakpoints: 1 is less than the minimum of 2"),
-    (lambda c: c["experiments"][EXPERIMENT]["arch_options"].update(widths=[8, 8]),
-     f"config: experiments.{EXPERIMENT}.arch_options: 'widths' is not one of ['width']"),
-    (lambda c: c["experiments"][EXPERIMENT].update(pairs=[[0, 10]]),
-     f"config: experiments.{EXPERIMENT}.pairs: seed 10 is also in model_set_seeds"),
-    (lambda c: c["experiments"][DEEP]["ensembles"].update(wa_layers=[3]),
-     f"config: experiments.{DEEP}.ensembles.wa_layers: WA(3) is out of range for fc3, whose 3 weight layers"),
-    (lambda c: c["experiments"][DEEP]["ensembles"].update(sizes=[3]),
-     f"config: experiments.{DEEP}.ensembles.sizes: 3 models, but only 2 seeds"),
-    (lambda c: c["experiments"][DEEP]["ensembles"].update(seeds=[0]),
-     f"config: experiments.{DEEP}.ensembles.seeds: [0] is too short"),
-])
+@pytest.mark.parametrize(
+    "change,fragment",
+    [
+        (
+            lambda c: c["experiments"][EXPERIMENT]["train"].update(epochs="many"),
+            f"config: experiments.{EXPERIMENT}.train.epochs: 'many' is not of type 'integer'",
+        ),
+        (
+            lambda c: c["experiments"][EXPERIMENT].update(trian={"epochs": 3}),
+            f"config: experiments.{EXPERIMENT}: Additional properties are not allowed ('trian' was unexpected)",
+        ),
+        (
+            lambda c: c["methods"].append("lineer"),
+            f"config: experiments.{EXPERIMENT}: unknown method 'lineer' (did you mean `linear`?)",
+        ),
+        (
+            lambda c: c["experiments"][DEEP]["methods"].append("realnvp-flow"),
+            f"config: experiments.{DEEP}: method 'realnvp-flow' applies to networks with one hidden layer, "
+            f"not to architecture 'fc3'",
+        ),
+        (
+            lambda c: c["experiments"][EXPERIMENT]["connect"].update(wa_breakpoints=1),
+            f"config: experiments.{EXPERIMENT}.connect.wa_breakpoints: 1 is less than the minimum of 2",
+        ),
+        (
+            lambda c: c["experiments"][EXPERIMENT]["arch_options"].update(widths=[8, 8]),
+            f"config: experiments.{EXPERIMENT}.arch_options: 'widths' is not one of ['width']",
+        ),
+        (
+            lambda c: c["experiments"][EXPERIMENT].update(pairs=[[0, 10]]),
+            f"config: experiments.{EXPERIMENT}.pairs: seed 10 is also in model_set_seeds",
+        ),
+        (
+            lambda c: c["experiments"][DEEP]["ensembles"].update(wa_layers=[3]),
+            f"config: experiments.{DEEP}.ensembles.wa_layers: WA(3) is out of range for fc3, whose 3 weight layers",
+        ),
+        (
+            lambda c: c["experiments"][DEEP]["ensembles"].update(sizes=[3]),
+            f"config: experiments.{DEEP}.ensembles.sizes: 3 models, but only 2 seeds",
+        ),
+        (
+            lambda c: c["experiments"][DEEP]["ensembles"].update(seeds=[0]),
+            f"config: experiments.{DEEP}.ensembles.seeds: [0] is too short",
+        ),
+    ],
+)
 def test_a_bad_config_stops_before_any_job_naming_the_key(tmp_path, change, fragment):
     config = write_config(tmp_path / "bad.yaml", change)
     result = snakemake(tmp_path, "--dry-run", config=config, check=False)
@@ -380,8 +468,11 @@ def planned_experiments_and_methods(workdir: Path, config: Path | None) -> tuple
 
 def experiments_and_methods(config: dict) -> tuple[set[str], set[str]]:
     """A config's experiments and every method they run (an experiment may have its own list)."""
-    return set(config["experiments"]), {method for experiment in config["experiments"].values()
-                                        for method in experiment.get("methods") or config["methods"]}
+    return set(config["experiments"]), {
+        method
+        for experiment in config["experiments"].values()
+        for method in experiment.get("methods") or config["methods"]
+    }
 
 
 def test_a_preset_replaces_config_yaml_and_plans_only_its_own_experiments(tmp_path):
@@ -389,4 +480,6 @@ def test_a_preset_replaces_config_yaml_and_plans_only_its_own_experiments(tmp_pa
     default = yaml.safe_load((ROOT / "config.yaml").read_text())
     assert planned_experiments_and_methods(tmp_path, None) == experiments_and_methods(default)
     preset = ROOT / "configs" / "fashion-mnist.yaml"
-    assert planned_experiments_and_methods(tmp_path, preset) == experiments_and_methods(yaml.safe_load(preset.read_text()))
+    assert planned_experiments_and_methods(tmp_path, preset) == experiments_and_methods(
+        yaml.safe_load(preset.read_text())
+    )

@@ -18,10 +18,18 @@ RESNET = "digits-resnet20-tiny"
 
 def with_resnet(methods: list[str], norm: str = "layer", **connect):
     def change(config: dict) -> None:
-        config["experiments"] = {RESNET: {"dataset": "digits", "arch": "resnet20",
-                                          "arch_options": {"width_multiplier": 0.125, "norm": norm},
-                                          "methods": methods, "train": {"epochs": 1}, "pairs": [[0, 1]],
-                                          "connect": {"points": 3, **connect}}}
+        config["experiments"] = {
+            RESNET: {
+                "dataset": "digits",
+                "arch": "resnet20",
+                "arch_options": {"width_multiplier": 0.125, "norm": norm},
+                "methods": methods,
+                "train": {"epochs": 1},
+                "pairs": [[0, 1]],
+                "connect": {"points": 3, **connect},
+            }
+        }
+
     return change
 
 
@@ -36,8 +44,12 @@ def test_a_resnet_experiment_with_weight_matching_plans_its_matching_and_paths(t
 
 
 def test_repair_variants_read_their_methods_matchings_and_batchnorm_recomputation_is_passed_on(tmp_path):
-    config = write_config(tmp_path / "repair.yaml", with_resnet(["ot", "ot+repair", "weight-matching+repair", "ot+wa"],
-                                                                norm="batch", bn_batches=2, repair_batches=3))
+    config = write_config(
+        tmp_path / "repair.yaml",
+        with_resnet(
+            ["ot", "ot+repair", "weight-matching+repair", "ot+wa"], norm="batch", bn_batches=2, repair_batches=3
+        ),
+    )
     output = snakemake(tmp_path, "--dry-run", "--printshellcmds", config=config).stdout
     assert set(re.findall(r"matchings/([\w+-]+)/0-1\.safetensors", output)) == {"ot", "weight-matching", "ot+wa"}
     commands = [line for line in output.splitlines() if " connect " in line]
@@ -53,8 +65,10 @@ def test_a_tiny_resnet_run_makes_its_repaired_path_and_table(tmp_path):
     snakemake(tmp_path, config=config)
     table = pd.read_csv(tmp_path / REPORT / "table2.csv", index_col=0, header=[0, 1])
     assert list(table.index) == ["linear", "linear+repair", "End Points"]
-    paths = {method: pd.read_csv(tmp_path / "results" / RESNET / "paths" / method / "0-1.csv")
-             for method in ("linear", "linear+repair")}
+    paths = {
+        method: pd.read_csv(tmp_path / "results" / RESNET / "paths" / method / "0-1.csv")
+        for method in ("linear", "linear+repair")
+    }
     ends = [paths[m][paths[m]["t"].isin([0.0, 1.0])]["acc"].tolist() for m in paths]
     assert ends[0] == ends[1]
 
@@ -71,6 +85,8 @@ def test_a_method_that_does_not_apply_to_resnet20_stops_the_run(tmp_path):
     config = write_config(tmp_path / "bad.yaml", with_resnet(["linear", "iaf-flow"]))
     result = snakemake(tmp_path, "--dry-run", config=config, check=False)
     assert result.returncode != 0
-    assert (f"config: experiments.{RESNET}: method 'iaf-flow' applies to networks with one hidden layer, "
-            f"not to architecture 'resnet20'") in result.stdout + result.stderr
+    assert (
+        f"config: experiments.{RESNET}: method 'iaf-flow' applies to networks with one hidden layer, "
+        f"not to architecture 'resnet20'"
+    ) in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()

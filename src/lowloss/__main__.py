@@ -2,6 +2,6 @@
 
 import sys
 
-from lowloss.cli import main
+from lowloss.cli.main import main
 
 sys.exit(main())

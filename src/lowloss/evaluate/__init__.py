@@ -1,253 +1,33 @@
-"""Batched evaluation of many path points: loss and accuracy along a path, on train and test.
+"""Evaluation of many path points at once: loss and accuracy along a path on train and test, by the fastest
+strategy that applies (one hidden layer, chains of layers, anything else under vmap), with point fixes
+(BatchNorm statistics, REPAIR) applied to every point.
 
-Points are evaluated together, and every leg on the full splits (the worst point of a path is exact,
-never sampled). Three strategies share the work, picked per leg:
-
-* one-hidden-layer networks: `OneHiddenForm`'s low-rank first layer and rank-one swap legs;
-* chains of dense and conv layers: `LayeredEngine`, which runs the layers a chunk of points shares
-  once and only the changing ones per point, and evaluates swap legs from the base's activations;
-* anything else (a residual network, `Network.is_chain` false): the stacked parameters of a chunk go
-  through `torch.func.functional_call` under `vmap`, one data batch at a time; the midpoints of many
-  swap legs share a chunk.
-
-Chunk sizes come from a memory budget and the model's per-sample activation size. Point fixes (BatchNorm
-statistics measured on each point, REPAIR) change each point's tensors before it is evaluated; with any of
-them, what reuses one point's activations for others (a straight leg's two ends, a swap leg's base, the
-one-hidden form) is off, and a chain's points are planned from their stacked tensors.
+Imports `lowloss.training`, `lowloss.storage`, `lowloss.paths`, `lowloss.nets` and `lowloss.errors`; never a
+method.
 """
 
-from __future__ import annotations
+from lowloss._lazy import lazy_exports
 
-from collections.abc import Sequence
-from typing import Protocol
-
-import pandas as pd
-import torch
-from tqdm.auto import tqdm
-
-from lowloss.connect.path import Leg, Path, stack_params, unstack_params
-from lowloss.connect.permutation import SwapLeg
-from lowloss.data import Dataset
-from lowloss.evaluate.batchnorm import BatchNormRefresh
-from lowloss.evaluate.layered import LayeredEngine
-from lowloss.evaluate.onehidden import OneHiddenForm
-from lowloss.evaluate.repair import Repair
-from lowloss.evaluate.scores import (MEMORY_BUDGET, Scores, activation_elements, chunk_sizes, evaluate_stacked,
-                                     low_rank, on_device)
-from lowloss.network import Network
-from lowloss.spec import Params
-
-
-class PointFix(Protocol):
-    """Changes stacked points (T, …) before evaluation; point i lies on legs[i] at ts[i]."""
-
-    def __call__(self, stacked: Params, legs: Sequence[Leg], ts: Sequence[float]) -> Params: ...
-
-
-def point_fixes(network: Network, x_train: torch.Tensor, seed: int = 0, bn_batches: int | None = None,
-                repair_batches: int | None = None) -> dict[str, PointFix]:
-    """What is done to every point before it is evaluated, in order: BatchNorm statistics measured on it
-    (`bn_batches` fixed training batches), then REPAIR (`repair_batches`); None leaves a fix out."""
-    fixes: dict[str, PointFix] = {}
-    if bn_batches is not None:
-        fixes["bn"] = BatchNormRefresh(network.model, x_train, bn_batches, seed)
-    if repair_batches is not None:
-        fixes["repair"] = Repair(network, x_train, repair_batches, seed, before=fixes.get("bn"))
-    return fixes
-
-
-COLUMNS = ["method", "leg", "leg_name", "stage", "t", "position", "split", "loss", "acc"]
-SWAP_CHECK_SAMPLES = 64
-
-
-def leg_ts(leg: Leg, points: int) -> list[float]:
-    """Evaluation grid of a leg: its own override, else `points` evenly spaced t including both ends."""
-    if leg.eval_ts is not None:
-        return list(leg.eval_ts)
-    return [i / (points - 1) for i in range(points)] if points > 1 else [0.5]
-
-
-def path_grids(path: Path, points: int) -> list[list[float]]:
-    """Every leg's grid, with Θ^A (t = 0 of the first leg) and Θ^B (t = 1 of the last) always included,
-    so that a table holds its endpoints evaluated exactly like the path."""
-    grids = [leg_ts(leg, points) for leg in path]
-    if 0.0 not in grids[0]:
-        grids[0] = [0.0, *grids[0]]
-    if 1.0 not in grids[-1]:
-        grids[-1] = [*grids[-1], 1.0]
-    return grids
-
-
-class Evaluator:
-    """The strategies for one network on one device, and the chunking that keeps them in a memory budget.
-
-    `fixes` are applied to every point, in order, before it is evaluated.
-    """
-
-    def __init__(self, network: Network, data: Dataset, theta_a, budget: int, fast: bool, points: int,
-                 fixes: Sequence[PointFix] = ()):
-        self.network, self.data, self.budget, self.fixes = network, data, budget, fixes
-        self.device = data.x_train.device
-        self.reuse = fast and not fixes  # strategies that derive points' activations from other points'
-        self.form = (OneHiddenForm.of(network, on_device(theta_a, self.device), data.x_train[:256])
-                     if self.reuse else None)
-        self.layered = LayeredEngine(network, batched=self.device.type == "cuda") if fast and network.is_chain else None
-        self.points_per_chunk, self.batch = chunk_sizes(network.model, data.input_shape, points, budget)
-        self.per_sample = 4 * 3 * activation_elements(network.model, data.input_shape)
-        self._swap_ok: dict[int, bool] = {}
-
-    def points(self, leg: Leg, ts: list[float], splits: Sequence[str]) -> dict[str, Scores]:
-        """Scores of the leg's points at `ts` on every split; whatever a strategy prepares is shared by the splits."""
-        if self.reuse and self.layered is not None and leg.fn is None:  # straight: what stays still is not stacked
-            plan = self.layered.plan_straight(on_device(leg.start, self.device), on_device(leg.end, self.device), ts)
-            return {split: self.layered.points(plan, *self.data.split(split), self.batch) for split in splits}
-        return self.stacked_points(self.prepared(leg.at(ts), [leg] * len(ts), ts), splits, self.batch)
-
-    def stacked_points(self, stacked: Params, splits: Sequence[str], batch: int) -> dict[str, Scores]:
-        """Scores of stacked points on every split, by the fastest strategy that takes any points."""
-        data = self.data
-        if self.form is not None:
-            factors = low_rank(self.form.first_layer(stacked))
-            return {split: self.form.evaluate(stacked, *data.split(split), batch, factors) for split in splits}
-        if self.layered is not None:
-            plan = self.layered.plan_stacked(stacked)
-            return {split: self.layered.points(plan, *data.split(split), batch) for split in splits}
-        return {split: evaluate_stacked(self.network.model, stacked, *data.split(split), batch) for split in splits}
-
-    def prepared(self, stacked: Params, legs: Sequence[Leg], ts: Sequence[float]) -> Params:
-        """Stacked points on the device, each fixed by every point fix in turn."""
-        stacked = on_device(stacked, self.device)
-        for fix in self.fixes:
-            stacked = fix(stacked, legs, ts)
-        return stacked
-
-    def swaps(self, legs: Sequence[SwapLeg], ts: Sequence[float], split: str) -> Scores | None:
-        """Scores of swap legs of one permutation stage (one point per entry of `ts`), or None when no
-        incremental strategy applies."""
-        swaps = legs[0].swaps
-        base = on_device(swaps.base, self.device)
-        units = torch.tensor([leg.units for leg in legs], device=self.device)
-        t = torch.tensor(ts, dtype=torch.float32, device=self.device)
-        x, y = self.data.split(split)
-        if self.form is not None:
-            n_classes = base[self.form.w2].shape[0]
-            per_chunk = max(1, self.budget // (4 * self.batch * (3 * n_classes + 8)))
-            return self.form.evaluate_swaps(base, units, t, x, y, self.batch, per_chunk)
-        if self.layered is None or not self._layered_swaps_exact(legs[0], base):
-            return None
-        per_chunk = max(1, self.budget // (self.per_sample * self.batch))
-        return self.layered.swaps(base, swaps.group, units, t, x, y, self.batch, per_chunk)
-
-    def swap_points(self, legs: Sequence[SwapLeg], ts: Sequence[float], splits: Sequence[str]) -> dict[str, Scores]:
-        """Scores of swap legs on every split: incrementally where a fast strategy applies, else by full passes."""
-        if self.reuse and (self.form is not None or self.layered is not None):
-            scores = {split: self.swaps(legs, ts, split) for split in splits}
-            if all(score is not None for score in scores.values()):
-                return scores
-        return self.stacked_swaps(legs, ts, splits)
-
-    def stacked_swaps(self, legs: Sequence[SwapLeg], ts: Sequence[float], splits: Sequence[str]) -> dict[str, Scores]:
-        """Scores of swap legs by full forward passes, many legs' points stacked into each chunk (a swap leg has
-        one point: leg by leg, every vmapped call would hold a single point)."""
-        per_chunk, batch = chunk_sizes(self.network.model, self.data.input_shape, len(ts), self.budget)
-        parts: dict[str, list[Scores]] = {split: [] for split in splits}
-        for begin in range(0, len(ts), per_chunk):
-            chunk_legs, chunk_ts = legs[begin:begin + per_chunk], ts[begin:begin + per_chunk]
-            points = [unstack_params(leg.at([t]), 0) for leg, t in zip(chunk_legs, chunk_ts)]
-            stacked = self.prepared(stack_params(points), chunk_legs, chunk_ts)
-            for split, scores in self.stacked_points(stacked, splits, batch).items():
-                parts[split].append(scores)
-        return {split: tuple(torch.cat(column) for column in zip(*scores)) for split, scores in parts.items()}
-
-    def _layered_swaps_exact(self, leg: SwapLeg, base) -> bool:
-        """Whether the incremental swap evaluation reproduces a full forward pass on a few samples (it
-        assumes the operations between a group's layers act channel by channel, as ReLU and pooling do)."""
-        key = id(leg.swaps)
-        if key not in self._swap_ok:
-            x, y = (part[:SWAP_CHECK_SAMPLES] for part in self.data.split("train"))
-            units = torch.tensor([leg.units], device=self.device)
-            t = torch.tensor([0.5], device=self.device)
-            fast = self.layered.swaps(base, leg.swaps.group, units, t, x, y, len(x), 1)
-            full = evaluate_stacked(self.network.model, on_device(leg.at([0.5]), self.device), x, y, len(x))
-            self._swap_ok[key] = all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(fast, full))
-        return self._swap_ok[key]
-
-
-def evaluate_path(network: Network, path: Path, data: Dataset, points: int = 21,
-                  splits: Sequence[str] = ("train", "test"), progress: bool = True,
-                  budget: int = MEMORY_BUDGET, fast: bool = True, fixes: Sequence[PointFix] = ()
-                  ) -> pd.DataFrame:
-    """Tidy table with one row per (leg, t, split): loss and accuracy (a fraction) along the path.
-
-    Rows run along the path (by leg, then t; splits in the order given). `position` is leg index + t,
-    so leg k spans [k, k + 1] (as in the paper's Fig. 5); `stage` is the route stage of the leg.
-    `fast=False` evaluates every point by the generic vmapped functional call (the reference). `fixes`
-    change every point before it is evaluated (BatchNorm statistics measured on it, REPAIR).
-    """
-    network.model.to(data.x_train.device).eval()
-    grids = path_grids(path, points)
-    evaluator = Evaluator(network, data, path.theta_a, budget, fast, max(len(g) for g in grids), fixes)
-    rows = []
-    bar = tqdm(total=sum(len(g) for g in grids), desc=f"evaluating {path.method or 'path'}", unit="pt",
-               disable=not progress)
-    for indices in swap_runs(path):
-        legs = [path.legs[i] for i in indices]
-        point_legs = [(index, leg) for index, leg in zip(indices, legs) for _ in grids[index]]
-        ts = [t for index in indices for t in grids[index]]
-        if isinstance(legs[0], SwapLeg):
-            scores = evaluator.swap_points([leg for _, leg in point_legs], ts, splits)
-            for split, (loss, acc) in scores.items():
-                rows += table_rows(path.method, point_legs, ts, split, loss, acc)
-            bar.update(len(ts))
-            continue
-        for index, leg in zip(indices, legs):
-            grid = grids[index]
-            for begin in range(0, len(grid), evaluator.points_per_chunk):
-                t_chunk = grid[begin:begin + evaluator.points_per_chunk]
-                scores = evaluator.points(leg, t_chunk, splits)
-                for split, (loss, acc) in scores.items():
-                    rows += table_rows(path.method, [(index, leg)] * len(t_chunk), t_chunk, split, loss, acc)
-                bar.update(len(t_chunk))
-    bar.close()
-    return pd.DataFrame(rows, columns=COLUMNS).sort_values(["leg", "t"], kind="stable", ignore_index=True)
-
-
-def table_rows(method: str, legs: Sequence[tuple[int, Leg]], ts: Sequence[float], split: str,
-               loss: torch.Tensor, acc: torch.Tensor) -> list[dict]:
-    """Rows of the path table for points (leg index and leg, t) on one split."""
-    return [dict(method=method, leg=index, leg_name=leg.name, stage=leg.stage, t=t, position=index + t, split=split,
-                 loss=loss[i].item(), acc=acc[i].item())
-            for i, ((index, leg), t) in enumerate(zip(legs, ts))]
-
-
-def swap_runs(path: Path) -> list[list[int]]:
-    """Leg indices grouped into runs of consecutive swap legs of one permutation stage; other legs alone."""
-    runs: list[list[int]] = []
-    previous = None
-    for index, leg in enumerate(path):
-        swaps = leg.swaps if isinstance(leg, SwapLeg) else None
-        if swaps is not None and swaps is previous:
-            runs[-1].append(index)
-        else:
-            runs.append([index])
-        previous = swaps
-    return runs
-
-
-def worst_points(table: pd.DataFrame) -> dict[str, dict]:
-    """Per split, the row of lowest accuracy (the paper's metric is this accuracy)."""
-    worst = {}
-    for split, rows in table.groupby("split"):
-        row = rows.loc[rows["acc"].idxmin()]
-        worst[split] = {"acc": float(row["acc"]), "loss": float(row["loss"]),
-                        "position": float(row["position"]), "leg_name": str(row["leg_name"])}
-    return worst
-
-
-def endpoint_scores(table: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Per split, the accuracy of Θ^A (the table's first position) and Θ^B (its last)."""
-    out = {}
-    for split, rows in table.groupby("split"):
-        ordered = rows.sort_values("position", kind="stable")
-        out[split] = {"a": float(ordered["acc"].iloc[0]), "b": float(ordered["acc"].iloc[-1])}
-    return out
+__all__ = [
+    "Evaluator",
+    "PointFix",
+    "endpoint_scores",
+    "evaluate_path",
+    "evaluate_stacked",
+    "leg_ts",
+    "point_fixes",
+    "worst_points",
+]
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "evaluate_path": "engine",
+        "leg_ts": "engine",
+        "worst_points": "engine",
+        "endpoint_scores": "engine",
+        "Evaluator": "engine",
+        "PointFix": "fixes",
+        "point_fixes": "fixes",
+        "evaluate_stacked": "scores",
+    },
+)

@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from lowloss.connect.path import interpolate, unstack_params
 from lowloss.evaluate.scores import Scores, evaluate_stacked, low_rank, mean_scores
-from lowloss.network import INPUT, OUTPUT, Layer, Network, after, before
-from lowloss.spec import Params, unit_view
+from lowloss.nets.network import INPUT, OUTPUT, Layer, Network, after, before
+from lowloss.nets.params import Params, unstack_params
+from lowloss.nets.spec import unit_view
+from lowloss.paths.legs import interpolate
 
 
 def apply_weight(layer: Layer, weight: Tensor, inputs: Tensor) -> Tensor:
@@ -97,8 +98,10 @@ class LayeredEngine:
         coeffs, rows = low_rank(torch.cat([stacked[key].flatten(1) for key in first.keys], 1))
         shapes = [stacked[key].shape[1:] for key in first.keys]
         sizes = [shape.numel() for shape in shapes]
-        basis = [dict(zip(("weight", "bias"), (part.reshape(shape) for part, shape in zip(row.split(sizes), shapes))))
-                 for row in rows]
+        basis = [
+            dict(zip(("weight", "bias"), (part.reshape(shape) for part, shape in zip(row.split(sizes), shapes))))
+            for row in rows
+        ]
         keys = self.network.segment(after(first), after(last)).keys
         return Plan(shared, count, span, coeffs, basis, {key: stacked[key] for key in keys})
 
@@ -120,15 +123,15 @@ class LayeredEngine:
             if self.batched:
                 z = vmap(middle)(plan.middle, z)
             else:
-                z = torch.stack([middle(unstack_params(plan.middle, i), z[i])
-                                 for i in range(plan.count)])
+                z = torch.stack([middle(unstack_params(plan.middle, i), z[i]) for i in range(plan.count)])
             return suffix(plan.shared, z.flatten(0, 1)).unflatten(0, (plan.count, len(xb)))
 
-        return mean_scores((logits(x[start:start + batch]) for start in range(0, len(x), batch)), y)
+        return mean_scores((logits(x[start : start + batch]) for start in range(0, len(x), batch)), y)
 
     @torch.no_grad()
-    def swaps(self, base: Params, group: str, units: Tensor, t: Tensor, x: Tensor, y: Tensor, batch: int,
-              per_chunk: int) -> Scores:
+    def swaps(
+        self, base: Params, group: str, units: Tensor, t: Tensor, x: Tensor, y: Tensor, batch: int, per_chunk: int
+    ) -> Scores:
         """Loss and accuracy at P swap-leg points: base units units[p] = (u, v) trade places a fraction t[p]."""
         network = self.network
         layer, reader = network.computing(group), network.reading(group)
@@ -157,9 +160,10 @@ class LayeredEngine:
 
         def batches() -> Iterator[Tensor]:
             for start in range(0, len(x), batch):
-                pre = own(base, prefix(base, x[start:start + batch]))
+                pre = own(base, prefix(base, x[start : start + batch]))
                 out = read(base, between(base, pre))
-                yield torch.cat([chunk_logits(pre, out, slice(c, c + per_chunk))
-                                 for c in range(0, len(units), per_chunk)])
+                yield torch.cat(
+                    [chunk_logits(pre, out, slice(c, c + per_chunk)) for c in range(0, len(units), per_chunk)]
+                )
 
         return mean_scores(batches(), y)

@@ -9,9 +9,9 @@ from torch import nn
 from torch.func import functional_call
 
 from lowloss.evaluate.scores import Scores, low_rank, mean_scores
-from lowloss.kinds import ONE_HIDDEN
-from lowloss.network import Network
-from lowloss.spec import Params
+from lowloss.nets.network import Network
+from lowloss.nets.params import Params
+from lowloss.nets.topology import ONE_HIDDEN
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class OneHiddenForm:
     @classmethod
     def of(cls, network: Network, params: Params, x: torch.Tensor) -> OneHiddenForm | None:
         """The form of `network`, or None when it is not one (checked on inputs x with `params`)."""
-        if network.kind != ONE_HIDDEN or not all(isinstance(layer.module, nn.Linear) for layer in network.layers):
+        if network.topology != ONE_HIDDEN or not all(isinstance(layer.module, nn.Linear) for layer in network.layers):
             return None
         first, second = network.layers
         form = cls(first.weight, first.bias, second.weight, second.bias)
@@ -54,15 +54,16 @@ class OneHiddenForm:
         x1 = x.flatten(1)
         d = x1.shape[1]
         n = basis.shape[1] // (d + 1 if self.b1 else d)
-        per_basis = torch.einsum("bd,rnd->rbn", x1, basis[:, :n * d].reshape(len(basis), n, d))
-        return per_basis + basis[:, None, n * d:] if self.b1 else per_basis
+        per_basis = torch.einsum("bd,rnd->rbn", x1, basis[:, : n * d].reshape(len(basis), n, d))
+        return per_basis + basis[:, None, n * d :] if self.b1 else per_basis
 
     def pre_activations(self, coeffs: torch.Tensor, basis: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(T, B, n) hidden pre-activations of every point: its coefficients times the basis'."""
         return torch.einsum("tr,rbn->tbn", coeffs, self.basis_pre_activations(basis, x))
 
-    def logits_point_by_point(self, stacked: Params, coeffs: torch.Tensor, basis: torch.Tensor,
-                              x: torch.Tensor) -> torch.Tensor:
+    def logits_point_by_point(
+        self, stacked: Params, coeffs: torch.Tensor, basis: torch.Tensor, x: torch.Tensor
+    ) -> torch.Tensor:
         """(T, B, C) logits, each point's (B, n) hidden layer made and consumed in turn.
 
         A (T, B, n) tensor of every point's hidden layer would go through main memory three times
@@ -85,41 +86,68 @@ class OneHiddenForm:
         return out + stacked[self.b2][:, None, :] if self.b2 else out
 
     @torch.no_grad()
-    def evaluate(self, stacked: Params, x: torch.Tensor, y: torch.Tensor, batch: int,
-                 factors: tuple[torch.Tensor, torch.Tensor] | None = None) -> Scores:
+    def evaluate(
+        self,
+        stacked: Params,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch: int,
+        factors: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> Scores:
         """Like `evaluate_stacked`, with the first layer computed once per basis point.
 
         `factors` = `low_rank(self.first_layer(stacked))`, when the caller evaluates several splits.
         """
         coeffs, basis = factors or low_rank(self.first_layer(stacked))
-        return mean_scores((self.logits_point_by_point(stacked, coeffs, basis, x[s:s + batch])
-                            for s in range(0, len(x), batch)), y)
+        return mean_scores(
+            (self.logits_point_by_point(stacked, coeffs, basis, x[s : s + batch]) for s in range(0, len(x), batch)), y
+        )
 
-    def swap_logits(self, base: Params, hidden: torch.Tensor, logits: torch.Tensor, units: torch.Tensor,
-                    t: torch.Tensor) -> torch.Tensor:
+    def swap_logits(
+        self, base: Params, hidden: torch.Tensor, logits: torch.Tensor, units: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
         """(P, B, C) logits at P points: base units units[p] = (u, v) trade places, a fraction t[p] of the way."""
         u, v = units[:, 0], units[:, 1]
         h_u, h_v = hidden[:, u].T, hidden[:, v].T  # (P, B)
         readout = base[self.w2].T
         c_u, c_v = readout[u], readout[v]  # (P, C)
         s = t[:, None]
-        acts = torch.stack([torch.relu((1 - s) * h_u + s * h_v), torch.relu((1 - s) * h_v + s * h_u),
-                            -torch.relu(h_u), -torch.relu(h_v)], dim=2)  # (P, B, 4)
+        acts = torch.stack(
+            [
+                torch.relu((1 - s) * h_u + s * h_v),
+                torch.relu((1 - s) * h_v + s * h_u),
+                -torch.relu(h_u),
+                -torch.relu(h_v),
+            ],
+            dim=2,
+        )  # (P, B, 4)
         weights = torch.stack([(1 - s) * c_u + s * c_v, (1 - s) * c_v + s * c_u, c_u, c_v], dim=1)  # (P, 4, C)
         return torch.baddbmm(logits.expand(len(units), -1, -1), acts, weights)
 
     @torch.no_grad()
-    def evaluate_swaps(self, base: Params, units: torch.Tensor, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                       batch: int, per_chunk: int) -> Scores:
+    def evaluate_swaps(
+        self,
+        base: Params,
+        units: torch.Tensor,
+        t: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch: int,
+        per_chunk: int,
+    ) -> Scores:
         """Loss and accuracy at P swap-leg points from one forward pass of the base per data batch."""
         stacked = {key: value[None] for key, value in base.items()}
         coeffs, basis = low_rank(self.first_layer(stacked))
 
         def batches():
             for start in range(0, len(x), batch):
-                hidden = self.pre_activations(coeffs, basis, x[start:start + batch])
+                hidden = self.pre_activations(coeffs, basis, x[start : start + batch])
                 logits = self.logits(stacked, hidden.clone())[0]
-                yield torch.cat([self.swap_logits(base, hidden[0], logits, units[c:c + per_chunk], t[c:c + per_chunk])
-                                 for c in range(0, len(units), per_chunk)])
+                yield torch.cat(
+                    [
+                        self.swap_logits(base, hidden[0], logits, units[c : c + per_chunk], t[c : c + per_chunk])
+                        for c in range(0, len(units), per_chunk)
+                    ]
+                )
 
         return mean_scores(batches(), y)

@@ -22,20 +22,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from lowloss.connect.path import Leg, unstack_params
 from lowloss.errors import LowlossError
-from lowloss.evaluate.batchnorm import fixed_samples
-from lowloss.network import Network
-from lowloss.spec import Params
-
-if TYPE_CHECKING:
-    from lowloss.evaluate import PointFix
+from lowloss.nets.batchnorm import BatchNormRefresh, fixed_samples
+from lowloss.nets.network import Network
+from lowloss.nets.params import Params, unstack_params
+from lowloss.paths.legs import Leg
 
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 Stats = dict[str, tuple[Tensor, Tensor]]
@@ -51,8 +47,12 @@ def repair_sites(network: Network) -> list[str]:
             if getattr(modules[name], "weight", None) is None or modules[name].bias is None:
                 raise LowlossError(f"{name}: REPAIR needs a norm layer with a scale and a shift (affine=True)")
         return norms
-    return [name for name, module in modules.items() if isinstance(module, (nn.Linear, nn.Conv2d))
-            and network.spec.axes.get(f"{name}.weight", (None,))[0] is not None]
+    return [
+        name
+        for name, module in modules.items()
+        if isinstance(module, (nn.Linear, nn.Conv2d))
+        and network.spec.axes.get(f"{name}.weight", (None,))[0] is not None
+    ]
 
 
 def channel_stats(output: Tensor) -> tuple[Tensor, Tensor]:
@@ -76,8 +76,9 @@ class Repair:
     it); the leg's ends get the same, so that t = 0 and 1 stay the identity.
     """
 
-    def __init__(self, network: Network, x_train: Tensor, batches: int, seed: int = 0,
-                 before: PointFix | None = None):
+    def __init__(
+        self, network: Network, x_train: Tensor, batches: int, seed: int = 0, before: BatchNormRefresh | None = None
+    ):
         if batches < 1:
             raise LowlossError(f"--repair-batches must be at least 1, got {batches}")
         self.sites = repair_sites(network)
@@ -106,6 +107,7 @@ class Repair:
             shift = target_mean - scale * mean if module.bias is not None else torch.zeros_like(mean)
             self._applied[name] = (scale, shift)
             return output * _along(scale, output, 1) + _along(shift, output, 1)
+
         return hook
 
     @torch.no_grad()
@@ -118,8 +120,9 @@ class Repair:
     @torch.no_grad()
     def repaired(self, params: Params, start: Stats, end: Stats, t: float) -> Params:
         """One point with every site's output moved to the interpolated statistics of its leg's ends."""
-        self._targets = {name: tuple((1 - t) * a + t * b for a, b in zip(start[name], end[name]))
-                         for name in self.sites}
+        self._targets = {
+            name: tuple((1 - t) * a + t * b for a, b in zip(start[name], end[name])) for name in self.sites
+        }
         self._applied = {}
         functional_call(self.model, params, (self.x,))
         self._targets = None

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from lowloss.spec import Params
+from lowloss.nets.params import Params
 
 MEMORY_BUDGET = 1 << 29  # bytes of activations + stacked parameters per chunk (512 MiB)
 Scores = tuple[torch.Tensor, torch.Tensor]
@@ -37,8 +37,9 @@ def activation_elements(model: nn.Module, input_shape: Sequence[int]) -> int:
     return max(total, 1)
 
 
-def chunk_sizes(model: nn.Module, input_shape: Sequence[int], n_points: int,
-                budget: int = MEMORY_BUDGET) -> tuple[int, int]:
+def chunk_sizes(
+    model: nn.Module, input_shape: Sequence[int], n_points: int, budget: int = MEMORY_BUDGET
+) -> tuple[int, int]:
     """(points per chunk, samples per batch) that keep one chunk within `budget` bytes."""
     n_params = sum(p.numel() for p in model.parameters())
     points = max(1, min(n_points, budget // (4 * n_params * 2)))
@@ -52,7 +53,7 @@ def mean_scores(logits_batches: Iterable[torch.Tensor], y: torch.Tensor) -> Scor
     loss_sum = correct = 0
     start = 0
     for logits in logits_batches:
-        yb = y[start:start + logits.shape[1]]
+        yb = y[start : start + logits.shape[1]]
         start += logits.shape[1]
         losses = F.cross_entropy(logits.flatten(0, 1), yb.repeat(len(logits)), reduction="none")
         loss_sum = loss_sum + losses.view(len(logits), -1).sum(1).double()
@@ -61,14 +62,14 @@ def mean_scores(logits_batches: Iterable[torch.Tensor], y: torch.Tensor) -> Scor
 
 
 @torch.no_grad()
-def evaluate_stacked(model: nn.Module, stacked: Params, x: torch.Tensor, y: torch.Tensor,
-                     batch: int) -> Scores:
+def evaluate_stacked(model: nn.Module, stacked: Params, x: torch.Tensor, y: torch.Tensor, batch: int) -> Scores:
     """Mean cross-entropy and accuracy for each of the T stacked parameter sets: two (T,) tensors."""
+
     def logits_of(params: Params, inputs: torch.Tensor) -> torch.Tensor:
         return functional_call(model, params, (inputs,))
 
     batched = vmap(logits_of, in_dims=(0, None))
-    return mean_scores((batched(stacked, x[start:start + batch]) for start in range(0, len(x), batch)), y)
+    return mean_scores((batched(stacked, x[start : start + batch]) for start in range(0, len(x), batch)), y)
 
 
 def low_rank(rows: torch.Tensor, tol: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,10 +87,6 @@ def low_rank(rows: torch.Tensor, tol: float = 1e-12) -> tuple[torch.Tensor, torc
     return coeffs.float(), (coeffs.T @ m).float()
 
 
-def on_device(params: Params, device: torch.device) -> Params:
-    return {key: value.to(device, torch.float32) for key, value in params.items()}
-
-
 def flops_per_point(model: nn.Module, input_shape: Sequence[int]) -> float:
     """Approximate forward FLOPs of one sample (2 x multiply-adds of linear and conv layers)."""
     return sum(layer_flops(model, input_shape).values())
@@ -105,8 +102,11 @@ def layer_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float
         else:
             flops[name] = flops.get(name, 0.0) + 2 * math.prod(module.weight.shape[1:]) * output.numel()
 
-    handles = [m.register_forward_hook(lambda module, inputs, output, name=name: count(name, module, output))
-               for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    handles = [
+        m.register_forward_hook(lambda module, inputs, output, name=name: count(name, module, output))
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Linear, nn.Conv2d))
+    ]
     try:
         with torch.no_grad():
             model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))

@@ -1,0 +1,144 @@
+"""Ensemble trained models: Ind, or a WA-ensemble sharing model 1's backbone (paper §6, Fig. 7)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lowloss.cli.options import add_dataset_options, add_device_option, count
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from lowloss.ensemble.backbone import Ensemble
+    from lowloss.storage.weights import Artifact
+
+NAME = "ensemble"
+HELP = "ensemble trained models: Ind, or WA(n) on model 1's backbone (§6); accuracy, loss and cost as JSON"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "models",
+        nargs="+",
+        type=Path,
+        help="trained models (.safetensors) of one architecture, width and dataset; the first "
+        "is model 1, whose backbone a WA-ensemble shares",
+    )
+    method = parser.add_mutually_exclusive_group(required=True)
+    method.add_argument(
+        "--wa-layer",
+        type=int,
+        metavar="N",
+        help="WA(N): re-fit every member's N-th layer from the last to read model 1's features "
+        "(1: the last layer, saved as one ordinary model)",
+    )
+    method.add_argument("--independent", action="store_true", help="Ind: the usual ensemble of the unchanged models")
+    add_dataset_options(parser)
+    add_device_option(parser)
+    parser.add_argument(
+        "--wa-samples",
+        type=count(1),
+        help="training samples the adjusted layers are fitted on (default: the whole training split)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --wa-samples subset")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="the ensemble (.safetensors + .json sidecar; WA(1): an ordinary model file)",
+    )
+
+
+def load_members(paths: list[Path]) -> tuple[nn.Module, list[Artifact]]:
+    """(model 1's module, every member's artifact), checked to share architecture, width and dataset."""
+    from lowloss.errors import LowlossError
+    from lowloss.storage.model_files import MODEL_KEYS, load_model
+
+    model, first = load_model(paths[0])
+    artifacts = [first]
+    for path in paths[1:]:
+        _, artifact = load_model(path)
+        for key in MODEL_KEYS:
+            if artifact.meta.get(key) != first.meta.get(key):
+                raise LowlossError(
+                    f"{path}: {key} {artifact.meta.get(key)!r} differs from {paths[0]}'s "
+                    f"{first.meta.get(key)!r}; ensemble members must share architecture and dataset"
+                )
+        artifacts.append(artifact)
+    return model, artifacts
+
+
+def summarise(
+    artifacts: list[Artifact], ind: Ensemble, wa: Ensemble | None, scores: dict, input_shape: tuple[int, ...]
+) -> dict:
+    """What the command reports and the ensemble's sidecar records: every member's, Ind's and WA's scores
+    (flat, for MLflow), and the inference cost and stored parameters of one model, Ind and WA(n)."""
+    from lowloss.ensemble.backbone import IND, Ensemble, flat_scores
+
+    built = wa or ind
+    members = [
+        {
+            "path": str(artifact.path),
+            "seed": artifact.meta.get("seed"),
+            "sha256": artifact.meta["sha256"],
+            **flat_scores(member),
+        }
+        for artifact, member in zip(artifacts, scores["members"])
+    ]
+    result = {
+        "method": built.method,
+        "wa_layer": built.wa_layer,
+        "size": len(artifacts),
+        "members": members,
+        **flat_scores(scores["members"][0], "single"),
+        "best_single_test_acc": max(member["test_acc"] for member in members),
+        **flat_scores(scores[IND], IND),
+    }
+    costs = {"single": Ensemble(ind.network, {}, ind.heads[:1]).costs(input_shape), IND: ind.costs(input_shape)}
+    if wa is not None:
+        result.update(adjusted_layer=wa.network.layers[wa.split].name, **flat_scores(scores["wa"], "wa"))
+        for member, adjusted in zip(members[1:], scores["adjusted"]):
+            member.update(flat_scores(adjusted, "adjusted"))
+        costs["wa"] = wa.costs(input_shape)
+    for name, cost in costs.items():
+        result.update({f"{name}_{kind}": value for kind, value in cost.items()})
+    return result
+
+
+def run(args: argparse.Namespace) -> dict:
+    from lowloss.cli.options import dataset_from_args
+    from lowloss.ensemble import backbone as ensemble
+    from lowloss.methods.adjust import fitting_samples
+    from lowloss.nets.network import Network
+    from lowloss.storage.file_kinds import MODEL
+    from lowloss.storage.model_files import MODEL_KEYS
+    from lowloss.storage.weights import save_weights
+    from lowloss.training.data import check_dataset
+
+    started = time.perf_counter()
+    model, artifacts = load_members(args.models)
+    network = Network(model)
+    ensemble.check_members(network, [artifact.tensors for artifact in artifacts])  # before the data are loaded
+    if args.wa_layer is not None:
+        ensemble.split_layer(network, args.wa_layer)
+    data = dataset_from_args(args)
+    check_dataset(data, artifacts[0])
+    device = data.x_train.device
+    network.model.to(device)
+    members = [{key: value.to(device) for key, value in artifact.tensors.items()} for artifact in artifacts]
+    ind, wa, extra = ensemble.independent(network, members), None, {}
+    if args.wa_layer is not None:
+        x = fitting_samples(data.x_train, args.wa_samples, args.seed)
+        wa = ensemble.weight_adjusted(network, members, args.wa_layer, x)
+        extra["wa_samples"] = len(x)
+    scores = ensemble.evaluate(ind, wa, data)
+    result = {**summarise(artifacts, ind, wa, scores, data.input_shape), **extra}
+    meta = {**{key: artifacts[0].meta.get(key) for key in MODEL_KEYS}, **result}
+    if wa is not None and wa.averages_logits:  # one network: an ordinary model file
+        save_weights(args.out, wa.averaged(), {**meta, "kind": MODEL, **ensemble.flat_scores(scores["wa"])})
+    else:
+        ensemble.save_ensemble(args.out, wa or ind, meta)
+    return {**result, "out": str(args.out), "seconds": round(time.perf_counter() - started, 3)}

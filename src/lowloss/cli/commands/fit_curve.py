@@ -1,0 +1,72 @@
+"""Fit a Garipov et al. curve (PolyChain or Bezier) between two trained endpoints (resumable).
+
+The curve file holds only the trained bends; `lowloss connect A B --method garipov-polychain-3
+--curve CURVE.safetensors` evaluates it like any other method. A curve is named by the method that
+evaluates it: `--method garipov-polychain-3` fits a polychain with 3 control points.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lowloss.cli.options import (
+    add_dataset_options,
+    add_device_option,
+    count,
+    dataset_from_args,
+    non_negative_float,
+    positive_float,
+)
+from lowloss.methods.registry import CURVES
+from lowloss.training.config import TrainConfig
+
+NAME = "fit-curve"
+HELP = "train a Garipov et al. polychain or Bezier curve between two endpoints"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_a", type=Path, metavar="A", help="endpoint Θ^A (.safetensors)")
+    parser.add_argument("model_b", type=Path, metavar="B", help="endpoint Θ^B (.safetensors)")
+    parser.add_argument(
+        "--method",
+        choices=list(CURVES),
+        default="garipov-polychain-3",
+        help="the curve's method: family and control points including both endpoints "
+        "(garipov-polychain-3 has one bend)",
+    )
+    add_dataset_options(parser)
+    add_device_option(parser)
+    parser.add_argument("--epochs", type=count(1), help="default: the paper's budget, 200 on cifar10, 60 otherwise")
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--lr", type=positive_float, default=TrainConfig.lr)
+    parser.add_argument("--batch-size", type=count(1), default=TrainConfig.batch_size)
+    parser.add_argument("--weight-decay", type=non_negative_float, default=TrainConfig.weight_decay, help="on w(t)")
+    parser.add_argument("--out", type=Path, required=True, help="output curve .safetensors (sidecar beside it)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> dict:
+    from lowloss.methods.curves import fit_curve, paper_epochs
+    from lowloss.storage.model_files import load_endpoints
+    from lowloss.training.data import check_dataset
+
+    family, points = CURVES[args.method]
+    _, model_a, model_b = load_endpoints(args.model_a, args.model_b)
+    data = dataset_from_args(args)
+    check_dataset(data, model_a)
+    config = TrainConfig(
+        epochs=args.epochs or paper_epochs(data.name),
+        lr=args.lr,
+        batch_size=args.batch_size,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+    )
+    meta = fit_curve(family, points, model_a, model_b, data, config, args.out, progress=not args.no_progress)
+    return {
+        "out": str(args.out),
+        "method": args.method,
+        "epochs": config.epochs,
+        "train_loss": meta["history"][-1]["train_loss"],
+        "train_acc": meta["history"][-1]["train_acc"],
+    }

@@ -1,0 +1,31 @@
+"""Tabulate and plot path tables: the paper's Table 1 (CSV, Markdown, LaTeX) and accuracy along the path."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "report"
+HELP = "Table 1 (worst accuracy along the path, mean ± std over pairs) and path figures"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        help="path tables laid out as <experiment>/paths/<method>/<seedA>-<seedB>.csv "
+        "(endpoint sidecars read from <experiment>/models/seed<N>.json)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        required=True,
+        help="folder of table1.{csv,md,tex}, worst_points.csv and paths.{png,svg}",
+    )
+
+
+def run(args: argparse.Namespace) -> dict:
+    from lowloss.results.tables import build_report
+
+    return build_report(args.paths, args.out_dir)

@@ -1,0 +1,175 @@
+"""Command-line options shared by several subcommands (dataset, device, architecture options), and the
+checks of every numeric option: a bad number is refused while the arguments are parsed, as one
+`lowloss: error:` line, before anything is read or written (`--epochs 0` never replaces a model).
+Parsers are built without importing torch (names come from the torch-free tables of architectures and
+datasets); the data and the
+device are loaded only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from typing import TYPE_CHECKING
+
+from lowloss.errors import LowlossError, unknown_name
+from lowloss.nets.architectures import ARCHITECTURES, NORMS
+from lowloss.training.datasets import DATASETS
+
+if TYPE_CHECKING:
+    from lowloss.training.data import Dataset
+
+log = logging.getLogger(__name__)
+
+
+def choice(what: str, known: tuple[str, ...]):
+    """An argparse type accepting one of `known`; anything else is an error with the closest name."""
+
+    def parse(text: str) -> str:
+        if text not in known:
+            raise argparse.ArgumentTypeError(str(unknown_name(what, text, known)))
+        return text
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+def add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset",
+        default="digits",
+        type=choice("dataset", tuple(DATASETS)),
+        metavar="NAME",
+        help=f"one of {', '.join(DATASETS)} (default: digits, embedded)",
+    )
+    parser.add_argument("--data-root", default="data", help="folder of downloaded datasets (default: data)")
+    parser.add_argument("--download", action="store_true", help="download the dataset if missing")
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="torch device: auto (cuda when available), cpu, cuda:N")
+
+
+def dataset_from_args(args: argparse.Namespace) -> Dataset:
+    """The dataset the command line names, on its device; says so while it loads (torch first)."""
+    log.info("loading torch and dataset %s …", args.dataset)
+    started = time.perf_counter()
+    from lowloss.training.data import load_dataset
+    from lowloss.training.device import pick_device
+
+    data = load_dataset(args.dataset, args.data_root, args.download, pick_device(args.device))
+    log.info(
+        "loaded %s: %d train, %d test samples on %s (%.1f s)",
+        data.name,
+        len(data.y_train),
+        len(data.y_test),
+        data.x_train.device,
+        time.perf_counter() - started,
+    )
+    return data
+
+
+MAX_POINTS = 1000
+"""Upper bound of `connect --points`: every point is one evaluation of the network on both splits,
+per leg (the default is 21; 1000 already costs ~50 times as much)."""
+BN_BATCHES_HELP = (
+    "recompute BatchNorm's running statistics at every point from N fixed training batches of 128 "
+    "(networks with BatchNorm only); the route methods fit on points so measured"
+)
+
+
+def count(minimum: int = 1, maximum: int | None = None):
+    """argparse type: an integer in [minimum, maximum] (epochs, widths, batch sizes, steps, points)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        return _in_range(value, minimum, maximum)
+
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (learning rates, width multipliers)."""
+    value = _float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (weight decay)."""
+    value = _float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    """Parse '6144,2000' into [6144, 2000]; every entry is a width, so at least 1."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    return [_in_range(value, 1, None) for value in values]
+
+
+def _in_range(value: int, minimum: int, maximum: int | None) -> int:
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+ARCH_OPTION_FLAGS = {
+    "width": "--width",
+    "widths": "--widths",
+    "channels": "--channels",
+    "width_multiplier": "--width-multiplier",
+    "norm": "--norm",
+}
+
+
+def add_arch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--arch",
+        default="onehidden",
+        type=choice("architecture", tuple(ARCHITECTURES)),
+        metavar="NAME",
+        help=f"one of {', '.join(ARCHITECTURES)} (default: onehidden)",
+    )
+    parser.add_argument("--width", type=count(1), help="onehidden: hidden units (default 2000)")
+    parser.add_argument("--widths", type=int_list, help="fc3: hidden widths, e.g. 6144,2000")
+    parser.add_argument("--channels", type=int_list, help="conv2fc1: conv channels, e.g. 32,64")
+    parser.add_argument("--width-multiplier", type=positive_float, help="vgg16, resnet20: scale every layer's width")
+    parser.add_argument(
+        "--norm",
+        type=choice("norm", NORMS),
+        metavar="KIND",
+        help=f"resnet20: normalisation layers, one of {', '.join(NORMS)} (default batch)",
+    )
+
+
+def arch_options_from_args(args: argparse.Namespace) -> dict:
+    """The architecture options given on the command line; checked against the architecture later."""
+    given = {key: getattr(args, key) for key in ARCH_OPTION_FLAGS if getattr(args, key) is not None}
+    accepted = ARCHITECTURES[args.arch].options if args.arch in ARCHITECTURES else {}
+    for key in given:
+        if accepted and key not in accepted:
+            raise LowlossError(f"{ARCH_OPTION_FLAGS[key]} does not apply to --arch {args.arch}")
+    return given

@@ -1,1 +1,0 @@
-"""Connection methods: `registry.METHODS` lists them; each builder module is imported when it is used."""

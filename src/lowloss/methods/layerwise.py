@@ -1,0 +1,229 @@
+"""The layer-wise route of §4.1, for any chain of dense and conv layers, and §4.2's generalisation to residual
+networks: the `*+wa` and `*+bfly` methods.
+
+Route points: Θ_1^AB = Θ^A and Θ_{k+1}^AB = {W_1^B … W_k^B, W_{k+1}^AB, W_{k+2}^A …}, where
+W_{k+1}^AB = W_{k+1}^A X_k^A [X_k^B]^+ is A's layer k+1 re-fitted to read B's features (eq. 10,
+`adjust_points`). Consecutive points differ only in layers k and k+1, which form a one-hidden-layer
+subnetwork whose input is the same at both ends (B's features) and whose output is nearly the same
+(A's pre-activations of layer k+2), so a stage is connected by a §3 method:
+
+* `*+bfly`: the subnetwork's butterflies (rows or filters of layer k, biases, columns of layer k+1)
+  by linear, arc, or OT and its permutation stage; the last stage goes straight to Θ^B, skipping
+  Θ_n^AB (last paragraph of §4.1).
+* `*+wa`: layer k's rows by linear, arc or OT, layer k+1 re-fitted at K breakpoints (or at every
+  evaluated t) to reproduce A's outputs of layer k+1, plus the extra leg of §3.5 from Θ_k^AB to the
+  first adjusted point; then Θ_n^AB -> Θ^B is linear (the loss is convex in the last layer).
+
+"Layer k" is a stage of `Network.stages`: one hidden group in a chain; in a residual network a whole residual
+stage (its stream and its blocks' inner groups), which §4.2 asks for — "connect directly the weights on all
+the incoming edges, then adjust all the outgoing edges": the stage's tensors move together and the layers
+that read its stream (the next stage's first convs, main and shortcut, or the output layer) are re-fitted.
+With BatchNorm and `bn_batches`, every point is fitted on with the statistics the evaluation measures on it.
+
+For one hidden layer the route is Θ^A -> Θ_2^AB -> Θ^B: the `*+wa` methods of §3.5, and `linear+bfly`,
+`arc+bfly`, `ot+bfly` equal `linear`, `arc`, `ot`. The OT methods' permutation stages come last (`Route`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lowloss.errors import LowlossError
+from lowloss.methods.adjust import fit_layers, fitting_samples, replace
+from lowloss.methods.context import ALL, Context
+from lowloss.methods.interpolate import arc_leg
+from lowloss.methods.matching import load_matching, sequential_matching
+from lowloss.methods.permutation import permutation_legs
+from lowloss.nets.batchnorm import BatchNormRefresh
+from lowloss.nets.network import INPUT, Network, Stage, after, before
+from lowloss.nets.params import Params, stack_params, unstack_params
+from lowloss.nets.spec import Spec, permute
+from lowloss.paths.legs import Leg, Path, chain, in_stage
+
+GRAM_BUDGET = 1 << 31  # bytes of Gram matrices accumulated in one pass over the data
+
+
+def split_name(method: str) -> tuple[str, str]:
+    """'arc+wa' -> ('arc', 'wa')."""
+    first, _, adjustment = method.partition("+")
+    if first not in ("linear", "arc", "ot") or adjustment not in ("wa", "bfly"):
+        raise LowlossError(f"{method!r} is not a layer-wise method")
+    return first, adjustment
+
+
+def adjust_points(network: Network, stage: Stage, points: list[Params], theta_a: Params, x: Tensor) -> list[Params]:
+    """Each point with the layers that read `stage` re-fitted to reproduce Θ^A's outputs of those layers on x.
+
+    The points must share everything before the stage's entry (true within a stage): that prefix runs once
+    per batch for all of them.
+    """
+    readers = stage.readers
+    prefix = network.segment(INPUT, stage.entry)
+    middle = network.segment(stage.entry, before(readers[0]))
+    targets = [network.segment(INPUT, after(reader)) for reader in readers]
+    gram_entries = sum((reader.module.weight[0].numel() + 1) ** 2 for reader in readers)
+    per_pass = max(1, GRAM_BUDGET // (8 * gram_entries))
+    adjusted = []
+    for begin in range(0, len(points), per_pass):
+        chunk = points[begin : begin + per_pass]
+
+        def inputs(xb: Tensor, chunk: list[Params] = chunk) -> list[Tensor]:
+            h = prefix(chunk[0], xb)
+            return [middle(point, h) for point in chunk]
+
+        solutions = fit_layers(readers, x, inputs, lambda xb: [target(theta_a, xb) for target in targets])
+        adjusted += [replace(point, solution) for point, solution in zip(chunk, solutions)]
+    return adjusted
+
+
+class Route:
+    """The route's points for one method, fitted on the context's training samples.
+
+    For the OT methods the route runs to B' = Θ^B with every group's units in A's order, matched stage
+    by stage as the points are made (each stage matches its groups between its two ends, whose inputs
+    are already in the same basis), so that every stage is a plain linear or arc connection of matched
+    units; the permutation stages back to Θ^B's own order come at the very end, on B's trained weights.
+    Deferring them keeps swap legs away from re-fitted layers, whose least-squares weights can be far
+    larger than trained ones (averaging two such units breaks the cancellations they rely on).
+    """
+
+    def __init__(
+        self, method: str, theta_a: Params, theta_b: Params, ctx: Context, perms: dict[str, Tensor] | None = None
+    ):
+        self.first, self.adjustment = split_name(method)
+        self.network, self.ctx = ctx.network, ctx
+        self.theta_a, self.theta_b = theta_a, theta_b
+        self.stages = self.network.stages
+        needs_data = self.adjustment == "wa" or len(self.stages) > 1
+        if needs_data and ctx.data is None:
+            raise LowlossError(f"{method} fits weight adjustments on training data: pass --dataset")
+        options = ctx.options
+        self.x = fitting_samples(ctx.data.x_train, options.wa_samples, options.seed) if needs_data else None
+        self.refresh = (
+            BatchNormRefresh(self.network.model, ctx.data.x_train, options.bn_batches, options.seed)
+            if ctx.data is not None and options.bn_batches is not None
+            else None
+        )
+        self.reference = self.measured([theta_a])[0]  # the outputs every re-fit reproduces: Θ^A's as evaluated
+        self.perms: dict[str, Tensor] = {}
+        self.target = theta_b  # Θ^B, or B' once matched
+        self.points, self.ends = [theta_a], []
+        stages = tqdm(
+            enumerate(self.stages),
+            total=len(self.stages),
+            desc="route",
+            unit="stage",
+            disable=not options.progress or not needs_data,
+        )
+        for s, stage in stages:
+            last_butterflies = self.adjustment == "bfly" and s == len(self.stages) - 1
+            end = self.target if last_butterflies else self._next_point(s)
+            if self.first == "ot":
+                matched = (
+                    {group: perms[group] for group in stage.groups}
+                    if perms is not None
+                    else sequential_matching(
+                        self.points[-1], end, self.stage_units(s).trained(), options.ot_solver, stage.groups
+                    )
+                )
+                end, self.target = (permute(p, self.network.spec, matched) for p in (end, self.target))
+                self.perms.update(matched)
+            self.ends.append(end)
+            if not last_butterflies:  # WA ends at Θ_n^AB then moves the last layer; butterflies skip Θ_n^AB
+                self.points.append(end)
+
+    def _next_point(self, s: int) -> Params:
+        """Θ_{s+2}^AB: the target's stages up to s, A's readers of stage s re-fitted to read them, A's after."""
+        b_keys = {key for stage in self.stages[: s + 1] for key in stage.keys}
+        mixed = {key: self.target[key] if key in b_keys else value for key, value in self.theta_a.items()}
+        return self.adjusted(s, [mixed])[0]
+
+    def measured(self, points: list[Params]) -> list[Params]:
+        """The points as the evaluation sees them: with BatchNorm statistics measured on each when it measures them."""
+        if self.refresh is None:
+            return points
+        stacked = self.refresh(stack_params(points), [None] * len(points), [0.0] * len(points))
+        return [unstack_params(stacked, i) for i in range(len(points))]
+
+    def adjusted(self, s: int, points: list[Params]) -> list[Params]:
+        """`adjust_points` for stage s, on the points and Θ^A as the evaluation sees them."""
+        return adjust_points(self.network, self.stages[s], self.measured(points), self.reference, self.x)
+
+    def stage_units(self, s: int) -> Spec:
+        """The spec whose units stage s moves: its tensors' rows (WA) or the butterflies (bfly)."""
+        spec = self.network.spec
+        return spec.restricted(self.stages[s].keys) if self.adjustment == "wa" else spec
+
+
+def fitted(ctx: Context) -> dict | None:
+    """What a route's matchings depend on besides the endpoints: the route points' fit (None with one
+    stage, which matches the endpoints' own layers)."""
+    if len(ctx.network.stages) < 2:
+        return None
+    fit = {
+        "dataset": ctx.data.name if ctx.data else None,
+        "wa_samples": ctx.options.wa_samples,
+        "seed": ctx.options.seed,
+    }
+    return fit if ctx.options.bn_batches is None else {**fit, "bn_batches": ctx.options.bn_batches}
+
+
+def build(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> Path:
+    """The route of `method` ('linear+wa', 'ot+bfly', …) from Θ^A to Θ^B."""
+    first, _ = split_name(method)
+    perms = None
+    if first == "ot" and ctx.matching is not None:  # checked before any fitting
+        perms = load_matching(ctx.matching, method, ctx, theta_b, fitted(ctx))
+    route = Route(method, theta_a, theta_b, ctx, perms)
+    stages = [
+        wa_stage(route, s, start, end) if route.adjustment == "wa" else bfly_stage(route, s, start, end)
+        for s, (start, end) in enumerate(zip(route.points, route.ends))
+    ]
+    if route.adjustment == "wa":
+        stages.append([Leg(route.points[-1], route.target, "last-layer")])
+    if first == "ot":  # B' -> Θ^B, within the last stage: it ends where Θ^B's units take their own order
+        stages[-1] += permutation_legs(theta_b, ctx.spec, route.perms)
+    return Path([leg for s, stage in enumerate(stages) for leg in in_stage(stage, s + 1)])
+
+
+def route_matching(
+    method: str, theta_a: Params, theta_b: Params, ctx: Context
+) -> tuple[dict[str, Tensor], dict | None]:
+    """The matchings a route method uses, for `lowloss match`, with what they depend on."""
+    return Route(method, theta_a, theta_b, ctx).perms, fitted(ctx)
+
+
+def bfly_stage(route: Route, s: int, start: Params, end: Params) -> list[Leg]:
+    """Stage s of a Butterfly method: the subnetwork's butterflies by a straight line (OT's are matched) or arcs."""
+    name = f"s{s + 1}-{route.first}"
+    if route.first == "arc":
+        return [arc_leg(start, end, route.network.spec, name, route.stages[s].groups)]
+    return [Leg(start, end, name)]
+
+
+def wa_stage(route: Route, s: int, start: Params, end: Params) -> list[Leg]:
+    """Stage s of a Weight Adjustment method: the stage's rows move (straight, OT's matched, or by arcs), the
+    layers reading it are re-fitted along them; the adjusted point at t = 1 is the next route point itself."""
+    stage = route.stages[s]
+    target = {**start, **{key: end[key] for key in stage.keys}}
+    if route.first == "arc":
+        moving = arc_leg(start, target, route.stage_units(s), "arc", stage.groups)
+    else:
+        moving = Leg(start, target, route.first)
+
+    def adjusted(t: Tensor) -> list[Params]:
+        stacked = moving.at(t)
+        return route.adjusted(s, [unstack_params(stacked, i) for i in range(len(t))])
+
+    breakpoints = route.ctx.options.wa_breakpoints
+    prefix = f"s{s + 1}-wa"
+    if breakpoints == ALL:  # re-fitted at every evaluated t, as the authors' code does
+        start_point = adjusted(torch.zeros(1, dtype=torch.float64))[0]
+        return [
+            Leg(start, start_point, f"{prefix}-start"),
+            Leg(start_point, end, f"{prefix}-all", fn=lambda t: stack_params(adjusted(t))),
+        ]
+    points = adjusted(torch.linspace(0, 1, breakpoints, dtype=torch.float64)[:-1])
+    return chain([start, *points, end], [f"{prefix}-start", *(f"{prefix}-{k}" for k in range(1, breakpoints))])

@@ -1,0 +1,209 @@
+"""The one list of connection methods: name, what it does, what it reads, where it applies, who builds it.
+
+Everything that names methods reads this table: `lowloss connect` and `lowloss methods`, the config
+validation and the workflow's inputs (rules/common.smk). It imports no torch, so listing and
+validating methods is instant; a method's builder (`module:function`) is imported when it is built.
+Adding a method is adding its line here (and the builder it names).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from lowloss.errors import LowlossError, unknown_name
+from lowloss.nets.architectures import ARCHITECTURES
+from lowloss.nets.topology import ANY, INCLUDES, ONE_HIDDEN, STAGED
+
+if TYPE_CHECKING:
+    from lowloss.methods.context import Context
+    from lowloss.nets.network import Network
+    from lowloss.nets.params import Params
+    from lowloss.paths.legs import Path
+
+FILE_INPUTS = ("connector", "curve", "matching")
+"""Fitted files a method can read besides its endpoints, each made by its own command."""
+
+CURVES = {
+    "garipov-polychain-3": ("polychain", 3),
+    "garipov-polychain-5": ("polychain", 5),
+    "garipov-bezier-3": ("bezier", 3),
+}
+"""Garipov et al.'s curves: method -> (curve family, control points)."""
+
+FLOWS = {
+    "realnvp-flow": ("realnvp", "flow"),
+    "iaf-flow": ("iaf", "flow"),
+    "realnvp-bijection": ("realnvp", "bijection"),
+}
+"""Learned connections (§3.3): method -> (ν's architecture, training procedure)."""
+
+REPAIR = "+repair"
+"""Suffix of any method's REPAIR variant: the same path, each evaluated point renormalised (evaluate/repair.py)."""
+
+FIRST_LAYERS = {
+    "linear": "straight",
+    "arc": "arcs around their pooled mean, eq. (6)",
+    "ot": "OT matching, a straight leg and the permutation stage",
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    """A connection method. `needs` are files it cannot do without; `accepts` files it computes itself
+    when not given (an OT matching)."""
+
+    name: str
+    description: str
+    builder: str
+    applies_to: str = ANY
+    needs: tuple[str, ...] = ()
+    accepts: tuple[str, ...] = ()
+    matcher: str | None = None
+    repair: bool = False
+
+    @property
+    def base_name(self) -> str:
+        """The method that builds the path (the name without `+repair`); fitted files are made for it."""
+        return self.name.removesuffix(REPAIR) if self.repair else self.name
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Every fitted file the method reads (the workflow makes them all)."""
+        return self.needs + self.accepts
+
+    def applies(self, topology: str) -> bool:
+        """Whether the method runs on a network of `topology` (ANY, STAGED, LAYERED or ONE_HIDDEN)."""
+        return topology in INCLUDES[self.applies_to]
+
+    def applies_to_architecture(self, arch: str) -> bool:
+        return self.applies(ARCHITECTURES[arch].topology)
+
+    def check(self, network: Network, arch: str, context: Context) -> None:
+        """Raise a one-line error when the method cannot run on this network or lacks an input."""
+        if not self.applies(network.topology):
+            raise LowlossError(f"method {self.name!r} applies to {self.applies_to}, not to {arch!r}")
+        for need in self.needs:
+            if getattr(context, need) is None:
+                raise LowlossError(f"method {self.name!r} needs --{need} (see `lowloss methods`)")
+
+    def build(self, theta_a: Params, theta_b: Params, context: Context) -> Path:
+        """The method's path from Θ^A to Θ^B (its builder is imported now)."""
+        path = _function(self.builder)(self.base_name, theta_a, theta_b, context)
+        path.method = self.name
+        return path
+
+    def match(self, theta_a: Params, theta_b: Params, context: Context) -> tuple[dict, dict | None]:
+        """The OT matching the method uses ({group: perm}) and what it depends on besides the endpoints."""
+        if self.matcher is None:
+            raise LowlossError(
+                f"method {self.name!r} uses no matching (methods that do: "
+                f"{', '.join(name for name, m in METHODS.items() if m.matcher)})"
+            )
+        return _function(self.matcher)(self.base_name, theta_a, theta_b, context)
+
+
+def _function(reference: str):
+    """The function named by 'module:function', imported now."""
+    module, _, function = reference.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def _catalogue() -> dict[str, Method]:
+    layerwise = "lowloss.methods.layerwise:build"
+    methods = [
+        Method("linear", "straight segment (1-t)Θ^A + tΘ^B, eq. (5)", "lowloss.methods.interpolate:linear_path"),
+        Method(
+            "arc",
+            "arc, eq. (6), of every hidden group's units around their pooled mean (all layers at once; "
+            "the output layer moves with the last group's units, BatchNorm's statistics go straight)",
+            "lowloss.methods.interpolate:arc_path",
+        ),
+        Method(
+            "ot",
+            "OT matching of every hidden group in turn, a straight leg to the matched Θ^B, then one leg per "
+            "unit swap (§3.4)",
+            "lowloss.methods.permutation:ot_path",
+            ANY,
+            accepts=("matching",),
+            matcher="lowloss.methods.permutation:ot_matching",
+        ),
+        Method(
+            "weight-matching",
+            "Git Re-Basin's weight matching (permutation coordinate descent over every group), "
+            "a straight leg to the matched Θ^B, then one leg per unit swap",
+            "lowloss.methods.weight_matching:weight_matching_path",
+            ANY,
+            accepts=("matching",),
+            matcher="lowloss.methods.weight_matching:weight_matching_matcher",
+        ),
+    ]
+    for first, how in FIRST_LAYERS.items():
+        ot = {"accepts": ("matching",), "matcher": "lowloss.methods.layerwise:route_matching"} if first == "ot" else {}
+        methods.append(
+            Method(
+                f"{first}+wa",
+                f"layer-wise route (§4.1, §4.2); each stage moves a layer's (or a "
+                f"residual stage's) rows ({how}) and re-fits the layers reading it by least squares, "
+                f"eq. (10)",
+                layerwise,
+                STAGED,
+                **ot,
+            )
+        )
+        methods.append(
+            Method(
+                f"{first}+bfly",
+                f"layer-wise route (§4.1, §4.2); each stage moves the butterflies of "
+                f"a layer (or a residual stage) and the layers reading it ({how})",
+                layerwise,
+                STAGED,
+                **ot,
+            )
+        )
+    for name in FLOWS:
+        flow, procedure = FLOWS[name]
+        objective = (
+            "the midpoint loss of V's pairs, eq. (8)" if procedure == "bijection" else "likelihood on V's neurons"
+        )
+        label = {"realnvp": "a RealNVP", "iaf": "an IAF"}[flow]
+        methods.append(
+            Method(
+                name,
+                f"generalised arc, eq. (7), through {label} ν fitted by {objective}",
+                "lowloss.methods.flows.connector:learned_path",
+                ONE_HIDDEN,
+                needs=("connector",),
+            )
+        )
+    for name, (family, points) in CURVES.items():
+        methods.append(
+            Method(
+                name,
+                f"Garipov et al.'s {family} curve with {points} control points, trained (the baseline)",
+                "lowloss.methods.curves:curve_path",
+                needs=("curve",),
+            )
+        )
+    return {method.name: method for method in methods}
+
+
+METHODS: dict[str, Method] = _catalogue()
+ROUTE_METHODS = tuple(f"{first}+{adjustment}" for adjustment in ("wa", "bfly") for first in FIRST_LAYERS)
+"""The layer-wise methods of §4.1 (their paths run through the route points Θ_k^AB)."""
+WA_METHODS = ROUTE_METHODS[: len(FIRST_LAYERS)]
+
+
+def get_method(name: str) -> Method:
+    """The method `name`, or the REPAIR variant of one (`<method>+repair`); an unknown name gets the closest
+    known one suggested."""
+    base = name.removesuffix(REPAIR)
+    if base not in METHODS:
+        raise unknown_name("method", base, METHODS)
+    method = METHODS[base]
+    if base == name:
+        return method
+    return replace(
+        method, name=name, repair=True, description=f"{method.description}; every point renormalised by REPAIR"
+    )

@@ -1,0 +1,178 @@
+"""The paper's Tables 1 and 2 and the figures, from the path tables of a run.
+
+A path table (`lowloss connect --out`) has one row per (leg, t, split), and always holds both endpoints
+(t = 0 of its first leg, t = 1 of its last). The report reads them where the workflow writes them,
+`<results>/<experiment>/paths/<method>/<seed A>-<seed B>.csv`. A cell is the mean ± one standard
+deviation over pairs of the worst accuracy along the path (paper §5.1), in percent. The End Points
+row is the mean ± std over every endpoint of the evaluated pairs of its accuracy, read from the same
+tables, so that it was computed on the same splits by the same evaluation as the paths.
+
+Experiments of one-hidden-layer networks make Table 1 (rows in the order the methods come); the
+others make Table 2, rows in the paper's order.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lowloss.storage.atomic import write_text_atomic
+from lowloss.storage.path_table import read_path_table
+from lowloss.methods.registry import ROUTE_METHODS
+from lowloss.errors import LowlossError
+from lowloss.results.figures import END_POINTS, SPLITS, plot_paths, plot_routes
+from lowloss.nets.architectures import ARCHITECTURES
+from lowloss.nets.topology import ONE_HIDDEN
+
+PATH_NAME = re.compile(r"(?P<a>\d+)-(?P<b>\d+)\.csv")
+TABLE2_ORDER = ["linear", "arc", "linear+bfly", "arc+bfly", "linear+wa", "arc+wa", "ot+bfly", "ot+wa",
+                "garipov-polychain-3"]
+"""The rows of the paper's Table 2 (methods not in it follow in the order they come)."""
+
+
+@dataclass(frozen=True)
+class PathRun:
+    """One evaluated path: which experiment, method, architecture and pair of seeds, and its table."""
+
+    experiment: str
+    method: str
+    arch: str
+    seeds: tuple[int, int]
+    table: pd.DataFrame
+
+    @property
+    def pair(self) -> str:
+        return f"{self.seeds[0]}-{self.seeds[1]}"
+
+    @property
+    def one_hidden(self) -> bool:
+        return self.arch in ARCHITECTURES and ARCHITECTURES[self.arch].topology == ONE_HIDDEN
+
+
+def load_path_run(csv: str | os.PathLike) -> PathRun:
+    """Read a path table (checked by `read_path_table`) and its experiment/method/pair from its place in
+    the results tree."""
+    csv = Path(csv)
+    match = PATH_NAME.fullmatch(csv.name)
+    if match is None or csv.parent.parent.name != "paths":
+        raise LowlossError(f"{csv}: expected a path table at <experiment>/paths/<method>/<seedA>-<seedB>.csv")
+    table = read_path_table(csv)
+    return PathRun(experiment=csv.parent.parent.parent.name, method=csv.parent.name, arch=str(table["arch"].iloc[0]),
+                   seeds=(int(match["a"]), int(match["b"])), table=table)
+
+
+def endpoint_accuracies(runs: Sequence[PathRun]) -> dict[tuple[str, int], dict[str, float]]:
+    """Per (experiment, seed), the endpoint's accuracy (a fraction) per split: the first position of the
+    tables where it is Θ^A and the last where it is Θ^B (their mean, should strategies round differently)."""
+    values: dict[tuple[str, int, str], list[float]] = {}
+    for run in runs:
+        for split, rows in run.table.groupby("split"):
+            ordered = rows.sort_values("position", kind="stable")["acc"]
+            for seed, acc in zip(run.seeds, (ordered.iloc[0], ordered.iloc[-1])):
+                values.setdefault((run.experiment, seed, split), []).append(float(acc))
+    out: dict[tuple[str, int], dict[str, float]] = {}
+    for (experiment, seed, split), accs in values.items():
+        out.setdefault((experiment, seed), {})[split] = float(np.mean(accs))
+    return out
+
+
+def worst_points(runs: Sequence[PathRun], endpoints: dict[tuple[str, int], dict[str, float]]) -> pd.DataFrame:
+    """Tidy table: per experiment, method, pair and split the worst accuracy (%) along the path, its loss
+    and position; plus the End Points rows, one per endpoint (its seed in `pair`)."""
+    rows = []
+    for run in runs:
+        for split, points in run.table.groupby("split"):
+            worst = points.loc[points["acc"].idxmin()]
+            rows.append(dict(experiment=run.experiment, method=run.method, pair=run.pair, split=split,
+                             worst_acc=100 * float(worst["acc"]), worst_loss=float(worst["loss"]),
+                             position=float(worst["position"])))
+    for (experiment, seed), accuracy in sorted(endpoints.items()):
+        for split in SPLITS:
+            rows.append(dict(experiment=experiment, method=END_POINTS, pair=str(seed), split=split,
+                             worst_acc=100 * accuracy[split], worst_loss=np.nan, position=np.nan))
+    return pd.DataFrame(rows)
+
+
+def results_table(worst: pd.DataFrame, methods: Sequence[str], experiments: Sequence[str]) -> pd.DataFrame:
+    """The paper's layout: rows = methods + End Points, columns = (experiment, split), cells `mean ± std`."""
+    stats = worst.groupby(["method", "experiment", "split"])["worst_acc"].agg(["mean", "std", "count"])
+    # As in the paper: experiments over train/test, "Methods" heading the row labels.
+    columns = pd.MultiIndex.from_product([experiments, SPLITS], names=[None, "Methods"])
+    index = pd.Index([*methods, END_POINTS])
+    cells = pd.DataFrame("", index=index, columns=columns)
+    for (method, experiment, split), row in stats.iterrows():
+        if method in index and experiment in experiments and split in SPLITS:
+            cells.loc[method, (experiment, split)] = format_cell(row["mean"], row["std"], int(row["count"]))
+    return cells
+
+
+def format_cell(mean: float, std: float, count: int) -> str:
+    """`97.86 ± 0.05`; a single value has no spread to show."""
+    return f"{mean:.2f}" if count < 2 or np.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """GitHub Markdown with one header row: `<experiment> <split>` per column."""
+    flat = table.copy()
+    flat.columns = [f"{experiment} {split}" for experiment, split in table.columns]
+    flat.index.name = "Methods"
+    return flat.to_markdown(colalign=["left"] + ["right"] * len(flat.columns)) + "\n"
+
+
+def to_latex(table: pd.DataFrame) -> str:
+    """booktabs LaTeX with the experiment spanning its train/test columns, ± as $\\pm$."""
+    latex = table.map(lambda cell: cell.replace("±", r"$\pm$"))
+    styler = latex.style.format_index(escape="latex", axis=0).format_index(escape="latex", axis=1)
+    return styler.to_latex(hrules=True, multicol_align="c", column_format="l" + "r" * len(table.columns))
+
+
+def table_files(name: str) -> list[str]:
+    return [f"{name}.csv", f"{name}.md", f"{name}.tex"]
+
+
+def write_table(out_dir: Path, name: str, table: pd.DataFrame) -> list[Path]:
+    files = [out_dir / file for file in table_files(name)]
+    for file, text in zip(files, (table.to_csv(), to_markdown(table), to_latex(table))):
+        write_text_atomic(file, text)
+    return files
+
+
+def build_report(csvs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
+    """Read every path table; write Table 1 (one-hidden experiments) and Table 2 (the others) as CSV,
+    Markdown and LaTeX, the tidy worst points, the path figure, and for deep experiments the route figure.
+
+    Columns keep the order of experiments in `csvs`; Table 1's rows the order in which methods first
+    appear, Table 2's the paper's. Returns the command's summary: counts and the files written.
+    """
+    if not csvs:
+        raise LowlossError("no path tables given")
+    out_dir = Path(out_dir)
+    runs = [load_path_run(csv) for csv in csvs]
+    endpoints = endpoint_accuracies(runs)
+    methods = list(dict.fromkeys(run.method for run in runs))
+    experiments = list(dict.fromkeys(run.experiment for run in runs))
+    worst = worst_points(runs, endpoints)
+    files: list[Path] = []
+    for name, chosen in (("table1", [run for run in runs if run.one_hidden]),
+                         ("table2", [run for run in runs if not run.one_hidden])):
+        if chosen:
+            rows = list(dict.fromkeys(run.method for run in chosen))
+            if name == "table2":
+                rows = sorted(rows, key=lambda m: TABLE2_ORDER.index(m) if m in TABLE2_ORDER else len(TABLE2_ORDER))
+            columns = list(dict.fromkeys(run.experiment for run in chosen))
+            files += write_table(out_dir, name, results_table(worst, rows, columns))
+    write_text_atomic(out_dir / "worst_points.csv", worst.to_csv(index=False))
+    files.append(out_dir / "worst_points.csv")
+    files += plot_paths(runs, endpoints, methods, experiments, out_dir / "paths")
+    deep = [run for run in runs if not run.one_hidden and run.method in ROUTE_METHODS]
+    if deep:
+        files += plot_routes(deep, [m for m in TABLE2_ORDER if any(run.method == m for run in deep)],
+                             list(dict.fromkeys(run.experiment for run in deep)), out_dir / "route")
+    return {"out_dir": str(out_dir), "experiments": len(experiments), "methods": len(methods),
+            "paths": len(runs), "files": [str(f) for f in files]}

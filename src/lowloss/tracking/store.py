@@ -1,0 +1,96 @@
+"""The MLflow store: where it is, the experiment runs go to (described, opening on its runs), the lock
+that serialises writers of a local store, and the UI's addresses. Nothing here imports torch."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ENV_URI = "MLFLOW_TRACKING_URI"
+DEFAULT_URI = "sqlite:///results/mlflow.db"
+LOCK_TIMEOUT_S = 300
+NOTE_TAG = "mlflow.note.content"  # the run's (or experiment's) description in the MLflow UI
+EXPERIMENT_DESCRIPTION = """\
+Runs of `lowloss` (low-loss connection of neural-network weight vectors). A workflow invocation is one
+parent run (`workflow · <config>`) with every job's run nested under it; a run's `input.<argument>` tags
+(and the links in its description) name the runs that wrote its input files.
+
+- Accuracies are fractions (0.95 = 95 %), in every metric.
+- `history/…`: training curves per epoch (per step for connectors), test accuracy beside train accuracy.
+- `path/<split>_acc`, `path/<split>_loss`: along the path, at step = 1000 × the position on the report
+  figure's axis (Θ^A = 0, Θ^B = 1, legs scaled equally), so that methods overlay with the step as x axis.
+- `table/<experiment>/<method>/<split>_mean` and `_std`: the report's tables, on the report run.
+- Params: the command's options and the integers of its result (`rng_seed` seeds a command's random
+  choices; the `seed` tag is the seed of the model a run trained).
+"""
+EXPERIMENT_TAGS = {
+    NOTE_TAG: EXPERIMENT_DESCRIPTION,
+    "mlflow.experimentKind": "custom_model_development",
+}  # runs, not the GenAI pages
+
+
+def tracking_uri(args: argparse.Namespace | None = None) -> str:
+    return getattr(args, "mlflow_uri", None) or os.environ.get(ENV_URI) or DEFAULT_URI
+
+
+def quiet_mlflow() -> None:
+    """Schema migrations of a new store log dozens of INFO lines; keep warnings only."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def experiment_id(client, name: str, uri: str) -> str:
+    """The experiment's id, created on first use with its description, opening on its runs; a local
+    store keeps artifacts beside its database."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    database = _sqlite_file(uri)
+    if database is not None:
+        location = (database.parent / "mlartifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+
+
+def ui_links(uri: str, ui: str) -> list[str]:
+    """Where the MLflow UI at `ui` shows each experiment's runs. The `workflowType` switch makes
+    MLflow 3 open on runs rather than on its GenAI pages, which it shows by default."""
+    switch = "?workflowType=machine_learning"
+    database = _sqlite_file(uri)
+    if database is not None and not database.exists():
+        return [f"{ui}/#/experiments{switch}"]
+    from mlflow.tracking import MlflowClient
+
+    quiet_mlflow()
+    return [
+        f"{experiment.name}: {ui}/#/experiments/{experiment.experiment_id}/runs{switch}"
+        for experiment in MlflowClient(tracking_uri=uri).search_experiments()
+        if experiment.name != "Default"
+    ] or [f"{ui}/#/experiments{switch}"]
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialise writers of one sqlite store.
+
+    Concurrent jobs that find no database race to create its schema (one fails with "duplicate column"),
+    and writers can hit "database is locked"; a lock file beside the database avoids both. Servers and
+    other stores take no lock.
+    """
+    database = _sqlite_file(uri)
+    if database is None:
+        yield
+        return
+    from filelock import FileLock  # a dependency of torch
+
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(database) + ".lock", timeout=LOCK_TIMEOUT_S):
+        yield
