@@ -156,7 +156,7 @@ def fit_curve(
 
     SGD with the endpoint schedule (`learning_rate`); weight decay acts on w(t), not on the bends,
     so the optimizer itself gets none. Resumable from `out`'s checkpoint; same seed, same curve.
-    The endpoints must share architecture and options (`lowloss.cli.commands.connect.load_endpoints`
+    The endpoints must share architecture and options (`lowloss.storage.model_files.load_endpoints`
     checks that for the CLI). Saves `out` (bends + sidecar) and returns the sidecar.
     """
     if n_points < 3:
