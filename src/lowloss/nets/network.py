@@ -101,11 +101,14 @@ def after(layer: Layer | str) -> str:
 
 
 class Network:
-    """`model` (an architecture with a `spec()`) as an ordered chain of weight layers with cuttable forward."""
+    """`model` and its spec as an ordered list of weight layers with a cuttable forward pass.
 
-    def __init__(self, model: nn.Module):
+    The spec is `spec` when given (an inferred one, `lowloss.nets.inference`), else the model's own `spec()`.
+    """
+
+    def __init__(self, model: nn.Module, spec: Spec | None = None):
         self.model = model.eval()
-        self.spec: Spec = model.spec()
+        self.spec: Spec = spec if spec is not None else model.spec()
         self.graph = fx.symbolic_trace(self.model)
         self._segments: dict[tuple[str, str], Segment] = {}
         calls = [
