@@ -19,6 +19,8 @@ from lowloss.methods.registry import ROUTE_METHODS, WA_METHODS, get_method  # no
 from lowloss.errors import LowlossError  # noqa: E402
 from lowloss.nets.architectures import ARCHITECTURES  # noqa: E402
 from lowloss.nets.topology import ONE_HIDDEN  # noqa: E402
+from lowloss.results.figures import FIGURE_SUFFIXES  # noqa: E402
+from lowloss.results.tables import table_files  # noqa: E402
 from lowloss.training.datasets import DATASETS  # noqa: E402
 
 SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
@@ -153,29 +155,41 @@ def one_hidden(name):
 
 
 def report_files():
-    """What `lowloss report` writes for this config: Table 1 and/or Table 2, the route figure when a deep
-    experiment has route methods."""
+    """What `lowloss report` writes for this config: Table 1 and/or Table 2, the worst points, the path figure,
+    and the route figure when a deep experiment has route methods."""
     names = config["experiments"]
     tables = [table for table, present in (("table1", any(one_hidden(n) for n in names)),
                                            ("table2", not all(one_hidden(n) for n in names))) if present]
-    files = ["worst_points.csv", "paths.png", "paths.svg"]
-    files.extend(f"{table}.{suffix}" for table in tables for suffix in ("csv", "md", "tex"))
+    files = [file for table in tables for file in table_files(table)]
+    files.extend(["worst_points.csv", "worst_points.html", *figure_files("paths")])
     if any(not one_hidden(n) and set(methods(n)) & set(ROUTE_METHODS) for n in names):
-        files.extend(["route.png", "route.svg"])
+        files.extend(figure_files("route"))
     return files
 
 
-# The report's outputs that `snakemake --report` shows (`make report`): caption file under report/,
-# and the label that names the result there. A file listed here is shown when the config's report has it.
+def figure_files(stem):
+    return [f"{stem}{suffix}" for suffix in FIGURE_SUFFIXES]
+
+
+# The report's outputs that `snakemake --report` shows (`make report`), in the order a reader wants them (the
+# `#` label, by which the report sorts): file -> (#, label, caption file under report/). The tables come as
+# a page to read (HTML) and as numbers (CSV). A file listed here is shown when the config's report has it.
 REPORT_RESULTS = {
-    "table1.csv": ("table1.rst", "Table 1"),
-    "table2.csv": ("table2.rst", "Table 2"),
-    "paths.svg": ("paths.rst", "Accuracy along the path"),
-    "route.svg": ("route.rst", "The layer-wise route"),
-    "worst_points.csv": ("worst_points.rst", "Worst points"),
-    "ensembles.csv": ("ensembles.rst", "Ensembles"),
-    "fig7.svg": ("fig7.rst", "Ensembles by number of models (Fig. 7)"),
+    "table1.html": ("1", "Table 1", "table1.rst"),
+    "table1.csv": ("1", "Table 1", "table1.rst"),
+    "table2.html": ("2", "Table 2", "table2.rst"),
+    "table2.csv": ("2", "Table 2", "table2.rst"),
+    "paths.svg": ("3", "Accuracy along the path", "paths.rst"),
+    "route.svg": ("4", "The layer-wise route (Fig. 5)", "route.rst"),
+    "worst_points.html": ("5", "Worst points", "worst_points.rst"),
+    "worst_points.csv": ("5", "Worst points", "worst_points.rst"),
+    "ensembles.html": ("6", "Ensembles", "ensembles.rst"),
+    "ensembles.csv": ("6", "Ensembles", "ensembles.rst"),
+    "fig7.svg": ("7", "Ensembles by number of models (Fig. 7)", "fig7.rst"),
+    "ensembles_cost.svg": ("8", "Ensembles by inference cost", "ensembles_cost.rst"),
 }
+REPORT_FORMATS = {".html": "table", ".csv": "numbers (CSV)", ".svg": "figure"}
+"""The report's `file` label: what clicking the result gives."""
 
 
 # ---- input functions ----------------------------------------------------------------------------
@@ -205,8 +219,9 @@ def report_results(paths):
     for path in paths:
         file = os.path.basename(path)
         if file in REPORT_RESULTS:
-            caption, label = REPORT_RESULTS[file]
-            path = report(path, caption=f"../report/{caption}", category="Results", labels={"result": label})
+            order, label, caption = REPORT_RESULTS[file]
+            labels = {"#": order, "result": label, "file": REPORT_FORMATS[os.path.splitext(file)[1]]}
+            path = report(path, caption=f"../report/{caption}", category="Results", labels=labels)
         marked.append(path)
     return marked
 
@@ -219,7 +234,7 @@ def ensemble_files(wildcards=None):
 
 def ensemble_report_outputs(wildcards=None):
     """What `lowloss ensemble-report` writes, when some experiment has `ensembles`."""
-    files = ["ensembles.csv", "ensembles.md", "fig7.png", "fig7.svg", "ensembles_cost.png", "ensembles_cost.svg"]
+    files = ["ensembles.csv", "ensembles.md", "ensembles.html", *figure_files("fig7"), *figure_files("ensembles_cost")]
     return [f"{report_dir()}/{file}" for file in files] if ensemble_experiments() else []
 
 

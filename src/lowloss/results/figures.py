@@ -1,4 +1,5 @@
-"""Figures of a report: accuracy along every method's path, and the layer-wise route like the paper's Fig. 5."""
+"""Figures of a report: accuracy along every method's path, the layer-wise route like the paper's Fig. 5, and
+the ensembles' Fig. 7 and cost; each as PNG, SVG and PDF in one colour-blind-safe style."""
 
 from __future__ import annotations
 
@@ -13,9 +14,16 @@ from lowloss.storage.atomic import write_atomic
 
 SPLITS = ("train", "test")
 END_POINTS = "End Points"
-BASELINE_PREFIX = "garipov-"  # trained curves, drawn dashed
 MAX_STAGE_LEGS = 12  # longer runs of numbered legs (a permutation stage) share one part of the x axis
-X_LABEL = r"position along the path, $\Theta^A \to \Theta^B$ (stages of legs scaled equally)"
+X_LABEL = "position along the path (each stage of legs an equal share)"
+ACCURACY_LABEL = "accuracy (%, logit scale)"
+SPLIT_STYLES = {"train": "-", "test": "--"}  # colour and dash both tell the splits apart (print, colour blindness)
+PALETTE_STYLE = "petroff10"  # matplotlib's colour-blind-safe cycle (Petroff 2021)
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+PNG_DPI = 150
+PATH_COLUMNS = 4  # panels per row of the path figure
+ROUTE_COLUMNS = 3
+ENSEMBLE_MARKERS = "osD^vP*X"  # one per method line, told apart in grey print too
 
 
 def stage_positions(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -52,29 +60,62 @@ def route_positions(table: pd.DataFrame) -> np.ndarray:
 
 
 def _pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (jobs have no display)."""
+    """matplotlib's pyplot on the file-only Agg backend (jobs have no display), in the report's style."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plt.rcParams.update(_style())
     return plt
 
 
+def _style() -> dict:
+    """Colour-blind-safe colours (matplotlib's `petroff10`), sizes readable where the report shows
+    a figure at about its own size, and fonts kept as text in SVG and as TrueType in PDF (editable)."""
+    import matplotlib
+
+    style = dict(matplotlib.style.library[PALETTE_STYLE])
+    style.update(
+        {
+            "font.size": 9,
+            "axes.titlesize": 9.5,
+            "axes.labelsize": 9,
+            "xtick.labelsize": 8,
+            "ytick.labelsize": 8,
+            "legend.fontsize": 8.5,
+            "figure.titlesize": 10.5,
+            "figure.titleweight": "bold",
+            "svg.fonttype": "none",
+            "pdf.fonttype": 42,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+        }
+    )
+    return style
+
+
+def colors() -> list[str]:
+    """The colour-blind-safe cycle every figure draws with."""
+    import matplotlib
+
+    return matplotlib.style.library[PALETTE_STYLE]["axes.prop_cycle"].by_key()["color"]
+
+
 def save_figure(fig, out_stem: Path) -> list[Path]:
-    """PNG and SVG, each written atomically."""
+    """PNG for screens, SVG and PDF for a paper (vector, fonts kept as text), each written atomically."""
     written = []
-    for suffix in (".png", ".svg"):
+    for suffix in FIGURE_SUFFIXES:
         target = out_stem.with_suffix(suffix)
-        write_atomic(target, lambda tmp, fmt=suffix[1:]: fig.savefig(tmp, format=fmt, dpi=150))
+        write_atomic(target, lambda tmp, fmt=suffix[1:]: fig.savefig(tmp, format=fmt, dpi=PNG_DPI))
         written.append(target)
     _pyplot().close(fig)
     return written
 
 
 def legend_entries(axes, methods: Sequence[str]) -> tuple[list, list[str]]:
-    """(handles, labels) of every method drawn in any panel, once, in `methods` order, End Points last:
-    experiments may compare different methods, so no single panel holds them all."""
+    """(handles, labels) of every label drawn in any panel, once, in `methods` order, End Points last:
+    panels may draw different methods, so no single panel holds them all."""
     drawn = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
@@ -83,34 +124,64 @@ def legend_entries(axes, methods: Sequence[str]) -> tuple[list, list[str]]:
     return [drawn[label] for label in labels], labels
 
 
-def plot_paths(runs: Sequence, endpoints: dict[tuple[str, int], dict[str, float]], methods: Sequence[str],
-               experiments: Sequence[str], out_stem: Path) -> list[Path]:
-    """Accuracy along the path: one panel per experiment (columns) and split (rows), one line per method.
+def panel_grid(count: int, max_columns: int) -> tuple[int, int]:
+    """(rows, columns) of a grid holding `count` panels, at most `max_columns` wide."""
+    columns = max(1, min(count, max_columns))
+    return -(-count // columns), columns
 
-    x runs from Θ^A (0) to Θ^B (1), stages of legs scaled to equal width (`stage_positions`); each
-    line is the mean over pairs, breakpoints are ticked on it, and the endpoints' mean accuracies are
-    drawn at both ends.
+
+def _grid_figure(blocks: Sequence[int], max_columns: int, panel_size: tuple[float, float], share_x: bool):
+    """A figure of one block of panels per experiment, stacked: (figure, [(subfigure, axes grid)]).
+
+    The panels of a row share their y axis (and, with `share_x`, a block's panels their x axis); a block's
+    title and axis titles and the figure's one legend go around them (constrained layout).
     """
     plt = _pyplot()
-    palette = plt.get_cmap("tab20").colors
-    colors = dict(zip(methods, palette[0::2] + palette[1::2]))  # ten strong colours first, then light ones
-    fig, axes = plt.subplots(len(SPLITS), len(experiments), figsize=(5.5 * len(experiments) + 2.5, 7),
-                             squeeze=False, sharex=True)
-    for col, experiment in enumerate(experiments):
-        for row, split in enumerate(SPLITS):
-            ax = axes[row, col]
-            for method in methods:
-                chosen = [run for run in runs if run.experiment == experiment and run.method == method]
-                if chosen:
-                    _plot_method(ax, chosen, split, colors[method], method,
-                                 "--" if method.startswith(BASELINE_PREFIX) else "-")
-            _mark_endpoints(ax, runs, endpoints, experiment, split)
-            ax.set_title(f"{experiment}: {split}", fontsize=11)
+    shapes = [panel_grid(count, max_columns) for count in blocks]
+    columns = max(columns for _, columns in shapes)
+    rows = sum(rows for rows, _ in shapes)
+    width, height = panel_size
+    fig = plt.figure(layout="constrained", figsize=(1.2 + width * columns, 0.9 + (height + 0.5) * rows))
+    subfigs = fig.subfigures(len(blocks), 1, height_ratios=[r for r, _ in shapes], squeeze=False)[:, 0]
+    grids = []
+    for subfig, count, (block_rows, _) in zip(subfigs, blocks, shapes):
+        axes = subfig.subplots(block_rows, columns, sharex=share_x, sharey="row", squeeze=False)
+        for ax in axes.flat[count:]:
+            ax.set_axis_off()
+        grids.append((subfig, axes))
+    return fig, grids
+
+
+def plot_paths(
+    runs: Sequence,
+    endpoints: dict[tuple[str, int], dict[str, float]],
+    methods: Sequence[str],
+    experiments: Sequence[str],
+    out_stem: Path,
+) -> list[Path]:
+    """Accuracy along the path: for every experiment a block of panels, one per method (small multiples,
+    so that no line hides another), each with train and test (the mean over pairs) and the endpoints.
+
+    x runs from Θ^A (0) to Θ^B (1), stages of legs scaled to equal width (`stage_positions`), their
+    starts ticked on the line; y is the accuracy on a logit scale, shared by the panels of a row.
+    """
+    drawn = [[m for m in methods if any(r.experiment == e and r.method == m for r in runs)] for e in experiments]
+    fig, grids = _grid_figure([len(names) for names in drawn], PATH_COLUMNS, (2.3, 1.7), share_x=True)
+    split_colors = dict(zip(SPLITS, colors()))
+    for experiment, names, (subfig, axes) in zip(experiments, drawn, grids):
+        for ax, method in zip(axes.flat, names):
+            chosen = [run for run in runs if run.experiment == experiment and run.method == method]
+            for split in SPLITS:
+                _plot_method(ax, chosen, split, split_colors[split], split, SPLIT_STYLES[split])
+            _mark_endpoints(ax, runs, endpoints, experiment)
+            ax.set_title(method)
             _accuracy_axis(ax)
-            ax.set_xlim(-0.02, 1.02)
-        axes[-1, col].set_xlabel(X_LABEL)
-    fig.legend(*legend_entries(axes.flat, methods), loc="center right", fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1 - 2.3 / fig.get_figwidth(), 1))
+            _path_axis(ax)
+        subfig.suptitle(experiment)
+        subfig.supylabel(ACCURACY_LABEL, fontsize=9)
+        subfig.supxlabel(X_LABEL, fontsize=9)
+    all_axes = [ax for _, axes in grids for ax in axes.flat]
+    fig.legend(*legend_entries(all_axes, SPLITS), loc="outside upper center", ncols=3, frameon=False)
     return save_figure(fig, out_stem)
 
 
@@ -118,34 +189,31 @@ def plot_path(table: pd.DataFrame, title: str):
     """One path table's accuracy along the path, train and test, on the axes of `plot_paths` (a figure
     for the run of the `connect` that wrote it)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(6, 3.8), layout="constrained")
     run = SimpleNamespace(table=table)
-    for split, color in zip(SPLITS, ("tab:blue", "tab:orange")):
+    for split, color in zip(SPLITS, colors()):
         if (table["split"] == split).any():
-            _plot_method(ax, [run], split, color, split, "-")
+            _plot_method(ax, [run], split, color, split, SPLIT_STYLES[split])
     _accuracy_axis(ax)
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_title(title, fontsize=11)
+    _path_axis(ax)
+    ax.set_ylabel(ACCURACY_LABEL)
+    ax.set_title(title)
     ax.set_xlabel(X_LABEL)
     ax.legend(frameon=False)
-    fig.tight_layout()
     return fig
 
 
 def plot_routes(runs: Sequence, methods: Sequence[str], experiments: Sequence[str], out_stem: Path) -> list[Path]:
-    """The paper's Fig. 5 for every route method (columns) of every deep experiment (rows): train and test
-    error along Θ^A → Θ_2^AB → … → Θ^B, mean over pairs, the route points labelled at the stage boundaries."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(experiments), len(methods), figsize=(3.6 * len(methods), 3.2 * len(experiments)),
-                             squeeze=False)
-    for row, experiment in enumerate(experiments):
-        for col, method in enumerate(methods):
-            ax = axes[row, col]
+    """The paper's Fig. 5 for every route method of every deep experiment: a block of panels per experiment,
+    one per method, train and test error along Θ^A → Θ_2^AB → … → Θ^B (mean over pairs), the route
+    points labelled at the stage boundaries; the panels of a row share their y axis."""
+    drawn = [[m for m in methods if any(r.experiment == e and r.method == m for r in runs)] for e in experiments]
+    fig, grids = _grid_figure([len(names) for names in drawn], ROUTE_COLUMNS, (2.9, 2.0), share_x=False)
+    split_colors = dict(zip(SPLITS, colors()))
+    for experiment, names, (subfig, axes) in zip(experiments, drawn, grids):
+        for ax, method in zip(axes.flat, names):
             chosen = [run for run in runs if run.experiment == experiment and run.method == method]
-            if not chosen:
-                ax.set_axis_off()
-                continue
-            for split, style in zip(SPLITS, ("-", "--")):
+            for split in SPLITS:
                 curves = []
                 for run in chosen:
                     x = route_positions(run.table)
@@ -153,22 +221,41 @@ def plot_routes(runs: Sequence, methods: Sequence[str], experiments: Sequence[st
                     order = np.argsort(x[rows], kind="stable")
                     curves.append((x[rows][order], 100 * (1 - run.table["acc"].to_numpy()[rows][order])))
                 grid = np.unique(np.concatenate([x for x, _ in curves]))
-                ax.plot(grid, np.mean([np.interp(grid, x, y) for x, y in curves], axis=0), style,
-                        color="C0" if split == "train" else "C3", label=f"{split} error")
+                ax.plot(
+                    grid,
+                    np.mean([np.interp(grid, x, y) for x, y in curves], axis=0),
+                    SPLIT_STYLES[split],
+                    color=split_colors[split],
+                    label=f"{split} error",
+                )
             stages = int(chosen[0].table["stage"].max())
             ax.set_xticks(range(stages + 1), _route_labels(stages))
+            ax.tick_params(axis="x", labelbottom=True)
             ax.grid(alpha=0.3)
-            ax.set_title(f"{experiment}: {method}", fontsize=10)
-            if col == 0:
-                ax.set_ylabel("error (%)")
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
+            ax.set_title(method)
+        subfig.suptitle(experiment)
+        subfig.supylabel("error (%)", fontsize=9)
+        subfig.supxlabel(r"route point (each stage switches one layer group from $\Theta^A$ to $\Theta^B$)", fontsize=9)
+    all_axes = [ax for _, axes in grids for ax in axes.flat]
+    fig.legend(
+        *legend_entries(all_axes, [f"{split} error" for split in SPLITS]),
+        loc="outside upper center",
+        ncols=2,
+        frameon=False,
+    )
     return save_figure(fig, out_stem)
 
 
 def _route_labels(stages: int) -> list[str]:
     """Θ^A, Θ_2^AB, …, Θ^B at the boundaries of `stages` stages."""
     return [r"$\Theta^A$", *(rf"$\Theta_{{{k}}}^{{AB}}$" for k in range(2, stages + 1)), r"$\Theta^B$"]
+
+
+def _path_axis(ax) -> None:
+    """x from Θ^A to Θ^B, the two ends named."""
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_xticks([0, 0.5, 1], [r"$\Theta^A$", "", r"$\Theta^B$"])
+    ax.tick_params(axis="x", labelbottom=True)
 
 
 def _accuracy_axis(ax) -> None:
@@ -179,8 +266,7 @@ def _accuracy_axis(ax) -> None:
     ax.set_yscale("logit", nonpositive="clip")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{100 * value:g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_ylabel("accuracy (%, logit scale)")
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3, which="major")
 
 
 def _plot_method(ax, runs: Sequence, split: str, color, label: str, style: str) -> None:
@@ -194,55 +280,78 @@ def _plot_method(ax, runs: Sequence, split: str, color, label: str, style: str) 
         breaks.append(run_breaks)
     grid = np.unique(np.concatenate([x for x, _ in curves]))
     mean = np.mean([np.interp(grid, x, y) for x, y in curves], axis=0)
-    ax.plot(grid, mean, style, color=color, label=label, linewidth=1.5)
+    ax.plot(grid, mean, style, color=color, label=label, linewidth=1.4)
     if len(breaks[0]):
-        ax.plot(breaks[0], np.interp(breaks[0], grid, mean), "|", color=color, markersize=9, markeredgewidth=1.5)
+        ax.plot(breaks[0], np.interp(breaks[0], grid, mean), "|", color=color, markersize=7, markeredgewidth=1.2)
 
 
-def _mark_endpoints(ax, runs: Sequence, endpoints: dict[tuple[str, int], dict[str, float]], experiment: str,
-                    split: str) -> None:
-    """Θ^A at x = 0 and Θ^B at x = 1: mean over pairs of the endpoints' accuracies."""
+def _mark_endpoints(ax, runs: Sequence, endpoints: dict[tuple[str, int], dict[str, float]], experiment: str) -> None:
+    """Θ^A at x = 0 and Θ^B at x = 1: mean over pairs of the endpoints' accuracies, one dot per split."""
     seeds = {run.seeds for run in runs if run.experiment == experiment}
-    if not seeds:
-        return
-    a = np.mean([endpoints[experiment, s[0]][split] for s in seeds])
-    b = np.mean([endpoints[experiment, s[1]][split] for s in seeds])
-    ax.plot([0, 1], [a, b], "o", color="black", markersize=7, label=END_POINTS, zorder=5)
+    for split in SPLITS:
+        a = np.mean([endpoints[experiment, s[0]][split] for s in seeds])
+        b = np.mean([endpoints[experiment, s[1]][split] for s in seeds])
+        ax.plot([0, 1], [a, b], "o", color="black", markersize=4, label=END_POINTS, zorder=5)
 
 
 def plot_ensembles(table: pd.DataFrame, best_label: str, out_stem: Path) -> list[Path]:
     """The paper's Fig. 7, one panel per experiment: test accuracy against the number of models in the
-    ensemble, one line per method (`ensembles_table`'s rows), the best single model as a dashed line."""
+    ensemble, one line per method (`ensembles_table`'s rows), and the best single model as a dashed line."""
     return _ensemble_panels(table, best_label, "models", "number of models in the ensemble", out_stem)
 
 
 def plot_ensemble_costs(table: pd.DataFrame, best_label: str, out_stem: Path) -> list[Path]:
     """Test accuracy against inference FLOPs per sample (× one model), one panel per experiment: what each
-    extra point of accuracy costs with each method (the marks are ensemble sizes 1, 2, …)."""
+    extra point of accuracy costs with each method (each mark is labelled with its number of models)."""
     return _ensemble_panels(table, best_label, "flops_ratio", "inference FLOPs per sample (× one model)", out_stem)
 
 
 def _ensemble_panels(table: pd.DataFrame, best_label: str, x: str, xlabel: str, out_stem: Path) -> list[Path]:
     plt = _pyplot()
     experiments = list(dict.fromkeys(table["experiment"]))
-    fig, axes = plt.subplots(1, len(experiments), figsize=(4.8 * len(experiments), 3.8), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(experiments), figsize=(1.0 + 4.2 * len(experiments), 3.8), squeeze=False, layout="constrained"
+    )
+    labels = list(dict.fromkeys(table.loc[table["label"] != best_label, "label"]))
+    style = {label: (color, marker) for label, color, marker in zip(labels, colors(), ENSEMBLE_MARKERS)}
     for ax, experiment in zip(axes[0], experiments):
         rows = table[table["experiment"] == experiment]
-        for i, (label, line) in enumerate(rows[rows["label"] != best_label].groupby("label", sort=False)):
+        for label, line in rows[rows["label"] != best_label].groupby("label", sort=False):
             line = line.sort_values("models")
-            ax.plot(line[x], line["test_acc"], "o-", color=f"C{i}", label=label, markersize=4)
-            if x != "models":  # mark each point with its number of models
-                for n, cost, acc in line[["models", x, "test_acc"]].itertuples(index=False):
-                    ax.annotate(str(n), (cost, acc), textcoords="offset points", xytext=(3, 3), fontsize=7,
-                                color=f"C{i}")
+            color, marker = style[label]
+            ax.plot(line[x], line["test_acc"], "-", marker=marker, color=color, label=label, markersize=5)
+        if x != "models":
+            _label_sizes(ax, rows[rows["label"] != best_label], x, style)
         for best in rows.loc[rows["label"] == best_label, "test_acc"]:
-            ax.axhline(best, color="black", linestyle="--", linewidth=1, label=best_label)
+            ax.axhline(best, color="black", linestyle="--", linewidth=1, label=f"{best_label} (the mark to beat)")
         if x == "models":
             ax.set_xticks(sorted(rows["models"].unique()))
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(experiment, fontsize=11)
+        ax.set_title(experiment)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    axes[0, 0].set_ylabel("test accuracy (%)")
+    handles, names = legend_entries(axes.flat, [*labels, f"{best_label} (the mark to beat)"])
+    fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 4), frameon=False)
     return save_figure(fig, out_stem)
+
+
+def _label_sizes(ax, rows: pd.DataFrame, x: str, style: dict) -> None:
+    """Write each mark's number of models beside it, once per place (every line starts at model 1).
+    Marks at one x (WA(1) costs one model at every size) get their labels side by side, top mark first,
+    each tied to its mark by a thin line, so that no label is printed over another."""
+    taken: dict[float, int] = {}
+    places = rows.sort_values("test_acc", ascending=False).drop_duplicates([x, "test_acc", "models"])
+    for label, n, cost, acc in places[["label", "models", x, "test_acc"]].itertuples(index=False):
+        slot = taken.get(round(cost, 6), 0)
+        taken[round(cost, 6)] = slot + 1
+        tie = {"arrowstyle": "-", "linewidth": 0.5, "color": style[label][0]} if slot else None
+        ax.annotate(
+            f"N={n}",
+            (cost, acc),
+            textcoords="offset points",
+            xytext=(7 + 24 * slot, 0),
+            va="center",
+            fontsize=7,
+            color=style[label][0],
+            arrowprops=tie,
+        )
