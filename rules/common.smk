@@ -422,7 +422,8 @@ def start_parent_run():
 
 
 def end_parent_run(status):
-    """Close the parent run opened by `start_parent_run` as FINISHED or FAILED."""
+    """Close the parent run opened by `start_parent_run` as FINISHED (holding the report's tables and links
+    to its runs) or FAILED."""
     if not config["mlflow"]["enabled"]:
         return
     from lowloss.tracking.lineage import ENV_PARENT_RUN, end_workflow_run
@@ -430,7 +431,7 @@ def end_parent_run(status):
     run_id = os.environ.pop(ENV_PARENT_RUN, None)
     if run_id:
         try:
-            end_workflow_run(mlflow_uri(), run_id, status)
+            end_workflow_run(mlflow_uri(), run_id, status, report_dir())
         except Exception as exc:
             logger.warning(f"MLflow: parent run {run_id} not closed ({type(exc).__name__}: {exc})")
 

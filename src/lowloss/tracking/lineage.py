@@ -15,7 +15,10 @@ import hashlib
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+
+from lowloss.tracking import views
 
 ENV_PARENT_RUN = "LOWLOSS_MLFLOW_PARENT_RUN"
 ENV_CONFIG_HASH = "LOWLOSS_CONFIG_HASH"
@@ -23,6 +26,12 @@ OUTPUT_TAG = "output_sha256"
 INPUT_TAG_PREFIX = "input."
 PARENT_TAG = "mlflow.parentRunId"
 GIT_COMMIT_TAG = "mlflow.source.git.commit"  # shown on the run's page by the MLflow UI
+SOURCE_NAME_TAG = "mlflow.source.name"  # the UI's Source column
+REPORT_COMMANDS = ("report", "ensemble-report")
+REPORT_RUN_TAG = "report_run.{command}"
+REPORT_ARTIFACTS = (".csv", ".md", ".tex")
+"""The report's tables that the workflow's parent run holds (its HTML pages are in the report itself)."""
+PARAM_BATCH = 100  # MLflow takes at most 100 params per call
 NOT_INPUTS = {"out", "save_path"}
 """Path arguments that are written, not read (`out_*` too)."""
 TRAINING_COMMANDS = {"train", "fit-curve", "fit-connector"}
@@ -98,7 +107,7 @@ def inputs_markdown(experiment_id: str, producers: dict[str, list]) -> str:
     lines = ["**Inputs**, by the runs that made them:", ""]
     for key, runs in producers.items():
         links = ", ".join(
-            f"[{run.info.run_name}](#/experiments/{experiment_id}/runs/{run.info.run_id})"
+            f"[{run.info.run_name}]({views.run_link(experiment_id, run.info.run_id)})"
             for run in dict((run.info.run_id, run) for run in runs).values()
         )
         lines.append(f"- `{key}`: {links}")
@@ -162,31 +171,94 @@ def _dataset_source(name: str, root: Path) -> tuple[str, str, str]:
     return "code", f"lowloss.training.data: {name}, generated in memory", hashlib.sha256(name.encode()).hexdigest()
 
 
+def config_params(config: dict, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """The workflow config as flat MLflow params: `experiments.digits-onehidden.train.epochs` = `30`; lists
+    joined by commas."""
+    from lowloss.tracking.outputs import METRIC_UNSAFE
+
+    for key, value in config.items():
+        name = prefix + METRIC_UNSAFE.sub("_", str(key))
+        if isinstance(value, dict):
+            yield from config_params(value, name + ".")
+        else:
+            yield name, ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def start_workflow_run(experiment: str, uri: str, name: str, tags: dict[str, str], config: dict) -> str:
-    """Create the parent run of one workflow invocation and return its ID (jobs nest under it)."""
+    """Create the parent run of one workflow invocation and return its ID (jobs nest under it): the config
+    as params (and as config.json), the git commit, and the experiment's description and saved views."""
+    from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
-    from lowloss.tracking.store import EXPERIMENT_TAGS, experiment_id, quiet_mlflow, store_lock
+    from lowloss.tracking.store import NOTE_TAG, describe_experiment, experiment_id, quiet_mlflow, store_lock
 
     quiet_mlflow()
     own = {key: value for key, value in provenance_tags().items() if key != PARENT_TAG}
+    params = [Param(key, value) for key, value in config_params(config)]
+    note = f"Workflow invocation of config `{name}`: every job's run is nested below; the report's tables follow."
     with store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
         exp_id = experiment_id(client, experiment, uri)
-        for key, value in EXPERIMENT_TAGS.items():  # also on experiments created by older versions
-            client.set_experiment_tag(exp_id, key, value)
+        describe_experiment(client, exp_id)  # also on experiments created by older versions
         run = client.create_run(
-            exp_id, run_name=f"workflow · {name}", tags={"command": "snakemake", "rule": "workflow", **own, **tags}
+            exp_id,
+            run_name=f"workflow · {name}",
+            tags={
+                "command": "snakemake",
+                "rule": "workflow",
+                SOURCE_NAME_TAG: "snakemake",
+                NOTE_TAG: note,
+                **own,
+                **tags,
+            },
         )
+        for start in range(0, len(params), PARAM_BATCH):
+            client.log_batch(run.info.run_id, params=params[start : start + PARAM_BATCH])
         client.log_dict(run.info.run_id, config, "config.json")
     return run.info.run_id
 
 
-def end_workflow_run(uri: str, run_id: str, status: str) -> None:
-    """Mark the workflow's parent run FINISHED or FAILED."""
+def end_workflow_run(uri: str, run_id: str, status: str, report_dir: str | os.PathLike | None = None) -> None:
+    """Mark the workflow's parent run FINISHED or FAILED. After a finished run it also holds the report's
+    tables (`report_dir`) as artifacts and in its description, with links to the runs that made them."""
     from mlflow.tracking import MlflowClient
 
     from lowloss.tracking.store import store_lock
 
     with store_lock(uri):
-        MlflowClient(tracking_uri=uri).set_terminated(run_id, status)
+        client = MlflowClient(tracking_uri=uri)
+        if status == "FINISHED" and report_dir is not None:
+            _attach_report(client, client.get_run(run_id), Path(report_dir))
+        client.set_terminated(run_id, status)
+
+
+def _attach_report(client, parent, report_dir: Path) -> None:
+    """The report's tables as the parent's artifacts, its description with links to the report runs of
+    this config (the latest, which may be of an earlier invocation when nothing had changed)."""
+    from lowloss.tracking.outputs import tables_markdown
+    from lowloss.tracking.store import NOTE_TAG
+
+    run_id, exp_id = parent.info.run_id, parent.info.experiment_id
+    files = sorted(p for p in report_dir.glob("*") if p.suffix in REPORT_ARTIFACTS) if report_dir.is_dir() else []
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path="report")
+    links = []
+    for command in REPORT_COMMANDS:
+        query = f"tags.command = '{command}' and attributes.status = 'FINISHED'"
+        if parent.data.tags.get("config_hash"):
+            query += f" and tags.config_hash = '{parent.data.tags['config_hash']}'"
+        found = client.search_runs([exp_id], query, order_by=["attributes.start_time DESC"], max_results=1)
+        if found:
+            client.set_tag(run_id, REPORT_RUN_TAG.format(command=command), found[0].info.run_id)
+            links.append(f"[{found[0].info.run_name}]({views.run_link(exp_id, found[0].info.run_id)})")
+    views_line = (
+        f"Compare the methods: [every method, mean over pairs]({views.runs_link(exp_id, 'lowloss-methods')}) · "
+        f"[every path]({views.runs_link(exp_id, 'lowloss-paths')})."
+    )
+    parts = [
+        parent.data.tags.get(NOTE_TAG, ""),
+        f"**Report runs**: {', '.join(links)}." if links else "",
+        views_line,
+        tables_markdown(files),
+    ]
+    client.set_tag(run_id, NOTE_TAG, "\n\n".join(part for part in parts if part))
