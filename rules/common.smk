@@ -188,8 +188,8 @@ REPORT_RESULTS = {
     "fig7.svg": ("7", "Ensembles by number of models (Fig. 7)", "fig7.rst"),
     "ensembles_cost.svg": ("8", "Ensembles by inference cost", "ensembles_cost.rst"),
 }
-REPORT_FORMATS = {".html": "table", ".csv": "numbers (CSV)", ".svg": "figure"}
-"""The report's `file` label: what clicking the result gives."""
+REPORT_FORMATS = {".html": "HTML table", ".csv": "spreadsheet (CSV)", ".svg": "figure (SVG)"}
+"""The report's `file` label: what clicking the result gives (the report sorts a table before its CSV)."""
 
 
 # ---- input functions ----------------------------------------------------------------------------

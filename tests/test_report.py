@@ -148,7 +148,9 @@ def test_the_html_pages_show_every_row_with_its_numbers_and_work_offline(results
     rows = {row[0]: row[1:] for row in page_cells(out / "table1.html")}
     table = summary(out / "table1.csv")
     for method in ("linear", "ot", "End Points"):  # mean and std of train, then of test, each in its own cell
-        expected = [f"{table.loc[method, 'exp', split][stat]:.2f}" for split in ("train", "test") for stat in ("mean", "std")]
+        expected = [
+            f"{table.loc[method, 'exp', split][stat]:.2f}" for split in ("train", "test") for stat in ("mean", "std")
+        ]
         assert rows[method] == expected
     worst = page_cells(out / "worst_points.html")
     assert "worst accuracy (%)" in worst[0] and len(worst) == 1 + len(pd.read_csv(out / "worst_points.csv"))

@@ -108,7 +108,9 @@ def test_the_experiment_describes_itself_and_opens_on_its_runs_with_the_key_colu
     assert "Accuracies and errors are percentages" in tags[tracking_store.NOTE_TAG]
     # Saved views, as the UI's Share button stores them: connect runs, the key metrics and tags first.
     for key, grouped in (("lowloss-methods", True), ("lowloss-paths", False)):
-        view = json.loads(tags[f"mlflow.sharedViewState.{key}"])
+        envelope = json.loads(tags[f"mlflow.sharedViewState.{key}"])  # as the UI's Save view writes it
+        assert envelope["name"].startswith("lowloss: ") and envelope["createdAt"] > 0
+        view = json.loads(envelope["state"])
         assert view["searchFilter"] == "tags.command = 'connect'"
         assert view["selectedColumns"][:4] == [
             "tags.`experiment`",

@@ -21,7 +21,7 @@ SPLIT_STYLES = {"train": "-", "test": "--"}  # colour and dash both tell the spl
 PALETTE_STYLE = "petroff10"  # matplotlib's colour-blind-safe cycle (Petroff 2021)
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 PNG_DPI = 150
-PATH_COLUMNS = 4  # panels per row of the path figure
+PATH_COLUMNS = 3  # panels per row of the path figure (it fits the report's width at its own size)
 ROUTE_COLUMNS = 3
 ENSEMBLE_MARKERS = "osD^vP*X"  # one per method line, told apart in grey print too
 
@@ -78,13 +78,13 @@ def _style() -> dict:
     style = dict(matplotlib.style.library[PALETTE_STYLE])
     style.update(
         {
-            "font.size": 9,
-            "axes.titlesize": 9.5,
-            "axes.labelsize": 9,
-            "xtick.labelsize": 8,
-            "ytick.labelsize": 8,
-            "legend.fontsize": 8.5,
-            "figure.titlesize": 10.5,
+            "font.size": 10,
+            "axes.titlesize": 10.5,
+            "axes.labelsize": 10,
+            "xtick.labelsize": 9,
+            "ytick.labelsize": 9,
+            "legend.fontsize": 9.5,
+            "figure.titlesize": 11.5,
             "figure.titleweight": "bold",
             "svg.fonttype": "none",
             "pdf.fonttype": 42,
@@ -166,7 +166,7 @@ def plot_paths(
     starts ticked on the line; y is the accuracy on a logit scale, shared by the panels of a row.
     """
     drawn = [[m for m in methods if any(r.experiment == e and r.method == m for r in runs)] for e in experiments]
-    fig, grids = _grid_figure([len(names) for names in drawn], PATH_COLUMNS, (2.3, 1.7), share_x=True)
+    fig, grids = _grid_figure([len(names) for names in drawn], PATH_COLUMNS, (2.8, 1.9), share_x=True)
     split_colors = dict(zip(SPLITS, colors()))
     for experiment, names, (subfig, axes) in zip(experiments, drawn, grids):
         for ax, method in zip(axes.flat, names):
@@ -178,8 +178,8 @@ def plot_paths(
             _accuracy_axis(ax)
             _path_axis(ax)
         subfig.suptitle(experiment)
-        subfig.supylabel(ACCURACY_LABEL, fontsize=9)
-        subfig.supxlabel(X_LABEL, fontsize=9)
+        subfig.supylabel(ACCURACY_LABEL, fontsize=10)
+        subfig.supxlabel(X_LABEL, fontsize=10)
     all_axes = [ax for _, axes in grids for ax in axes.flat]
     fig.legend(*legend_entries(all_axes, SPLITS), loc="outside upper center", ncols=3, frameon=False)
     return save_figure(fig, out_stem)
@@ -208,7 +208,7 @@ def plot_routes(runs: Sequence, methods: Sequence[str], experiments: Sequence[st
     one per method, train and test error along Θ^A → Θ_2^AB → … → Θ^B (mean over pairs), the route
     points labelled at the stage boundaries; the panels of a row share their y axis."""
     drawn = [[m for m in methods if any(r.experiment == e and r.method == m for r in runs)] for e in experiments]
-    fig, grids = _grid_figure([len(names) for names in drawn], ROUTE_COLUMNS, (2.9, 2.0), share_x=False)
+    fig, grids = _grid_figure([len(names) for names in drawn], ROUTE_COLUMNS, (2.9, 2.1), share_x=False)
     split_colors = dict(zip(SPLITS, colors()))
     for experiment, names, (subfig, axes) in zip(experiments, drawn, grids):
         for ax, method in zip(axes.flat, names):
@@ -234,8 +234,8 @@ def plot_routes(runs: Sequence, methods: Sequence[str], experiments: Sequence[st
             ax.grid(alpha=0.3)
             ax.set_title(method)
         subfig.suptitle(experiment)
-        subfig.supylabel("error (%)", fontsize=9)
-        subfig.supxlabel(r"route point (each stage switches one layer group from $\Theta^A$ to $\Theta^B$)", fontsize=9)
+        subfig.supylabel("error (%)", fontsize=10)
+        subfig.supxlabel(r"route point (each stage switches one layer group from $\Theta^A$ to $\Theta^B$)", fontsize=10)
     all_axes = [ax for _, axes in grids for ax in axes.flat]
     fig.legend(
         *legend_entries(all_axes, [f"{split} error" for split in SPLITS]),
@@ -351,7 +351,7 @@ def _label_sizes(ax, rows: pd.DataFrame, x: str, style: dict) -> None:
             textcoords="offset points",
             xytext=(7 + 24 * slot, 0),
             va="center",
-            fontsize=7,
+            fontsize=8,
             color=style[label][0],
             arrowprops=tie,
         )

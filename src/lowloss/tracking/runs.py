@@ -44,6 +44,7 @@ RENAMED_PARAMS = {"seed": "rng_seed"}
 NOT_PARAMS = {"run", "command", "verbose", "mlflow_experiment", "mlflow_uri", "mlflow_tag"}
 PERCENT_METRIC = re.compile(r"(^|[/_])(acc|error)$")
 """Accuracies and errors (`test_acc`, `history/train_acc`, `path/test_error` …) are logged in percent."""
+PERCENT_DECIMALS = 4  # far below one sample of a test set, and short enough to read in the UI's table
 BARRIER = "barrier_{split}_acc"
 """How far a path's worst accuracy falls below its lower endpoint's (`endpoint_<split>_acc` minus
 `worst_<split>_acc` of `lowloss connect`), in percentage points."""
@@ -217,7 +218,7 @@ def summary_metrics(summary: dict) -> dict[str, float]:
 
 def in_percent(key: str, value: float) -> float:
     """An accuracy or error (a fraction in summaries and files) in percent; any other metric as it is."""
-    return round(100 * value, 10) if PERCENT_METRIC.search(key) else value
+    return round(100 * value, PERCENT_DECIMALS) if PERCENT_METRIC.search(key) else value
 
 
 def _log_file(client, run_id: str, path: Path) -> dict:

@@ -5,12 +5,14 @@ MLflow 3's UI opens an experiment on its GenAI pages unless the address asks for
 kept for them). Every link lowloss writes carries that switch. A saved view is what the UI's "Share"
 button stores: an experiment tag `mlflow.sharedViewState.<key>` holding the table's filter, order,
 grouping, columns and charts, opened by `?viewStateShareKey=<key>`. lowloss writes its views on the
-experiment so that the key metrics and tags are the first columns a user sees. Nothing here imports torch.
+experiment (they also show in the UI's Views list) so that the key metrics and tags are the first columns a
+user sees. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from urllib.parse import urlencode
 
 RUNS_VIEW = {"workflowType": "machine_learning"}
@@ -23,6 +25,10 @@ PATH_COLUMNS = ["experiment", "method", "pair"]
 PATH_METRICS = ["worst_test_acc", "worst_train_acc", "barrier_test_acc", "barrier_train_acc", "seconds"]
 """The columns of the path views: what tells a path apart, then how good it is and what it cost."""
 CHART_RUNS = 100  # lines a chart draws (MLflow's default is the first 10)
+LEADING_COLUMNS = ["1", "attributes.`Run Name`"]  # the table's ids of its checkbox and run name columns
+TRAILING_COLUMNS = ["runDateAndNestInfo", "duration"]  # Created, Duration
+COLUMN_WIDTHS = {"attributes.`Run Name`": 280, "tags.`experiment`": 150, "tags.`method`": 160}
+"""Pixels: `garipov-polychain-3 0-1 · connect · digits-onehidden` and the longest method names uncut."""
 
 
 def _column(kind: str, key: str) -> str:
@@ -55,12 +61,14 @@ def _error_chart(split: str) -> dict:
 def _path_view(grouped: bool) -> dict:
     """The `connect` runs with the key metrics as their first columns, best worst-test-accuracy first;
     `grouped`: one row per experiment and method, the mean over its pairs (Tables 1 and 2 in the UI)."""
+    columns = [_column("tags", key) for key in PATH_COLUMNS] + [_column("metrics", key) for key in PATH_METRICS]
     view = {
         "searchFilter": "tags.command = 'connect'",
         "orderByKey": _column("metrics", "worst_test_acc"),
         "orderByAsc": False,
-        "selectedColumns": [_column("tags", key) for key in PATH_COLUMNS]
-        + [_column("metrics", key) for key in PATH_METRICS],
+        "selectedColumns": columns,
+        "columnOrder": [*LEADING_COLUMNS, *columns, *TRAILING_COLUMNS],
+        "columnWidths": COLUMN_WIDTHS,
         "runsHiddenMode": "SHOW_ALL",
         "compareRunCharts": [_error_chart("test"), _error_chart("train")],
         "compareRunSections": [
@@ -77,16 +85,26 @@ def _path_view(grouped: bool) -> dict:
 
 
 VIEWS = {
-    "lowloss-methods": _path_view(grouped=True),
-    "lowloss-paths": _path_view(grouped=False),
+    "lowloss-methods": ("lowloss: every method, mean over pairs", _path_view(grouped=True)),
+    "lowloss-paths": ("lowloss: every path", _path_view(grouped=False)),
 }
-"""Saved views by key: every method's mean over pairs (the one `make ui` opens), and every path."""
+"""Saved views by key, with the name the UI's Views list shows: every method's mean over pairs (the one
+`make ui` opens), and every path."""
 DEFAULT_VIEW = "lowloss-methods"
 
 
-def experiment_tags() -> dict[str, str]:
-    """The tags that make an experiment open on its runs, with lowloss's saved views."""
-    return {KIND_TAG: KIND, **{VIEW_TAG_PREFIX + key: json.dumps(view) for key, view in VIEWS.items()}}
+def experiment_tags(now_ms: int | None = None) -> dict[str, str]:
+    """The tags that make an experiment open on its runs, with lowloss's saved views in the envelope the
+    UI's Views list reads (`name`, `createdAt`, `updatedAt` and the view as a JSON string; the list puts
+    the newest first, so the default view is stamped last)."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    tags = {KIND_TAG: KIND}
+    for age, (key, (name, view)) in enumerate(VIEWS.items()):
+        stamp = now_ms - age
+        tags[VIEW_TAG_PREFIX + key] = json.dumps(
+            {"name": name, "createdAt": stamp, "updatedAt": stamp, "state": json.dumps(view)}
+        )
+    return tags
 
 
 def runs_link(experiment_id: str, view: str | None = None) -> str:
