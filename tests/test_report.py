@@ -204,7 +204,7 @@ def test_figures_are_written_as_png_svg_and_pdf(results):
     assert ">linear<" in svg and ">ot<" in svg  # one panel per method, titles kept as text
 
 
-def test_the_path_figure_has_one_panel_per_method_with_a_shared_y_axis_per_row(results, tmp_path, monkeypatch):
+def test_the_figures_have_one_panel_per_method_titled_and_sharing_their_y_axis(results, tmp_path, monkeypatch):
     from lowloss.results import figures
 
     out, csvs = results
@@ -218,6 +218,8 @@ def test_the_path_figure_has_one_panel_per_method_with_a_shared_y_axis_per_row(r
         assert {line.get_label() for line in ax.get_lines()} >= {"train", "test"}
         assert ax.get_yscale() == "logit"
     assert len(paths.legends) == 1  # one legend for the figure
+    shared = panels[2].get_shared_y_axes()  # an experiment's panels share one y axis, across its rows
+    assert shared.joined(panels[2], panels[5]) and not shared.joined(panels[0], panels[2])
     route = drawn[1]
     route_panels = [ax for ax in route.get_axes() if ax.axison]
     assert [ax.get_title() for ax in route_panels] == ["arc+bfly", "ot+wa"]

@@ -23,6 +23,7 @@ FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 PNG_DPI = 150
 PATH_COLUMNS = 3  # panels per row of the path figure (it fits the report's width at its own size)
 ROUTE_COLUMNS = 3
+ROUTE_AXIS_TITLES = ("error (%)", r"route point (each stage switches one layer group from $\Theta^A$ to $\Theta^B$)")
 ENSEMBLE_MARKERS = "osD^vP*X"  # one per method line, told apart in grey print too
 
 
@@ -130,11 +131,12 @@ def panel_grid(count: int, max_columns: int) -> tuple[int, int]:
     return -(-count // columns), columns
 
 
-def _grid_figure(blocks: Sequence[int], max_columns: int, panel_size: tuple[float, float], share_x: bool):
+def _grid_figure(blocks: Sequence[int], max_columns: int, panel_size: tuple[float, float], share: tuple):
     """A figure of one block of panels per experiment, stacked: (figure, [(subfigure, axes grid)]).
 
-    The panels of a row share their y axis (and, with `share_x`, a block's panels their x axis); a block's
-    title and axis titles and the figure's one legend go around them (constrained layout).
+    `share` is matplotlib's (sharex, sharey) within a block (True: every panel of the block, "row": the
+    panels of a row); a block's title and axis titles and the figure's one legend go around the panels
+    (constrained layout).
     """
     plt = _pyplot()
     shapes = [panel_grid(count, max_columns) for count in blocks]
@@ -145,11 +147,40 @@ def _grid_figure(blocks: Sequence[int], max_columns: int, panel_size: tuple[floa
     subfigs = fig.subfigures(len(blocks), 1, height_ratios=[r for r, _ in shapes], squeeze=False)[:, 0]
     grids = []
     for subfig, count, (block_rows, _) in zip(subfigs, blocks, shapes):
-        axes = subfig.subplots(block_rows, columns, sharex=share_x, sharey="row", squeeze=False)
+        axes = subfig.subplots(block_rows, columns, sharex=share[0], sharey=share[1], squeeze=False)
         for ax in axes.flat[count:]:
             ax.set_axis_off()
         grids.append((subfig, axes))
     return fig, grids
+
+
+def _method_panels(
+    runs: Sequence,
+    methods: Sequence[str],
+    experiments: Sequence[str],
+    layout: tuple[int, tuple[float, float], bool],
+    axis_titles: tuple[str, str],
+):
+    """A block per experiment, titled, with its axis titles, and a panel per method it has, titled:
+    (figure, [(axes, experiment, the method's runs)]). `layout`: columns, panel size, shared axes."""
+    columns, panel_size, share = layout
+    drawn = [[m for m in methods if any(r.experiment == e and r.method == m for r in runs)] for e in experiments]
+    fig, grids = _grid_figure([len(names) for names in drawn], columns, panel_size, share)
+    panels = []
+    for experiment, names, (subfig, axes) in zip(experiments, drawn, grids):
+        for ax, method in zip(axes.flat, names):
+            ax.set_title(method)
+            panels.append((ax, experiment, [r for r in runs if r.experiment == experiment and r.method == method]))
+        subfig.suptitle(experiment)
+        subfig.supylabel(axis_titles[0], fontsize=10)
+        subfig.supxlabel(axis_titles[1], fontsize=10)
+    return fig, panels
+
+
+def _one_legend(fig, panels: Sequence, labels: Sequence[str]) -> None:
+    """The figure's one legend, above its panels."""
+    handles, names = legend_entries([ax for ax, _, _ in panels], labels)
+    fig.legend(handles, names, loc="outside upper center", ncols=len(names), frameon=False)
 
 
 def plot_paths(
@@ -163,25 +194,18 @@ def plot_paths(
     so that no line hides another), each with train and test (the mean over pairs) and the endpoints.
 
     x runs from Θ^A (0) to Θ^B (1), stages of legs scaled to equal width (`stage_positions`), their
-    starts ticked on the line; y is the accuracy on a logit scale, shared by the panels of a row.
+    starts ticked on the line; y is the accuracy on a logit scale, shared by the experiment's panels.
     """
-    drawn = [[m for m in methods if any(r.experiment == e and r.method == m for r in runs)] for e in experiments]
-    fig, grids = _grid_figure([len(names) for names in drawn], PATH_COLUMNS, (2.8, 1.9), share_x=True)
+    layout = (PATH_COLUMNS, (2.8, 1.9), (True, True))
+    fig, panels = _method_panels(runs, methods, experiments, layout, (ACCURACY_LABEL, X_LABEL))
     split_colors = dict(zip(SPLITS, colors()))
-    for experiment, names, (subfig, axes) in zip(experiments, drawn, grids):
-        for ax, method in zip(axes.flat, names):
-            chosen = [run for run in runs if run.experiment == experiment and run.method == method]
-            for split in SPLITS:
-                _plot_method(ax, chosen, split, split_colors[split], split, SPLIT_STYLES[split])
-            _mark_endpoints(ax, runs, endpoints, experiment)
-            ax.set_title(method)
-            _accuracy_axis(ax)
-            _path_axis(ax)
-        subfig.suptitle(experiment)
-        subfig.supylabel(ACCURACY_LABEL, fontsize=10)
-        subfig.supxlabel(X_LABEL, fontsize=10)
-    all_axes = [ax for _, axes in grids for ax in axes.flat]
-    fig.legend(*legend_entries(all_axes, SPLITS), loc="outside upper center", ncols=3, frameon=False)
+    for ax, experiment, chosen in panels:
+        for split in SPLITS:
+            _plot_method(ax, chosen, split, split_colors[split], split, SPLIT_STYLES[split])
+        _mark_endpoints(ax, runs, endpoints, experiment)
+        _accuracy_axis(ax)
+        _path_axis(ax)
+    _one_legend(fig, panels, SPLITS)
     return save_figure(fig, out_stem)
 
 
@@ -207,42 +231,26 @@ def plot_routes(runs: Sequence, methods: Sequence[str], experiments: Sequence[st
     """The paper's Fig. 5 for every route method of every deep experiment: a block of panels per experiment,
     one per method, train and test error along Θ^A → Θ_2^AB → … → Θ^B (mean over pairs), the route
     points labelled at the stage boundaries; the panels of a row share their y axis."""
-    drawn = [[m for m in methods if any(r.experiment == e and r.method == m for r in runs)] for e in experiments]
-    fig, grids = _grid_figure([len(names) for names in drawn], ROUTE_COLUMNS, (2.9, 2.1), share_x=False)
-    split_colors = dict(zip(SPLITS, colors()))
-    for experiment, names, (subfig, axes) in zip(experiments, drawn, grids):
-        for ax, method in zip(axes.flat, names):
-            chosen = [run for run in runs if run.experiment == experiment and run.method == method]
-            for split in SPLITS:
-                curves = []
-                for run in chosen:
-                    x = route_positions(run.table)
-                    rows = (run.table["split"] == split).to_numpy()
-                    order = np.argsort(x[rows], kind="stable")
-                    curves.append((x[rows][order], 100 * (1 - run.table["acc"].to_numpy()[rows][order])))
-                grid = np.unique(np.concatenate([x for x, _ in curves]))
-                ax.plot(
-                    grid,
-                    np.mean([np.interp(grid, x, y) for x, y in curves], axis=0),
-                    SPLIT_STYLES[split],
-                    color=split_colors[split],
-                    label=f"{split} error",
-                )
-            stages = int(chosen[0].table["stage"].max())
-            ax.set_xticks(range(stages + 1), _route_labels(stages))
-            ax.tick_params(axis="x", labelbottom=True)
-            ax.grid(alpha=0.3)
-            ax.set_title(method)
-        subfig.suptitle(experiment)
-        subfig.supylabel("error (%)", fontsize=10)
-        subfig.supxlabel(r"route point (each stage switches one layer group from $\Theta^A$ to $\Theta^B$)", fontsize=10)
-    all_axes = [ax for _, axes in grids for ax in axes.flat]
-    fig.legend(
-        *legend_entries(all_axes, [f"{split} error" for split in SPLITS]),
-        loc="outside upper center",
-        ncols=2,
-        frameon=False,
+    fig, panels = _method_panels(
+        runs, methods, experiments, (ROUTE_COLUMNS, (2.9, 2.1), (False, "row")), ROUTE_AXIS_TITLES
     )
+    split_colors = dict(zip(SPLITS, colors()))
+    for ax, _, chosen in panels:
+        for split in SPLITS:
+            curves = []
+            for run in chosen:
+                x = route_positions(run.table)
+                rows = (run.table["split"] == split).to_numpy()
+                order = np.argsort(x[rows], kind="stable")
+                curves.append((x[rows][order], 100 * (1 - run.table["acc"].to_numpy()[rows][order])))
+            grid = np.unique(np.concatenate([x for x, _ in curves]))
+            mean = np.mean([np.interp(grid, x, y) for x, y in curves], axis=0)
+            ax.plot(grid, mean, SPLIT_STYLES[split], color=split_colors[split], label=f"{split} error")
+        stages = int(chosen[0].table["stage"].max())
+        ax.set_xticks(range(stages + 1), _route_labels(stages))
+        ax.tick_params(axis="x", labelbottom=True)
+        ax.grid(alpha=0.3)
+    _one_legend(fig, panels, [f"{split} error" for split in SPLITS])
     return save_figure(fig, out_stem)
 
 
