@@ -20,7 +20,7 @@ from lowloss.errors import LowlossError  # noqa: E402
 from lowloss.nets.architectures import ARCHITECTURES  # noqa: E402
 from lowloss.nets.topology import ONE_HIDDEN  # noqa: E402
 from lowloss.results.figures import FIGURE_SUFFIXES  # noqa: E402
-from lowloss.results.tables import table_files  # noqa: E402
+from lowloss.results.tables import figure_stem, table_files  # noqa: E402
 from lowloss.training.datasets import DATASETS  # noqa: E402
 
 SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
@@ -155,15 +155,17 @@ def one_hidden(name):
 
 
 def report_files():
-    """What `lowloss report` writes for this config: Table 1 and/or Table 2, the worst points, the path figure,
-    and the route figure when a deep experiment has route methods."""
+    """What `lowloss report` writes for this config: Table 1 and/or Table 2, the worst points, every
+    experiment's path figure, and the route figure of every deep experiment with route methods."""
     names = config["experiments"]
     tables = [table for table, present in (("table1", any(one_hidden(n) for n in names)),
                                            ("table2", not all(one_hidden(n) for n in names))) if present]
     files = [file for table in tables for file in table_files(table)]
-    files.extend(["worst_points.csv", "worst_points.html", *figure_files("paths")])
-    if any(not one_hidden(n) and set(methods(n)) & set(ROUTE_METHODS) for n in names):
-        files.extend(figure_files("route"))
+    files.extend(["worst_points.csv", "worst_points.html"])
+    for name in names:
+        files.extend(figure_files(figure_stem("paths", name)))
+        if not one_hidden(name) and set(methods(name)) & set(ROUTE_METHODS):
+            files.extend(figure_files(figure_stem("route", name)))
     return files
 
 
@@ -172,8 +174,9 @@ def figure_files(stem):
 
 
 # The report's outputs that `snakemake --report` shows (`make report`), in the order a reader wants them (the
-# `#` label, by which the report sorts): file -> (#, label, caption file under report/). The tables come as
-# a page to read (HTML) and as numbers (CSV). A file listed here is shown when the config's report has it.
+# `#` label, by which the report sorts): file -> (#, label, caption file under report/); an experiment's
+# figure (`paths-<experiment>.svg`) is listed by its figure's name (`paths.svg`). The tables come as a page to
+# read (HTML) and as numbers (CSV). A file listed here is shown when the config's report has it.
 REPORT_RESULTS = {
     "table1.html": ("1", "Table 1", "table1.rst"),
     "table1.csv": ("1", "Table 1", "table1.rst"),
@@ -214,13 +217,16 @@ def report_outputs(wildcards=None):
 
 
 def report_results(paths):
-    """`paths` (a rule's outputs), those in REPORT_RESULTS marked for the HTML report with their captions."""
+    """`paths` (a rule's outputs), those in REPORT_RESULTS marked for the HTML report with their captions; an
+    experiment's figure is labelled with the experiment."""
     marked = []
     for path in paths:
-        file = os.path.basename(path)
-        if file in REPORT_RESULTS:
-            order, label, caption = REPORT_RESULTS[file]
-            labels = {"#": order, "result": label, "file": REPORT_FORMATS[os.path.splitext(file)[1]]}
+        stem, suffix = os.path.splitext(os.path.basename(path))
+        figure, _, experiment = stem.partition("-")
+        if figure + suffix in REPORT_RESULTS:
+            order, label, caption = REPORT_RESULTS[figure + suffix]
+            label = f"{label}: {experiment}" if experiment else label
+            labels = {"#": order, "result": label, "file": REPORT_FORMATS[suffix]}
             path = report(path, caption=f"../report/{caption}", category="Results", labels=labels)
         marked.append(path)
     return marked

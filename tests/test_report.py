@@ -11,11 +11,19 @@ import pandas as pd
 import pytest
 
 from lowloss.errors import LowlossError
-from lowloss.results.figures import END_POINTS, legend_entries, route_positions, stage_positions
+from lowloss.results.figures import (
+    END_POINTS,
+    legend_entries,
+    logit_ticks,
+    panel_grid,
+    route_positions,
+    stage_positions,
+)
 from lowloss.results.tables import build_report, format_cell
 from tests.conftest import assert_one_line_error, run_cli, run_main
 
 ACCURACY = {0: (0.99, 0.97), 1: (0.98, 0.96), 2: (0.97, 0.95), 3: (0.995, 0.99)}  # seed: (train, test)
+GARIPOV = "garipov-polychain-3"
 
 
 def path_table(
@@ -196,11 +204,11 @@ def test_figures_are_written_as_png_svg_and_pdf(results):
 
     out, csvs = results
     build_report(csvs, out)
-    image = matplotlib.image.imread(out / "paths.png")
-    assert image.shape[0] > 400 and image.shape[1] > 500
-    assert (out / "paths.svg").read_text().lstrip().startswith("<?xml")
-    assert (out / "paths.pdf").read_bytes().startswith(b"%PDF")
-    svg = (out / "paths.svg").read_text()
+    image = matplotlib.image.imread(out / "paths-exp.png")  # one figure per experiment
+    assert image.shape[0] > 300 and image.shape[1] > 500
+    assert (out / "paths-exp.svg").read_text().lstrip().startswith("<?xml")
+    assert (out / "paths-exp.pdf").read_bytes().startswith(b"%PDF")
+    svg = (out / "paths-exp.svg").read_text()
     assert ">linear<" in svg and ">ot<" in svg  # one panel per method, titles kept as text
 
 
@@ -208,26 +216,41 @@ def test_the_figures_have_one_panel_per_method_titled_and_sharing_their_y_axis(r
     from lowloss.results import figures
 
     out, csvs = results
-    drawn = []
-    monkeypatch.setattr(figures, "save_figure", lambda fig, stem: drawn.append(fig) or [])
+    drawn = {}
+    monkeypatch.setattr(figures, "save_figure", lambda fig, stem: drawn.setdefault(stem.name, fig) and [])
     build_report([*csvs, *deep_results(tmp_path)], out)
-    paths = drawn[0]
-    panels = [ax for ax in paths.get_axes() if ax.get_visible() and ax.axison]
-    assert [ax.get_title() for ax in panels] == ["linear", "ot", "linear", "ot+wa", "arc+bfly", "garipov-polychain-3"]
-    for ax in panels:
-        assert {line.get_label() for line in ax.get_lines()} >= {"train", "test"}
-        assert ax.get_yscale() == "logit"
-    assert len(paths.legends) == 1  # one legend for the figure
-    shared = panels[2].get_shared_y_axes()  # an experiment's panels share one y axis, across its rows
-    assert shared.joined(panels[2], panels[5]) and not shared.joined(panels[0], panels[2])
-    route = drawn[1]
+    assert list(drawn) == ["paths-exp", "paths-deep", "route-deep"]  # one figure per experiment
+    for name, methods in (("paths-exp", ["linear", "ot"]), ("paths-deep", ["linear", "ot+wa", "arc+bfly", GARIPOV])):
+        fig = drawn[name]
+        panels = [ax for ax in fig.get_axes() if ax.axison]
+        assert [ax.get_title() for ax in panels] == methods
+        assert fig.get_suptitle() == name.removeprefix("paths-")  # titled by its experiment
+        for ax in panels:
+            assert {line.get_label() for line in ax.get_lines()} >= {"train", "test"}
+            assert ax.get_yscale() == "logit"
+            assert ax.get_shared_y_axes().joined(ax, panels[0])  # every panel on one y axis
+        assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in panels)  # one legend
+        width, height = fig.get_size_inches()
+        assert height <= width  # the report scales a figure to its width: all of it shows at once
+    route = drawn["route-deep"]
     route_panels = [ax for ax in route.get_axes() if ax.axison]
     assert [ax.get_title() for ax in route_panels] == ["arc+bfly", "ot+wa"]
     assert route_panels[0].get_shared_y_axes().joined(*route_panels)  # one row, one y axis
-    assert len(route.legends) == 1 and all(ax.get_legend() is None for ax in route_panels)
-    assert route.supxlabel is not None
-    for fig in drawn:
-        assert [t.get_text() for t in fig.subfigs[0].texts if t.get_text()]  # titled by experiment
+    assert len(route.legends) == 1 and route.get_supxlabel() and route.get_supylabel() == "error (%)"
+
+
+def test_the_accuracy_axis_labels_round_values_near_the_endpoints_first():
+    assert logit_ticks(0.83, 0.992) == [0.9, 0.95, 0.97, 0.98, 0.99]
+    wide = logit_ticks(0.05, 0.999)
+    assert len(wide) <= 6 and wide[-1] == 0.999 and wide[0] == 0.05 and all(0.05 <= v <= 0.999 for v in wide)
+
+
+def test_a_grid_stays_about_as_wide_as_it_is_tall():
+    assert panel_grid(2, 5) == (1, 2)
+    assert panel_grid(9, 5) == (3, 3)
+    assert panel_grid(12, 5) == (3, 4)
+    assert panel_grid(21, 5) == (5, 5)
+    assert panel_grid(6, 3) == (2, 3)
 
 
 def deep_results(tmp_path) -> list[Path]:
@@ -260,7 +283,7 @@ def test_deep_experiments_make_table_2_in_the_papers_order_and_the_route_figure(
         "60.00",
         "59.00",
     ]
-    assert {Path(f).name for f in report["files"]} >= {"table2.md", "table2.html", "table2.tex", "route.pdf"}
+    assert {Path(f).name for f in report["files"]} >= {"table2.md", "table2.html", "table2.tex", "route-deep.pdf"}
 
 
 def test_route_positions_give_every_stage_one_unit():

@@ -29,7 +29,7 @@ TINY = ROOT / "configs" / "test-tiny.yaml"
 EXPERIMENT, DEEP = "digits-tiny", "digits-fc3-tiny"
 REPORT = Path("results/report/test-tiny")
 MLFLOW_EXPERIMENT = "lowloss-test-tiny"
-FIGURES = ["paths", "route", "fig7", "ensembles_cost"]
+FIGURES = [f"paths-{EXPERIMENT}", f"paths-{DEEP}", f"route-{DEEP}", "fig7", "ensembles_cost"]
 REPORT_FILES = [
     *(f"{table}.{suffix}" for table in ("table1", "table2") for suffix in ("csv", "md", "html", "tex")),
     "worst_points.csv",
@@ -309,8 +309,9 @@ def test_the_html_report_shows_the_tables_as_tables_and_every_figure(workflow):
     labels = [
         "Table 1",
         "Table 2",
-        "Accuracy along the path",
-        "The layer-wise route (Fig. 5)",
+        f"Accuracy along the path: {DEEP}",
+        f"Accuracy along the path: {EXPERIMENT}",
+        f"The layer-wise route (Fig. 5): {DEEP}",
         "Worst points",
         "Ensembles",
         "Ensembles by number of models (Fig. 7)",

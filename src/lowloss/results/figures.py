@@ -3,6 +3,7 @@ the ensembles' Fig. 7 and cost; each as PNG, SVG and PDF in one colour-blind-saf
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,9 +22,10 @@ SPLIT_STYLES = {"train": "-", "test": "--"}  # colour and dash both tell the spl
 PALETTE_STYLE = "petroff10"  # matplotlib's colour-blind-safe cycle (Petroff 2021)
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 PNG_DPI = 150
-PATH_COLUMNS = 3  # panels per row of the path figure (it fits the report's width at its own size)
-ROUTE_COLUMNS = 3
+PATH_LAYOUT = (5, (2.4, 1.7), (True, True))  # `_method_panels`: most columns, panel size, shared axes
+ROUTE_LAYOUT = (3, (2.9, 2.1), (False, "row"))
 ROUTE_AXIS_TITLES = ("error (%)", r"route point (each stage switches one layer group from $\Theta^A$ to $\Theta^B$)")
+LOGIT_TICKS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999]
 ENSEMBLE_MARKERS = "osD^vP*X"  # one per method line, told apart in grey print too
 
 
@@ -126,85 +128,75 @@ def legend_entries(axes, methods: Sequence[str]) -> tuple[list, list[str]]:
 
 
 def panel_grid(count: int, max_columns: int) -> tuple[int, int]:
-    """(rows, columns) of a grid holding `count` panels, at most `max_columns` wide."""
-    columns = max(1, min(count, max_columns))
+    """(rows, columns) of a near-square grid holding `count` panels, at least 3 (fewer panels: as many)
+    and at most `max_columns` wide: the figure then stays about as wide as it is tall, and the report,
+    which scales a figure to its width, shows all of it."""
+    columns = max(1, min(count, max_columns, max(3, math.ceil(math.sqrt(count)))))
     return -(-count // columns), columns
 
 
-def _grid_figure(blocks: Sequence[int], max_columns: int, panel_size: tuple[float, float], share: tuple):
-    """A figure of one block of panels per experiment, stacked: (figure, [(subfigure, axes grid)]).
+def _method_panels(runs: Sequence, methods: Sequence[str], experiment: str, layout: tuple, axis_titles: tuple):
+    """One figure of an experiment: a panel per method it has, titled, in a grid; the experiment as the
+    figure's title, the axis titles around the grid (constrained layout).
 
-    `share` is matplotlib's (sharex, sharey) within a block (True: every panel of the block, "row": the
-    panels of a row); a block's title and axis titles and the figure's one legend go around the panels
-    (constrained layout).
+    `layout` is (most columns, panel width and height in inches, matplotlib's (sharex, sharey): True for
+    every panel, "row" for the panels of a row). Returns (figure, [(axes, the method's runs)]).
     """
     plt = _pyplot()
-    shapes = [panel_grid(count, max_columns) for count in blocks]
-    columns = max(columns for _, columns in shapes)
-    rows = sum(rows for rows, _ in shapes)
-    width, height = panel_size
-    fig = plt.figure(layout="constrained", figsize=(1.2 + width * columns, 0.9 + (height + 0.5) * rows))
-    subfigs = fig.subfigures(len(blocks), 1, height_ratios=[r for r, _ in shapes], squeeze=False)[:, 0]
-    grids = []
-    for subfig, count, (block_rows, _) in zip(subfigs, blocks, shapes):
-        axes = subfig.subplots(block_rows, columns, sharex=share[0], sharey=share[1], squeeze=False)
-        for ax in axes.flat[count:]:
-            ax.set_axis_off()
-        grids.append((subfig, axes))
-    return fig, grids
-
-
-def _method_panels(
-    runs: Sequence,
-    methods: Sequence[str],
-    experiments: Sequence[str],
-    layout: tuple[int, tuple[float, float], bool],
-    axis_titles: tuple[str, str],
-):
-    """A block per experiment, titled, with its axis titles, and a panel per method it has, titled:
-    (figure, [(axes, experiment, the method's runs)]). `layout`: columns, panel size, shared axes."""
-    columns, panel_size, share = layout
-    drawn = [[m for m in methods if any(r.experiment == e and r.method == m for r in runs)] for e in experiments]
-    fig, grids = _grid_figure([len(names) for names in drawn], columns, panel_size, share)
+    max_columns, (width, height), (share_x, share_y) = layout
+    names = [m for m in methods if any(r.experiment == experiment and r.method == m for r in runs)]
+    rows, columns = panel_grid(len(names), max_columns)
+    fig, axes = plt.subplots(
+        rows,
+        columns,
+        sharex=share_x,
+        sharey=share_y,
+        squeeze=False,
+        layout="constrained",
+        figsize=(1.2 + width * columns, 1.1 + (height + 0.5) * rows),
+    )
+    for ax in axes.flat[len(names) :]:
+        ax.set_axis_off()
     panels = []
-    for experiment, names, (subfig, axes) in zip(experiments, drawn, grids):
-        for ax, method in zip(axes.flat, names):
-            ax.set_title(method)
-            panels.append((ax, experiment, [r for r in runs if r.experiment == experiment and r.method == method]))
-        subfig.suptitle(experiment)
-        subfig.supylabel(axis_titles[0], fontsize=10)
-        subfig.supxlabel(axis_titles[1], fontsize=10)
+    for ax, method in zip(axes.flat, names):
+        ax.set_title(method)
+        panels.append((ax, [r for r in runs if r.experiment == experiment and r.method == method]))
+    fig.suptitle(experiment)
+    fig.supylabel(axis_titles[0], fontsize=10)
+    fig.supxlabel(axis_titles[1], fontsize=10)
     return fig, panels
 
 
 def _one_legend(fig, panels: Sequence, labels: Sequence[str]) -> None:
-    """The figure's one legend, above its panels."""
-    handles, names = legend_entries([ax for ax, _, _ in panels], labels)
-    fig.legend(handles, names, loc="outside upper center", ncols=len(names), frameon=False)
+    """The figure's one legend, right of its panels (the experiment's name is above them, the x axis'
+    title below)."""
+    handles, names = legend_entries([ax for ax, _ in panels], labels)
+    fig.legend(handles, names, loc="outside right upper", frameon=False)
 
 
 def plot_paths(
     runs: Sequence,
     endpoints: dict[tuple[str, int], dict[str, float]],
     methods: Sequence[str],
-    experiments: Sequence[str],
+    experiment: str,
     out_stem: Path,
 ) -> list[Path]:
-    """Accuracy along the path: for every experiment a block of panels, one per method (small multiples,
-    so that no line hides another), each with train and test (the mean over pairs) and the endpoints.
+    """Accuracy along the path in one experiment: a panel per method (small multiples, so that no line
+    hides another), each with train and test (the mean over pairs) and the endpoints.
 
     x runs from Θ^A (0) to Θ^B (1), stages of legs scaled to equal width (`stage_positions`), their
-    starts ticked on the line; y is the accuracy on a logit scale, shared by the experiment's panels.
+    starts ticked on the line; y is the accuracy on a logit scale, shared by every panel.
     """
-    layout = (PATH_COLUMNS, (2.8, 1.9), (True, True))
-    fig, panels = _method_panels(runs, methods, experiments, layout, (ACCURACY_LABEL, X_LABEL))
+    fig, panels = _method_panels(runs, methods, experiment, PATH_LAYOUT, (ACCURACY_LABEL, X_LABEL))
     split_colors = dict(zip(SPLITS, colors()))
-    for ax, experiment, chosen in panels:
+    for ax, chosen in panels:
         for split in SPLITS:
             _plot_method(ax, chosen, split, split_colors[split], split, SPLIT_STYLES[split])
         _mark_endpoints(ax, runs, endpoints, experiment)
         _accuracy_axis(ax)
         _path_axis(ax)
+    shared = panels[0][0]  # every panel shares its y axis
+    shared.set_yticks(logit_ticks(*shared.get_ylim()))
     _one_legend(fig, panels, SPLITS)
     return save_figure(fig, out_stem)
 
@@ -227,15 +219,13 @@ def plot_path(table: pd.DataFrame, title: str):
     return fig
 
 
-def plot_routes(runs: Sequence, methods: Sequence[str], experiments: Sequence[str], out_stem: Path) -> list[Path]:
-    """The paper's Fig. 5 for every route method of every deep experiment: a block of panels per experiment,
-    one per method, train and test error along Θ^A → Θ_2^AB → … → Θ^B (mean over pairs), the route
-    points labelled at the stage boundaries; the panels of a row share their y axis."""
-    fig, panels = _method_panels(
-        runs, methods, experiments, (ROUTE_COLUMNS, (2.9, 2.1), (False, "row")), ROUTE_AXIS_TITLES
-    )
+def plot_routes(runs: Sequence, methods: Sequence[str], experiment: str, out_stem: Path) -> list[Path]:
+    """The paper's Fig. 5 for every route method of a deep experiment: a panel per method, train and test
+    error along Θ^A → Θ_2^AB → … → Θ^B (mean over pairs), the route points labelled at the stage
+    boundaries; the panels of a row share their y axis."""
+    fig, panels = _method_panels(runs, methods, experiment, ROUTE_LAYOUT, ROUTE_AXIS_TITLES)
     split_colors = dict(zip(SPLITS, colors()))
-    for ax, _, chosen in panels:
+    for ax, chosen in panels:
         for split in SPLITS:
             curves = []
             for run in chosen:
@@ -264,6 +254,19 @@ def _path_axis(ax) -> None:
     ax.set_xlim(-0.03, 1.03)
     ax.set_xticks([0, 0.5, 1], [r"$\Theta^A$", "", r"$\Theta^B$"])
     ax.tick_params(axis="x", labelbottom=True)
+
+
+def logit_ticks(low: float, high: float, most: int = 6) -> list[float]:
+    """Accuracies to label on a logit axis from `low` to `high`: round values (99 %, 98 %, 95 %, 90 % …),
+    at most `most`, evenly spread, the ones near the top (where the endpoints are) first."""
+    inside = [value for value in LOGIT_TICKS if low <= value <= high]
+    logit = lambda value: math.log(value / (1 - value))  # noqa: E731
+    gap = (logit(max(inside, default=high)) - logit(min(inside, default=low))) / most
+    chosen: list[float] = []
+    for value in reversed(inside):
+        if not chosen or logit(chosen[-1]) - logit(value) >= gap:
+            chosen.append(value)
+    return sorted(chosen)
 
 
 def _accuracy_axis(ax) -> None:

@@ -189,6 +189,11 @@ def write_table(out_dir: Path, name: str, summary: pd.DataFrame) -> list[Path]:
     return files
 
 
+def figure_stem(figure: str, experiment: str) -> str:
+    """`paths-<experiment>`: the file name, less its suffix, of one experiment's figure."""
+    return f"{figure}-{experiment}"
+
+
 def write_worst_points(out_dir: Path, worst: pd.DataFrame) -> list[Path]:
     """The tidy worst points as CSV, and as the report's page with its columns named for people."""
     files = [out_dir / "worst_points.csv", out_dir / "worst_points.html"]
@@ -200,8 +205,8 @@ def write_worst_points(out_dir: Path, worst: pd.DataFrame) -> list[Path]:
 
 def build_report(csvs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
     """Read every path table; write Table 1 (one-hidden experiments) and Table 2 (the others) as CSV,
-    Markdown, HTML and LaTeX, the tidy worst points (CSV, HTML), the path figure, and for deep
-    experiments the route figure.
+    Markdown, HTML and LaTeX, the tidy worst points (CSV, HTML), every experiment's path figure, and for
+    deep experiments their route figure.
 
     Columns keep the order of experiments in `csvs`; Table 1's rows the order in which methods first
     appear, Table 2's the paper's. Returns the command's summary: counts and the files written.
@@ -224,10 +229,11 @@ def build_report(csvs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) 
             columns = list(dict.fromkeys(run.experiment for run in chosen))
             files += write_table(out_dir, name, summary_table(worst, rows, columns))
     files += write_worst_points(out_dir, worst)
-    files += plot_paths(runs, endpoints, methods, experiments, out_dir / "paths")
+    for experiment in experiments:  # one figure per experiment, so that the report shows all of it at once
+        files += plot_paths(runs, endpoints, methods, experiment, out_dir / figure_stem("paths", experiment))
     deep = [run for run in runs if not run.one_hidden and run.method in ROUTE_METHODS]
-    if deep:
-        files += plot_routes(deep, [m for m in TABLE2_ORDER if any(run.method == m for run in deep)],
-                             list(dict.fromkeys(run.experiment for run in deep)), out_dir / "route")
+    route_methods = [m for m in TABLE2_ORDER if any(run.method == m for run in deep)]
+    for experiment in dict.fromkeys(run.experiment for run in deep):
+        files += plot_routes(deep, route_methods, experiment, out_dir / figure_stem("route", experiment))
     return {"out_dir": str(out_dir), "experiments": len(experiments), "methods": len(methods),
             "paths": len(runs), "files": [str(f) for f in files]}
