@@ -251,14 +251,10 @@ def _attach_report(client, parent, report_dir: Path) -> None:
         if found:
             client.set_tag(run_id, REPORT_RUN_TAG.format(command=command), found[0].info.run_id)
             links.append(f"[{found[0].info.run_name}]({views.run_link(exp_id, found[0].info.run_id)})")
-    views_line = (
-        f"Compare the methods: [every method, mean over pairs]({views.runs_link(exp_id, 'lowloss-methods')}) · "
-        f"[every path]({views.runs_link(exp_id, 'lowloss-paths')})."
-    )
     parts = [
         parent.data.tags.get(NOTE_TAG, ""),
         f"**Report runs**: {', '.join(links)}." if links else "",
-        views_line,
+        f"Compare the methods: {views.views_markdown(exp_id)}.",
         tables_markdown(files),
     ]
     client.set_tag(run_id, NOTE_TAG, "\n\n".join(part for part in parts if part))

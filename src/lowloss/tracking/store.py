@@ -22,8 +22,8 @@ Runs of `lowloss` (low-loss connection of neural-network weight vectors). A work
 parent run (`workflow · <config>`, holding the config as params and the report's tables) with every
 job's run nested under it; the links in a run's description lead to the runs that wrote its inputs.
 
-Saved views (the links `make ui` prints): [every method, mean over pairs]({methods}) and
-[every path]({paths}): worst accuracy along the path, barrier and seconds first.
+Saved views (`make ui` prints the first; also in the Views menu): {views}. They show the worst accuracy
+along the path, the barrier and the seconds first.
 
 - Accuracies and errors are percentages (95.0 = 95 %), as in the report, in every metric.
 - `worst_<split>_acc`: the lowest accuracy along the path; `barrier_<split>_acc`: how far it falls below
@@ -39,9 +39,7 @@ Saved views (the links `make ui` prints): [every method, mean over pairs]({metho
 
 def experiment_tags(experiment_id: str) -> dict[str, str]:
     """The experiment's description (with links to its saved views) and what opens it on its runs."""
-    description = EXPERIMENT_DESCRIPTION.format(
-        methods=views.runs_link(experiment_id, "lowloss-methods"), paths=views.runs_link(experiment_id, "lowloss-paths")
-    )
+    description = EXPERIMENT_DESCRIPTION.format(views=views.views_markdown(experiment_id))
     return {NOTE_TAG: description, **views.experiment_tags()}
 
 

@@ -113,6 +113,11 @@ def runs_link(experiment_id: str, view: str | None = None) -> str:
     return f"#/experiments/{experiment_id}/runs?{urlencode(query)}"
 
 
+def views_markdown(experiment_id: str) -> str:
+    """Links to the experiment's saved views, for a description: `[lowloss: every path](#/…) · …`."""
+    return " · ".join(f"[{name}]({runs_link(experiment_id, key)})" for key, (name, _) in VIEWS.items())
+
+
 def run_link(experiment_id: str, run_id: str) -> str:
     """One run's page in the classic runs view, relative to the UI's root (a Markdown link target)."""
     return f"#/experiments/{experiment_id}/runs/{run_id}?{urlencode(RUNS_VIEW)}"
