@@ -28,7 +28,7 @@ from lowloss.methods.context import Context
 from lowloss.methods.matching import matching_for
 from lowloss.methods.permutation import matched_legs
 from lowloss.nets.params import Params
-from lowloss.nets.spec import Spec, permute_axis, unit_view
+from lowloss.nets.spec import Spec, permute, unit_view
 from lowloss.paths.legs import Path
 
 log = logging.getLogger(__name__)
@@ -37,48 +37,113 @@ MATCHED_ON = "parameters (weights, biases, normalisation scales and shifts)"
 
 
 def weight_matching(
-    theta_a: Params, theta_b: Params, spec: Spec, seed: int = 0, max_sweeps: int = MAX_SWEEPS
+    theta_a: Params,
+    theta_b: Params,
+    spec: Spec,
+    seed: int = 0,
+    max_sweeps: int = MAX_SWEEPS,
+    start: dict[str, Tensor] | None = None,
 ) -> tuple[dict[str, Tensor], int]:
     """({group: perm}, sweeps): unit i of the matched Θ^B is unit perm[i] of Θ^B, for every group of `spec`.
 
-    Starts from the identity; each sweep visits the groups in a fresh order drawn from `seed` and stops
-    when a sweep leaves every permutation as it was (or after `max_sweeps`).
+    Starts from `start` (default: the identity); each sweep visits the groups in a fresh order drawn from
+    `seed` and stops when a sweep leaves every permutation as it was (or after `max_sweeps`).
     """
-    sizes = {group: spec.size(theta_a, group) for group in spec.groups}
-    for group, n in sizes.items():
-        if spec.size(theta_b, group) != n:
-            raise LowlossError(f"cannot match group {group!r}: {n} units against {spec.size(theta_b, group)}")
-    perms = {group: torch.arange(n) for group, n in sizes.items()}
+    scores = Scores(theta_a, theta_b, spec, start)
     rng = np.random.default_rng(seed)
     for sweep in range(1, max_sweeps + 1):
         improved = False
-        for index in rng.permutation(len(sizes)):
+        for index in rng.permutation(len(spec.groups)):
             group = spec.groups[index]
-            scores = group_scores(theta_a, theta_b, spec, group, perms, sizes)
-            best = torch.as_tensor(linear_sum_assignment(scores, maximize=True)[1], dtype=torch.int64)
-            rows = np.arange(len(scores))
-            if scores[rows, best.numpy()].sum() > scores[rows, perms[group].numpy()].sum() + 1e-12:
-                perms[group], improved = best, True
+            matrix = scores.of(group)
+            best = torch.as_tensor(linear_sum_assignment(matrix, maximize=True)[1], dtype=torch.int64)
+            rows = np.arange(len(matrix))
+            if matrix[rows, best.numpy()].sum() > matrix[rows, scores.perms[group].numpy()].sum() + 1e-12:
+                scores.set(group, best)
+                improved = True
         if not improved:
-            return perms, sweep
-    return perms, max_sweeps
+            return scores.perms, sweep
+    return scores.perms, max_sweeps
 
 
-def group_scores(
-    theta_a: Params, theta_b: Params, spec: Spec, group: str, perms: dict[str, Tensor], sizes: dict[str, int]
-) -> np.ndarray:
-    """(n, n) float64: entry (i, j) is the inner product of A's unit i with B's unit j over every tensor that
-    touches `group`, B's other axes already in A's order by the current permutations."""
-    n = sizes[group]
-    total = torch.zeros(n, n, dtype=torch.float64)
-    for key, axis in spec.members(group):
-        w_b = theta_b[key]
-        for other_axis, other in enumerate(spec.axes[key]):
-            if other is not None and other_axis != axis:
-                w_b = permute_axis(w_b, other_axis, sizes[other], perms[other])
-        a_units = unit_view(theta_a[key], axis, n).double().cpu()
-        total += a_units @ unit_view(w_b, axis, n).double().cpu().T
-    return total.numpy()
+def aligned_start(theta_a: Params, theta_b: Params, spec: Spec) -> dict[str, Tensor]:
+    """A start for coordinate descent: each group in turn, input side first, matched by the same score on the
+    entries its already matched predecessors align (the incoming rows, biases and norms). It recovers a
+    planted permutation of every group, where descent from the identity can stop at a poorer fixed point
+    (MobileNet's chains of narrow layers)."""
+    scores = Scores(theta_a, theta_b, spec)
+    for k, group in enumerate(spec.groups):
+        matrix = scores.of(group, set(spec.aligned(group, spec.groups[:k]).axes))
+        scores.set(group, torch.as_tensor(linear_sum_assignment(matrix, maximize=True)[1], dtype=torch.int64))
+    return scores.perms
+
+
+def match_weights(theta_a: Params, theta_b: Params, spec: Spec, seed: int = 0) -> dict[str, Tensor]:
+    """Weight matching from the identity and from the aligned start; the permutations of the higher objective."""
+    found = [
+        weight_matching(theta_a, theta_b, spec, seed, start=start)
+        for start in (None, aligned_start(theta_a, theta_b, spec))
+    ]
+    scores = [objective(theta_a, theta_b, spec, perms) for perms, _ in found]
+    log.info(
+        "weight matching: objective %.6g from the identity (%d sweeps), %.6g from the aligned start (%d sweeps)",
+        scores[0],
+        found[0][1],
+        scores[1],
+        found[1][1],
+    )
+    return found[int(np.argmax(scores))][0]
+
+
+def objective(theta_a: Params, theta_b: Params, spec: Spec, perms: dict[str, Tensor]) -> float:
+    """Σ over the spec's tensors of ⟨W_A, π(W_B)⟩: what weight matching maximises."""
+    matched = permute(theta_b, spec, perms)
+    return sum(float((theta_a[key].double() * matched[key].double()).sum()) for key in spec.axes)
+
+
+class Scores:
+    """The score matrices of weight matching, with B's tensors kept in the current permutations' order (a
+    permutation that changes re-orders only the tensors of its group), in float64 on the CPU."""
+
+    def __init__(self, theta_a: Params, theta_b: Params, spec: Spec, start: dict[str, Tensor] | None = None):
+        for group in spec.groups:
+            if spec.size(theta_a, group) != spec.size(theta_b, group):
+                raise LowlossError(
+                    f"cannot match group {group!r}: {spec.size(theta_a, group)} units against "
+                    f"{spec.size(theta_b, group)}"
+                )
+        self.spec = spec
+        self.a, self.b = (
+            {key: theta[key].detach().to("cpu", torch.float64) for key in spec.axes} for theta in (theta_a, theta_b)
+        )
+        self.perms = {group: torch.arange(spec.size(self.a, group)) for group in spec.groups} | dict(start or {})
+        self.b_now = {key: spec.permuted(self.b, key, self.perms) for key in spec.axes}
+        self.blocks = {
+            group: [(key, axis, *spec.span(self.a, key, axis, group)) for key, axis in spec.members(group)]
+            for group in spec.groups
+        }
+
+    def set(self, group: str, perm: Tensor) -> None:
+        """Take `perm` for `group` and re-order the tensors that carry it."""
+        self.perms[group] = perm
+        for key in dict.fromkeys(key for key, _ in self.spec.members(group)):
+            self.b_now[key] = self.spec.permuted(self.b, key, self.perms)
+
+    def of(self, group: str, keys: set[str] | None = None) -> np.ndarray:
+        """(n, n): entry (i, j) is the inner product of A's unit i with B's unit j over every tensor that touches
+        `group` (or those of them in `keys`), B's other axes in A's order by the current permutations."""
+        n = len(self.perms[group])
+        blocks = [block for block in self.blocks[group] if keys is None or block[0] in keys]
+        a_units, b_units = (
+            torch.cat(
+                [unit_view(tensors[key].narrow(axis, start, length), axis, n) for key, axis, start, length in blocks], 1
+            )
+            for tensors in (self.a, self.b_now)
+        )
+        current = a_units @ b_units.T  # columns in the group's current order
+        scores = torch.empty_like(current)
+        scores[:, self.perms[group]] = current
+        return scores.numpy()
 
 
 def matching_settings(ctx: Context) -> dict:
@@ -88,9 +153,7 @@ def matching_settings(ctx: Context) -> dict:
 
 def weight_matching_matcher(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> tuple[dict, dict]:
     """The matching `weight-matching` uses and the settings it depends on."""
-    perms, sweeps = weight_matching(theta_a, theta_b, ctx.spec.trained(), ctx.options.seed)
-    log.info("weight matching reached its fixed point after %d sweeps", sweeps)
-    return perms, matching_settings(ctx)
+    return match_weights(theta_a, theta_b, ctx.spec.trained(), ctx.options.seed), matching_settings(ctx)
 
 
 def weight_matching_path(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> Path:
