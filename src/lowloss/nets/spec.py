@@ -117,7 +117,7 @@ class Spec:
         self, params: Params, key: str, perms: dict[str, torch.Tensor], skip: tuple[int, str] | None = None
     ) -> torch.Tensor:
         """Tensor `key` with the units of every group in `perms` reordered on every axis that carries it, but the
-        (axis, group) in `skip`: unit i of the result is unit perms[group][i]. One gather per axis."""
+        (axis, group) in `skip`: unit i of the result is unit `perms[group][i]`. One gather per axis."""
         tensor = params[key]
         for axis, entry in enumerate(self.axes[key]):
             moved = [group for group in axis_groups(entry) if group in perms and (axis, group) != skip]
@@ -191,7 +191,7 @@ def from_unit_view(units: torch.Tensor, like: torch.Tensor, axis: int) -> torch.
 
 
 def permute(params: Params, spec: Spec, perms: dict[str, torch.Tensor]) -> Params:
-    """Reorder the units of each group: unit i of the result is unit perms[group][i] of `params`.
+    """Reorder the units of each group: unit i of the result is unit `perms[group][i]` of `params`.
 
     A permutation of hidden units leaves the network's function unchanged; this is what every
     distributional method relies on.
