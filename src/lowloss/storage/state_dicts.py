@@ -49,15 +49,15 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         )
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        needs = _GLOBAL.search(str(exc))
-        what = f" ({needs.group(1)})" if needs else ""
-        raise LowlossError(
-            f"{path}: needs code to be unpickled{what}, which lowloss never runs; "
-            f"save `model.state_dict()` (torch.save or safetensors) instead"
-        ) from None
     except Exception as exc:  # torch.load raises many types on a file that is not a checkpoint at all
-        raise LowlossError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+        needs = _GLOBAL.search(str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+        if needs:
+            raise LowlossError(
+                f"{path}: needs code to be unpickled ({needs.group(1)}), which lowloss never runs; "
+                f"save `model.state_dict()` (torch.save or safetensors) instead"
+            ) from None
+        reason = " ".join(str(exc).split())[:200]
+        raise LowlossError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {reason})") from None
     return _state_dict_in(path, content)
 
 

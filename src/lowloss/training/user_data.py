@@ -38,18 +38,24 @@ def split_tensors(split: UserSplit, what: str, progress: bool = True) -> tuple[t
         split = DataLoader(split, batch_size=READ_BATCH)
     if not isinstance(split, DataLoader):
         raise LowlossError(f"{what}: a {type(split).__name__}; expected a torch Dataset, DataLoader or (x, y) tensors")
+    try:
+        x, y = _read(split, what, progress)
+    except RuntimeError as exc:  # batching or concatenating inputs of different sizes
+        reason = " ".join(str(exc).split())
+        raise LowlossError(f"{what}: inputs differ in size ({reason}); resize them to one input size") from None
+    return _checked(x, y, what)
+
+
+def _read(loader: DataLoader, what: str, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
-    for batch in tqdm(split, desc=f"reading {what}", unit="batch", disable=not progress):
+    for batch in tqdm(loader, desc=f"reading {what}", unit="batch", disable=not progress):
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
             raise LowlossError(f"{what}: yields {type(batch).__name__}s; expected (input, label) pairs")
         xs.append(torch.as_tensor(batch[0]))
         ys.append(torch.as_tensor(batch[1]))
     if not xs:
         raise LowlossError(f"{what}: holds no samples")
-    try:
-        return _checked(torch.cat(xs), torch.cat(ys), what)
-    except RuntimeError as exc:  # inputs of different sizes
-        raise LowlossError(f"{what}: inputs differ in size ({exc}); resize them to one input size") from None
+    return torch.cat(xs), torch.cat(ys)
 
 
 def _checked(x: torch.Tensor, y: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
