@@ -66,7 +66,7 @@ def train(seed: int, data: dict, epochs: int, width: int, device: torch.device) 
             optimizer.step()
             schedule.step()
         test_acc = accuracy(model, *(part.to(device) for part in data["test"]))
-        print(f"seed {seed} epoch {epoch + 1}: loss {loss.item():.4f}, test accuracy {test_acc:.4f}")
+        print(f"seed {seed} epoch {epoch + 1}: loss {loss.item():.4f}, test accuracy {test_acc:.4f}", flush=True)
     return model.cpu().eval()
 
 

@@ -82,3 +82,17 @@ class HandAttention(nn.Module):
         q, k, v = self.qkv(tokens).chunk(3, dim=-1)
         attention = torch.softmax(q @ k.transpose(1, 2) / q.shape[-1] ** 0.5, dim=-1)
         return self.fc((attention @ v).mean(1))
+
+
+class Untraceable(nn.Module):
+    """Control flow that depends on the data: torch.fx cannot trace it."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        if x.sum() > 0:
+            x = -x
+        return self.fc(x)

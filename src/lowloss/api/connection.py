@@ -31,7 +31,7 @@ from lowloss.paths.legs import Path as ConnectionPath
 from lowloss.results.figures import plot_path, save_figure
 from lowloss.storage.path_table import path_table_frame
 from lowloss.storage.weights import Artifact, load_weights
-from lowloss.training.data import Dataset
+from lowloss.training.data import Dataset, Normalize
 from lowloss.training.user_data import UserSplit
 
 
@@ -172,7 +172,7 @@ def connect(
     seed: int = 0,
     device: str | torch.device = "auto",
     input_size: Sequence[int] | None = None,
-    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    normalize: Normalize | None = None,
     data_root: str | os.PathLike = "data",
     progress: bool = True,
 ) -> Connection:
@@ -192,7 +192,8 @@ def connect(
         curve, connector, matching: fitted files a method reads (Garipov curves, learned flows, a matching).
         seed: seed of every random choice.
         device: `auto` (CUDA when available), `cpu`, `cuda:N`.
-        input_size, normalize: a named dataset resized to (C, H, W) and normalised by (means, deviations).
+        input_size, normalize: a named dataset resized to (C, H, W) and normalised by (mean, deviation), each a
+            number or one per channel (default: standardised with the training split's statistics).
 
     Returns:
         The `Connection`: its table, worst points, figure, path and `model_at(position)`.

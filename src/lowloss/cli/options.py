@@ -96,14 +96,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--model-args",
         type=argument_type(parse_model_args),
-        default={},
         metavar="K=V,…",
         help="arguments the model is built with, e.g. num_classes=10,width=32 (JSON or Python literals)",
     )
     group.add_argument(
         "--freeze",
         action="append",
-        default=[],
         metavar="MODULE",
         help="a module whose units stay in place when the spec is inferred (repeatable)",
     )
@@ -112,10 +110,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def model_ref_from_args(args: argparse.Namespace) -> ModelRef | None:
     """The `--model` reference with its arguments, None for lowloss model files."""
     if args.model is None:
-        if args.model_args or args.freeze:
+        if args.model_args is not None or args.freeze is not None:
             raise LowlossError("--model-args and --freeze describe a --model; lowloss model files record their own")
         return None
-    return ModelRef(args.model, args.model_args, tuple(args.freeze))
+    return ModelRef(args.model, args.model_args or {}, tuple(args.freeze or ()))
 
 
 def endpoints_from_args(args: argparse.Namespace, paths: list[Path], what: str = "endpoints") -> Endpoints:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -66,8 +67,9 @@ class Dataset:
         )
 
 
-Normalize = tuple[tuple[float, ...], tuple[float, ...]]
-"""Per-channel (mean, deviation) that images in [0, 1] are normalised with: x ↦ (x − mean) / deviation."""
+Normalize = tuple[float | Sequence[float], float | Sequence[float]]
+"""(mean, deviation) that images in [0, 1] are normalised with, x ↦ (x − mean) / deviation: one number for every
+channel, or one per channel."""
 Splits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 """x_train, y_train, x_test, y_test: images in [0, 1] (N, C, H, W) and their labels, as read."""
 
