@@ -1,5 +1,5 @@
-"""Two endpoints as the methods see them, from whatever the user has: lowloss model files, their own
-checkpoints with a model reference, or two nn.Modules of one architecture; and the spec of any model."""
+"""Endpoints as the methods see them, from whatever the user has: lowloss model files, their own checkpoints
+with a model reference, or two nn.Modules of one architecture; and the spec of any model."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class Endpoints:
     checked against, the model's reference)."""
 
     model: nn.Module
-    artifacts: tuple[Artifact, Artifact]
+    artifacts: tuple[Artifact, ...]
 
     @property
     def meta(self) -> dict:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from lowloss.api.models import Endpoints
+    from lowloss.methods.context import Options
     from lowloss.training.data import Dataset, Normalize
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,27 @@ def endpoints_from_args(args: argparse.Namespace, paths: list[Path], what: str =
 
     reference = model_ref_from_args(args)
     return model_files(paths, what) if reference is None else checkpoints(paths, reference)
+
+
+def endpoints_and_data(
+    args: argparse.Namespace, paths: list[Path], what: str = "endpoints"
+) -> tuple[Endpoints, Dataset]:
+    """The models the command line names and its data, checked against each other (`lowloss.api.models.for_data`);
+    the models are read first, so that a file's mistake is told before the data load."""
+    from lowloss.api.models import for_data
+
+    endpoints = endpoints_from_args(args, paths, what)
+    return for_data(endpoints, dataset_from_args(args, endpoints.model))
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    """The method options the command line gives; those a command does not take keep their defaults."""
+    from dataclasses import fields
+
+    from lowloss.methods.context import Options
+
+    given = {field.name: getattr(args, field.name) for field in fields(Options) if hasattr(args, field.name)}
+    return Options(**given, progress=not args.no_progress)
 
 
 def argument_type(parse):

@@ -17,8 +17,8 @@ from lowloss.cli.options import (
     add_device_option,
     add_model_options,
     count,
-    dataset_from_args,
-    endpoints_from_args,
+    endpoints_and_data,
+    options_from_args,
 )
 from lowloss.methods.context import DEFAULT_BREAKPOINTS, OT_SOLVERS, breakpoints
 
@@ -116,30 +116,18 @@ def save_breakpoints(folder: Path, path: ConnectionPath, meta: dict) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from lowloss.api.connection import connect_endpoints
-    from lowloss.api.models import for_data
-    from lowloss.methods.context import Options
     from lowloss.methods.registry import get_method
     from lowloss.storage.model_files import model_meta
     from lowloss.storage.path_table import write_path_table
 
     started = time.perf_counter()
     method = get_method(args.method)
-    endpoints = endpoints_from_args(args, [args.endpoint_a, args.endpoint_b])
-    endpoints, data = for_data(endpoints, dataset_from_args(args, endpoints.model))
-    options = Options(
-        wa_breakpoints=args.wa_breakpoints,
-        wa_samples=args.wa_samples,
-        bn_batches=args.bn_batches,
-        ot_solver=args.ot_solver,
-        seed=args.seed,
-        allow_seen=args.allow_seen,
-        progress=not args.no_progress,
-    )
+    endpoints, data = endpoints_and_data(args, [args.endpoint_a, args.endpoint_b])
     connection = connect_endpoints(
         endpoints,
         data,
         method,
-        options,
+        options_from_args(args),
         args.points,
         args.repair_batches,
         connector=optional_weights(args.connector),

@@ -16,8 +16,7 @@ from lowloss.cli.options import (
     add_device_option,
     add_model_options,
     count,
-    dataset_from_args,
-    endpoints_from_args,
+    endpoints_and_data,
     non_negative_float,
     positive_float,
 )
@@ -51,12 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from lowloss.api.models import for_data
     from lowloss.methods.curves import fit_curve, paper_epochs
 
     family, points = CURVES[args.method]
-    endpoints = endpoints_from_args(args, [args.model_a, args.model_b])
-    endpoints, data = for_data(endpoints, dataset_from_args(args, endpoints.model))
+    endpoints, data = endpoints_and_data(args, [args.model_a, args.model_b])
     model_a, model_b = endpoints.artifacts
     config = TrainConfig(
         epochs=args.epochs or paper_epochs(data.name),

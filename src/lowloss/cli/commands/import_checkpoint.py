@@ -11,8 +11,7 @@ from lowloss.cli.options import (
     add_dataset_options,
     add_device_option,
     add_model_options,
-    dataset_from_args,
-    endpoints_from_args,
+    endpoints_and_data,
 )
 from lowloss.errors import LowlossError
 
@@ -30,14 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from lowloss.api.models import for_data
     from lowloss.storage.weights import save_weights
     from lowloss.training.train import evaluate_model
 
     if args.model is None:
         raise LowlossError("import needs --model REF: the network the checkpoint is of")
-    models = endpoints_from_args(args, [args.checkpoint])
-    models, data = for_data(models, dataset_from_args(args, models.model))
+    models, data = endpoints_and_data(args, [args.checkpoint])
     model = models.model.to(data.x_train.device)
     train_loss, train_acc = evaluate_model(model, data.x_train, data.y_train)
     test_loss, test_acc = evaluate_model(model, data.x_test, data.y_test)

@@ -13,8 +13,8 @@ from lowloss.cli.options import (
     add_device_option,
     add_model_options,
     count,
-    dataset_from_args,
-    endpoints_from_args,
+    endpoints_and_data,
+    options_from_args,
 )
 from lowloss.methods.context import OT_SOLVERS
 
@@ -53,23 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from lowloss.api.matching import match_endpoints
-    from lowloss.api.models import for_data
-    from lowloss.methods.context import Options
     from lowloss.methods.matching import save_matching
     from lowloss.methods.registry import get_method
 
     started = time.perf_counter()
     method = get_method(args.method)
-    endpoints = endpoints_from_args(args, [args.endpoint_a, args.endpoint_b])
-    endpoints, data = for_data(endpoints, dataset_from_args(args, endpoints.model))
-    options = Options(
-        wa_samples=args.wa_samples,
-        bn_batches=args.bn_batches,
-        ot_solver=args.ot_solver,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
-    matching = match_endpoints(endpoints, data, method, options)
+    endpoints, data = endpoints_and_data(args, [args.endpoint_a, args.endpoint_b])
+    matching = match_endpoints(endpoints, data, method, options_from_args(args))
     save_matching(args.out, matching.perms, method.name, endpoints.artifacts[:2], args.ot_solver, matching.fitted)
     return {
         "out": str(args.out),
