@@ -5,6 +5,8 @@ command line. These need spec inference for models without a `spec()` method."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -102,8 +104,6 @@ def test_the_command_line_connects_torchvision_checkpoints(tmp_path, capsys):
 
 @INFERENCE
 def test_the_examples_small_cnn_connects_from_the_command_line(tmp_path):
-    import sys
-
     sys.path.insert(0, EXAMPLES)
     from fashion_cnn import SmallCNN
 
@@ -121,3 +121,12 @@ def test_the_examples_small_cnn_connects_from_the_command_line(tmp_path):
             run_cli("connect", *files, *model, "--method", method, *extra, "--points", "2", "--out", out, check=True)
     finally:
         os.environ["PYTHONPATH"] = env_path
+
+
+@INFERENCE
+def test_the_quickstart_example_runs(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, "quickstart.py")], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "worst test accuracy" in result.stdout and (tmp_path / "quickstart.png").is_file()

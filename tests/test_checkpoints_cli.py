@@ -212,3 +212,27 @@ def test_bad_input_is_one_line_and_writes_nothing(
     result = run_main(capsys, command, *endpoints, *options, *extra, "--out", target)
     assert_one_line_error(result, fragment)
     assert list(out.iterdir()) == []
+
+
+def test_frozen_modules_reach_the_spec_and_are_recorded(user_checkpoints, tmp_path, capsys, monkeypatch):
+    """`--freeze` goes to the spec of the models (whose inference decides what it means), directly and through the
+    model files `import` writes."""
+    from lowloss.storage import model_files
+
+    seen = []
+
+    def spec_of(model, input_shape, freeze=()):
+        seen.append((tuple(input_shape), tuple(freeze)))
+        return model.spec()
+
+    monkeypatch.setattr(model_files, "model_spec", spec_of)
+    a, b, _ = user_checkpoints
+    frozen = ["--freeze", "fc", "--freeze", "conv1"]
+    imported = [tmp_path / "a.safetensors", tmp_path / "b.safetensors"]
+    for checkpoint, out in zip((a, b), imported):
+        assert run_main(capsys, "import", checkpoint, *MODEL, *frozen, "--out", out).returncode == 0
+    assert load_model(imported[0])[1].meta["freeze"] == ["fc", "conv1"]
+    assert run_main(capsys, "connect", *imported, "--method", "linear", "--out", tmp_path / "files.csv").returncode == 0
+    assert seen[-1] == ((1, 8, 8), ("fc", "conv1"))
+    connect(capsys, a, b, tmp_path / "checkpoints.csv", "--method", "linear", "--freeze", "bn2")
+    assert seen[-1] == ((1, 8, 8), ("bn2",))
