@@ -197,6 +197,8 @@ def bad_checkpoints(user_checkpoints, tmp_path_factory):
         ("connect", "a", [*MODEL, "--model-args", "channels="], "argument --model-args: model arguments 'channels='"),
         ("connect", "a", [*MODEL, "--normalize", "0.5,0"], "argument --normalize: deviations must be greater than 0"),
         ("import", "a", [], "import needs --model REF"),
+        ("connect", "a", [], "a.pt: a PyTorch checkpoint, not a lowloss model file: name its network with --model"),
+        ("info", "a", [], "a.pt: a PyTorch checkpoint, not a lowloss model file: name its network with --model"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(
@@ -207,9 +209,10 @@ def test_bad_input_is_one_line_and_writes_nothing(
     out = tmp_path / "out"
     out.mkdir()
     target = out / ("x.csv" if command == "connect" else "x.safetensors")
-    endpoints = [first] if command == "import" else [first, b]
-    extra = ["--method", "linear"] if command == "connect" else []
-    result = run_main(capsys, command, *endpoints, *options, *extra, "--out", target)
+    endpoints = [first] if command in ("import", "info") else [first, b]
+    extra = {"connect": ["--method", "linear"], "info": []}.get(command, [])
+    written = [] if command == "info" else ["--out", target]
+    result = run_main(capsys, command, *endpoints, *options, *extra, *written)
     assert_one_line_error(result, fragment)
     assert list(out.iterdir()) == []
 

@@ -18,7 +18,7 @@ from lowloss.nets.params import Params
 from lowloss.nets.references import ModelRef
 from lowloss.storage.atomic import ArtifactError
 from lowloss.storage.file_kinds import MODEL, require_kind
-from lowloss.storage.state_dicts import fitted_state_dict, read_state_dict
+from lowloss.storage.state_dicts import PICKLE_SUFFIXES, fitted_state_dict, read_state_dict
 from lowloss.storage.weights import Artifact, file_sha256, load_weights, tensors_sha256
 
 MODEL_KEYS = ("arch", "arch_options", "input_shape", "num_classes", "dataset")
@@ -49,8 +49,18 @@ def model_from_artifact(artifact: Artifact) -> nn.Module:
     return model
 
 
+def require_not_checkpoint(path: str | Path) -> None:
+    """Stop with one line saying what to do when a user's PyTorch checkpoint is given for a lowloss weight file."""
+    if Path(path).suffix in PICKLE_SUFFIXES:
+        raise LowlossError(
+            f"{path}: a PyTorch checkpoint, not a lowloss model file: name its network with --model REF "
+            f"(from Python: load it into its nn.Module)"
+        )
+
+
 def load_model(path: str | Path) -> tuple[nn.Module, Artifact]:
     """Load a trained model file (validated) as an nn.Module on CPU in eval mode, with its artifact."""
+    require_not_checkpoint(path)
     require_kind(path, MODEL)
     artifact = load_weights(path)
     return model_from_artifact(artifact).eval(), artifact

@@ -41,8 +41,10 @@ def run(args: argparse.Namespace) -> None:
         return show_spec(args)
     if args.file is None:
         raise LowlossError("info needs a weight file, or --model REF (with --input-size) for a model's spec")
+    from lowloss.storage.model_files import require_not_checkpoint
     from lowloss.storage.weights import load_weights
 
+    require_not_checkpoint(args.file)
     artifact = load_weights(args.file)
     if args.json:
         print(json.dumps(artifact.meta, indent=2, sort_keys=True))
