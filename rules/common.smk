@@ -346,17 +346,18 @@ def data_args(wildcards):
     """Dataset and device options shared by every command that reads data (with the input size and normalisation
     of a checkpoint experiment's model, which every job sees the data with)."""
     exp = experiment(wildcards.exp)
+    parts = [f"--dataset {exp['dataset']} --data-root {exp['data_root']}"
+             f"{' --download' if exp['download'] else ''} --device {config['device']}"]
     shaped = flags({key: exp.get(key) for key in ("input_size", "normalize")})
-    return (f"--dataset {exp['dataset']} --data-root {exp['data_root']}"
-            f"{' --download' if exp['download'] else ''} --device {config['device']}{' ' + shaped if shaped else ''}")
+    return " ".join(parts + ([shaped] if shaped else []))
 
 
 def import_args(wildcards):
     """The model a checkpoint is of: its reference, arguments (JSON values) and frozen modules."""
     exp = experiment(wildcards.exp)
     arguments = ",".join(f"{key}={json.dumps(value)}" for key, value in exp.get("model_args", {}).items())
-    parts = [f"--model {quote(exp['model'])}"] + ([f"--model-args {quote(arguments)}"] if arguments else [])
-    return " ".join(parts + [f"--freeze {quote(module)}" for module in exp.get("freeze", [])])
+    parts = [f"--model {quote(exp['model'])}", *([f"--model-args {quote(arguments)}"] if arguments else [])]
+    return " ".join([*parts, *(f"--freeze {quote(module)}" for module in exp.get("freeze", []))])
 
 
 def train_args(wildcards):
