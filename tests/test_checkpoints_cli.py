@@ -197,6 +197,7 @@ def bad_checkpoints(user_checkpoints, tmp_path_factory):
         ("connect", "a", [*MODEL, "--model-args", "channels="], "argument --model-args: model arguments 'channels='"),
         ("connect", "a", [*MODEL, "--normalize", "0.5,0"], "argument --normalize: deviations must be greater than 0"),
         ("import", "a", [], "import needs --model REF"),
+        ("connect", "a", [*MODEL, "--dataset", "mnist", "--image-folder", "x"], "not allowed with argument --dataset"),
         ("connect", "a", [], "a.pt: a PyTorch checkpoint, not a lowloss model file: name its network with --model"),
         ("info", "a", [], "a.pt: a PyTorch checkpoint, not a lowloss model file: name its network with --model"),
     ],

@@ -12,8 +12,9 @@ import argparse
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from lowloss.errors import LowlossError, unknown_name
 from lowloss.nets.architectures import ARCHITECTURES, NORMS
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from lowloss.training.data import Dataset, Normalize
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def choice(what: str, known: tuple[str, ...]):
@@ -147,10 +149,10 @@ def options_from_args(args: argparse.Namespace) -> Options:
     return Options(**given, progress=not args.no_progress)
 
 
-def argument_type(parse):
+def argument_type(parse: Callable[[str], T]) -> Callable[[str], T]:
     """An argparse type from a parser that raises LowlossError (argparse then names the option)."""
 
-    def parsed(text: str):
+    def parsed(text: str) -> T:
         try:
             return parse(text)
         except LowlossError as exc:
