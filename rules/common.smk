@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # this workflow's lowlo
 from lowloss.methods.registry import ROUTE_METHODS, WA_METHODS, get_method  # noqa: E402
 from lowloss.errors import LowlossError  # noqa: E402
 from lowloss.nets.architectures import ARCHITECTURES  # noqa: E402
+from lowloss.nets.references import parse_reference, possible_topologies  # noqa: E402
 from lowloss.nets.topology import ONE_HIDDEN  # noqa: E402
 from lowloss.results.figures import FIGURE_SUFFIXES  # noqa: E402
 from lowloss.results.tables import figure_stem, table_files  # noqa: E402
@@ -50,15 +51,20 @@ def check_config(config):
     validate(config, str(SCHEMA))  # fills in the schema's defaults
     for name, exp in config["experiments"].items():
         key = f"config: experiments.{name}"
+        if "checkpoints" in exp:
+            check_checkpoints(key, exp)
         for method in methods(name):
             try:
                 found = get_method(method)
             except LowlossError as error:
                 raise WorkflowError(f"{key}: {error}; `lowloss methods` lists them") from None
-            if not found.applies_to_architecture(exp["arch"]):
+            if "arch" in exp and not found.applies_to_architecture(exp["arch"]):
                 raise WorkflowError(f"{key}: method {method!r} applies to {found.applies_to}, "
                                     f"not to architecture {exp['arch']!r}")
-        if exp["connect"]["bn_batches"] is not None and not (exp["arch"] == "resnet20"
+            if "model" in exp and not any(map(found.applies, possible_topologies(exp["model"]))):
+                raise WorkflowError(f"{key}: method {method!r} applies to {found.applies_to}, "
+                                    f"and model {exp['model']!r} is never one")
+        if exp["connect"]["bn_batches"] is not None and not (exp.get("arch", "resnet20") == "resnet20"
                                                              and exp["arch_options"].get("norm", "batch") == "batch"):
             raise WorkflowError(f"{key}.connect.bn_batches: {exp['arch']} {exp['arch_options']} has no BatchNorm "
                                 f"layers (leave it null)")
@@ -76,14 +82,39 @@ def check_config(config):
         check_ensembles(key, exp)
 
 
+def check_checkpoints(key, exp):
+    """The model a reference, the checkpoints files with numbers as keys (YAML may give them as text), every
+    seed of the experiment one of them, and a normalisation of whole (mean, deviation) pairs."""
+    try:
+        parse_reference(exp["model"])
+    except LowlossError as error:
+        raise WorkflowError(f"{key}.model: {error}") from None
+    exp["checkpoints"] = {int(number): path for number, path in exp["checkpoints"].items()}
+    for number, path in exp["checkpoints"].items():
+        if not os.path.isfile(path):
+            raise WorkflowError(f"{key}.checkpoints.{number}: {path}: file not found")
+    settings = exp.get("ensembles") or {"seeds": []}
+    for field, seeds in (("pairs", [seed for pair in exp["pairs"] for seed in pair]),
+                         ("model_set_seeds", exp["model_set_seeds"]), ("ensembles.seeds", settings["seeds"])):
+        missing = [seed for seed in seeds if seed not in exp["checkpoints"]]
+        if missing:
+            raise WorkflowError(f"{key}.{field}: {missing[0]} is not a key of checkpoints "
+                                f"({', '.join(map(str, exp['checkpoints']))})")
+    if len(exp.get("normalize", [])) % 2:
+        raise WorkflowError(f"{key}.normalize: {exp['normalize']}: expected MEAN, STD or C means then C deviations")
+
+
 def check_ensembles(key, exp):
-    """Ensemble sizes within the seeds given, WA(n) within the architecture's layers."""
+    """Ensemble sizes within the seeds given, WA(n) within a built-in architecture's layers (another network's
+    job checks its own)."""
     settings = exp.get("ensembles")
     if settings is None:
         return
     too_large = [size for size in settings["sizes"] or [] if size > len(settings["seeds"])]
     if too_large:
         raise WorkflowError(f"{key}.ensembles.sizes: {too_large[0]} models, but only {len(settings['seeds'])} seeds")
+    if "arch" not in exp:
+        return
     layers = ARCHITECTURES[exp["arch"]].weight_layers
     wrong = [n for n in settings["wa_layers"] if not 1 <= n < layers]
     if wrong:
@@ -137,8 +168,19 @@ def pairs(name):
     return [pair_name(a, b) for a, b in experiment(name)["pairs"]]
 
 
+def imported(name):
+    """Whether experiment `name` connects the user's checkpoints (imported as model files) instead of training."""
+    return "checkpoints" in experiment(name)
+
+
+def architecture(name):
+    """The built-in architecture or the model reference of experiment `name`."""
+    return experiment(name).get("arch") or experiment(name)["model"]
+
+
 def model_path(name, seed):
-    return f"results/{name}/models/seed{seed}.safetensors"
+    """The model file of a seed: trained, or imported from the checkpoint of that key."""
+    return f"results/{name}/models/{'checkpoint' if imported(name) else 'seed'}{seed}.safetensors"
 
 
 def path_table(name, method, pair):
@@ -150,8 +192,9 @@ def report_dir():
 
 
 def one_hidden(name):
-    """Whether experiment `name` goes to Table 1 (one hidden layer) rather than Table 2."""
-    return ARCHITECTURES[experiment(name)["arch"]].topology == ONE_HIDDEN
+    """Whether experiment `name` goes to Table 1 (a built-in one-hidden architecture) rather than Table 2."""
+    arch = architecture(name)
+    return arch in ARCHITECTURES and ARCHITECTURES[arch].topology == ONE_HIDDEN
 
 
 def report_files():
@@ -268,6 +311,13 @@ def first_seed_model(wildcards):
     return [ancient(model_path(wildcards.exp, first))]
 
 
+def import_inputs(wildcards):
+    """The checkpoint of key `wildcards.seed`, and the model whose job prepares the dataset first (when one does)."""
+    inputs = {"checkpoint": experiment(wildcards.exp)["checkpoints"][int(wildcards.seed)]}
+    first = first_seed_model(wildcards)
+    return {**inputs, "first": first} if first else inputs
+
+
 def model_set_models(wildcards):
     return [model_path(wildcards.exp, seed) for seed in experiment(wildcards.exp)["model_set_seeds"]]
 
@@ -314,10 +364,21 @@ def flags(options):
 
 
 def data_args(wildcards):
-    """Dataset and device options shared by every command that reads data."""
+    """Dataset and device options shared by every command that reads data (with the input size and normalisation
+    of a checkpoint experiment's model, which every job sees the data with)."""
     exp = experiment(wildcards.exp)
-    return (f"--dataset {exp['dataset']} --data-root {exp['data_root']}"
-            f"{' --download' if exp['download'] else ''} --device {config['device']}")
+    parts = [f"--dataset {exp['dataset']} --data-root {exp['data_root']}"
+             f"{' --download' if exp['download'] else ''} --device {config['device']}"]
+    shaped = flags({key: exp.get(key) for key in ("input_size", "normalize")})
+    return " ".join(parts + ([shaped] if shaped else []))
+
+
+def import_args(wildcards):
+    """The model a checkpoint is of: its reference, arguments (JSON values) and frozen modules."""
+    exp = experiment(wildcards.exp)
+    arguments = ",".join(f"{key}={json.dumps(value)}" for key, value in exp.get("model_args", {}).items())
+    parts = [f"--model {quote(exp['model'])}", *([f"--model-args {quote(arguments)}"] if arguments else [])]
+    return " ".join([*parts, *(f"--freeze {quote(module)}" for module in exp.get("freeze", []))])
 
 
 def train_args(wildcards):
@@ -368,7 +429,7 @@ def ensemble_args(wildcards):
 def tags(wildcards):
     """MLflow tags of a job: experiment, dataset, architecture and its other wildcards (seed, pair, method …)."""
     exp = experiment(wildcards.exp)
-    values = {"experiment": wildcards.exp, "dataset": exp["dataset"], "arch": exp["arch"],
+    values = {"experiment": wildcards.exp, "dataset": exp["dataset"], "arch": architecture(wildcards.exp),
               **{key: value for key, value in wildcards.items() if key != "exp"}}
     return tag_flags(values)
 

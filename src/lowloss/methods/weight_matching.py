@@ -6,7 +6,10 @@ product of the two networks' parameters. With every other group held fixed, the 
 one group's permutation: Σ over the tensors that touch the group of W_A (unit rows) · π_others(W_B)ᵀ is a
 score matrix, and the best permutation is one linear assignment (SciPy's `linear_sum_assignment`). The
 groups are visited in an order drawn from a seeded generator, sweep after sweep, until a whole sweep
-improves nothing: a fixed point.
+improves nothing: a fixed point. Descent starts where each group, input side first, is matched on the entries
+its already matched predecessors align, not at the identity as in Git Re-Basin: from the identity it can stop at
+a poorer fixed point (half a planted permutation's objective on a random MobileNet-V3; 30300 against 30315 on
+two random ResNet-50s).
 
 It matches on the parameters only (weights, biases, normalisation scales and shifts), not on BatchNorm's
 running statistics, as Git Re-Basin does. A residual stream's group touches every block of its stage, so
@@ -82,20 +85,10 @@ def aligned_start(theta_a: Params, theta_b: Params, spec: Spec) -> dict[str, Ten
 
 
 def match_weights(theta_a: Params, theta_b: Params, spec: Spec, seed: int = 0) -> dict[str, Tensor]:
-    """Weight matching from the identity and from the aligned start; the permutations of the higher objective."""
-    found = [
-        weight_matching(theta_a, theta_b, spec, seed, start=start)
-        for start in (None, aligned_start(theta_a, theta_b, spec))
-    ]
-    scores = [objective(theta_a, theta_b, spec, perms) for perms, _ in found]
-    log.info(
-        "weight matching: objective %.6g from the identity (%d sweeps), %.6g from the aligned start (%d sweeps)",
-        scores[0],
-        found[0][1],
-        scores[1],
-        found[1][1],
-    )
-    return found[int(np.argmax(scores))][0]
+    """Weight matching: coordinate descent from the aligned start."""
+    perms, sweeps = weight_matching(theta_a, theta_b, spec, seed, start=aligned_start(theta_a, theta_b, spec))
+    log.info("weight matching reached its fixed point after %d sweeps", sweeps)
+    return perms
 
 
 def objective(theta_a: Params, theta_b: Params, spec: Spec, perms: dict[str, Tensor]) -> float:

@@ -24,6 +24,7 @@ ENV_PARENT_RUN = "LOWLOSS_MLFLOW_PARENT_RUN"
 ENV_CONFIG_HASH = "LOWLOSS_CONFIG_HASH"
 OUTPUT_TAG = "output_sha256"
 INPUT_TAG_PREFIX = "input."
+DIGEST_TAG_PREFIX = "input_sha256."
 PARENT_TAG = "mlflow.parentRunId"
 GIT_COMMIT_TAG = "mlflow.source.git.commit"  # shown on the run's page by the MLflow UI
 SOURCE_NAME_TAG = "mlflow.source.name"  # the UI's Source column
@@ -92,6 +93,12 @@ def producing_runs(client, experiment_id: str, inputs: dict[str, list[Path]]) ->
     return producers
 
 
+def input_digest_tags(inputs: dict[str, list[Path]]) -> dict[str, str]:
+    """`input_sha256.<argument>`: the digest of every input file (several, comma-separated), so that files no run
+    made (the user's own checkpoints) are pinned too."""
+    return {f"{DIGEST_TAG_PREFIX}{key}": ",".join(file_digest(path) for path in paths) for key, paths in inputs.items()}
+
+
 def input_tags(producers: dict[str, list]) -> dict[str, str]:
     """`input.<argument>`: the run ID (several, comma-separated) that wrote each input."""
     return {
@@ -137,19 +144,28 @@ def git_commit(folder: Path = Path(__file__).resolve().parent) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
+def dataset_name(args: argparse.Namespace) -> str | None:
+    """The command's data: its image folder (`--image-folder`), else its named dataset (None: it reads none)."""
+    folder = getattr(args, "image_folder", None)
+    return str(folder) if folder is not None else getattr(args, "dataset", None)
+
+
 def dataset_input(args: argparse.Namespace):
     """The command's dataset as an MLflow dataset input (None for commands without one).
 
     The digest identifies the data's source: the bytes of scikit-learn's embedded digits file, the
-    names and sizes of torchvision's files under the data root, the generator's name for the
-    synthetic sets (which are fixed by a seed in `lowloss.training.data`).
+    names and sizes of the files under torchvision's folder of the dataset or the user's image folder, the
+    generator's name for the synthetic sets (which are fixed by a seed in `lowloss.training.data`).
     """
-    name = getattr(args, "dataset", None)
+    name = dataset_name(args)
     if name is None:
         return None
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    source_type, source, digest = _dataset_source(name, Path(getattr(args, "data_root", "data")))
+    if getattr(args, "image_folder", None) is not None:
+        source_type, source, digest = "local", str(Path(name).resolve()), _listing_digest(Path(name))
+    else:
+        source_type, source, digest = _dataset_source(name, Path(getattr(args, "data_root", "data")))
     context = "training" if args.command in TRAINING_COMMANDS else "evaluation"
     return DatasetInput(
         Dataset(name=name, digest=digest[:16], source_type=source_type, source=source),
@@ -165,9 +181,7 @@ def _dataset_source(name: str, root: Path) -> tuple[str, str, str]:
         return "local", f"scikit-learn's embedded digits ({embedded})", file_digest(embedded)
     if name in DATASETS and DATASETS[name].folder is not None:
         folder = (root / DATASETS[name].folder).resolve()
-        files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
-        listing = "\n".join(f"{p.relative_to(folder)} {p.stat().st_size}" for p in files)
-        return "local", str(folder), hashlib.sha256(listing.encode()).hexdigest()
+        return "local", str(folder), _listing_digest(folder)
     return "code", f"lowloss.training.data: {name}, generated in memory", hashlib.sha256(name.encode()).hexdigest()
 
 
@@ -182,6 +196,14 @@ def config_params(config: dict, prefix: str = "") -> Iterator[tuple[str, str]]:
             yield from config_params(value, name + ".")
         else:
             yield name, ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _listing_digest(folder: Path) -> str:
+    """SHA-256 of the names and sizes of the files under `folder` (of nothing when it is missing)."""
+    folder = folder.resolve()
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    listing = "\n".join(f"{p.relative_to(folder)} {p.stat().st_size}" for p in files)
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def start_workflow_run(experiment: str, uri: str, name: str, tags: dict[str, str], config: dict) -> str:

@@ -129,8 +129,10 @@ def _log_run(
     with store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
         exp_id = experiment_id(client, experiment, uri)
-        producers = lineage.producing_runs(client, exp_id, lineage.input_files(args))
+        inputs = lineage.input_files(args)
+        producers = lineage.producing_runs(client, exp_id, inputs)
         tags.update(lineage.input_tags(producers))
+        tags.update(lineage.input_digest_tags(inputs))
         note = "\n".join(
             filter(None, [tracked_outputs.tables_markdown(files), lineage.inputs_markdown(exp_id, producers)])
         )
@@ -159,8 +161,9 @@ def run_tags(args: argparse.Namespace, summary: dict) -> dict[str, str]:
     """The command, TAG_KEYS found in the arguments or summary, the model's seed, then the explicit
     --mlflow-tag values."""
     tags = {"command": args.command}
+    given = {**vars(args), "dataset": lineage.dataset_name(args)}
     for key in TAG_KEYS:
-        value = summary.get(key, getattr(args, key, None))
+        value = summary.get(key, given.get(key))
         if value is not None and not isinstance(value, (dict, list)):
             tags[key] = str(value)
     if summary.get(MODEL_SEED) is not None:

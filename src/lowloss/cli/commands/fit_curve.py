@@ -11,10 +11,12 @@ import argparse
 from pathlib import Path
 
 from lowloss.cli.options import (
+    ENDPOINT_HELP,
     add_dataset_options,
     add_device_option,
+    add_model_options,
     count,
-    dataset_from_args,
+    endpoints_and_data,
     non_negative_float,
     positive_float,
 )
@@ -26,8 +28,8 @@ HELP = "train a Garipov et al. polychain or Bezier curve between two endpoints"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model_a", type=Path, metavar="A", help="endpoint Θ^A (.safetensors)")
-    parser.add_argument("model_b", type=Path, metavar="B", help="endpoint Θ^B (.safetensors)")
+    parser.add_argument("model_a", type=Path, metavar="A", help=f"endpoint Θ^A: {ENDPOINT_HELP}")
+    parser.add_argument("model_b", type=Path, metavar="B", help=f"endpoint Θ^B: {ENDPOINT_HELP}")
     parser.add_argument(
         "--method",
         choices=list(CURVES),
@@ -35,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the curve's method: family and control points including both endpoints "
         "(garipov-polychain-3 has one bend)",
     )
-    add_dataset_options(parser)
+    add_dataset_options(parser, user_data=True)
     add_device_option(parser)
     parser.add_argument("--epochs", type=count(1), help="default: the paper's budget, 200 on cifar10, 60 otherwise")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
@@ -44,17 +46,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=non_negative_float, default=TrainConfig.weight_decay, help="on w(t)")
     parser.add_argument("--out", type=Path, required=True, help="output curve .safetensors (sidecar beside it)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_model_options(parser)
 
 
 def run(args: argparse.Namespace) -> dict:
     from lowloss.methods.curves import fit_curve, paper_epochs
-    from lowloss.storage.model_files import load_endpoints
-    from lowloss.training.data import check_dataset
 
     family, points = CURVES[args.method]
-    _, model_a, model_b = load_endpoints(args.model_a, args.model_b)
-    data = dataset_from_args(args)
-    check_dataset(data, model_a)
+    endpoints, data = endpoints_and_data(args, [args.model_a, args.model_b])
+    model_a, model_b = endpoints.artifacts
     config = TrainConfig(
         epochs=args.epochs or paper_epochs(data.name),
         lr=args.lr,
