@@ -36,7 +36,7 @@ ui: $(STAMP)
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri $(UI_STORE)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=20
 
 # The documentation site (mkdocs.yml, docs/) in site/; --strict fails on any warning (a broken link or
 # anchor, a docstring that does not render). NO_MKDOCS_2_WARNING silences mkdocs-material's end-of-life
