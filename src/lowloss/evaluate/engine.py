@@ -5,7 +5,8 @@ never sampled). Three strategies share the work, picked per leg:
 
 * one-hidden-layer networks: `OneHiddenForm`'s low-rank first layer and rank-one swap legs;
 * chains of dense and conv layers: `LayeredEngine`, which runs the layers a chunk of points shares
-  once and only the changing ones per point, and evaluates swap legs from the base's activations;
+  once and only the changing ones per point, and `swap_scores`, which evaluates swap legs from the
+  base's activations (a rank-four update of the reading layer, the rest only where it changes);
 * anything else (a residual network, `Network.is_chain` false): the stacked parameters of a chunk go
   through `torch.func.functional_call` under `vmap`, one data batch at a time; the midpoints of many
   swap legs share a chunk.
@@ -27,11 +28,13 @@ from tqdm.auto import tqdm
 from lowloss.evaluate.fixes import PointFix
 from lowloss.evaluate.layered import LayeredEngine
 from lowloss.evaluate.onehidden import OneHiddenForm
-from lowloss.evaluate.scores import MEMORY_BUDGET, Scores, activation_elements, chunk_sizes, evaluate_stacked, low_rank
+from lowloss.evaluate.scores import MEMORY_BUDGET, Scores, chunk_sizes, evaluate_stacked, low_rank
+from lowloss.evaluate.swaps import BLOCK_BYTES as SWAP_BLOCK_BYTES
+from lowloss.evaluate.swaps import GroupCut, swap_scores
 from lowloss.nets.network import Network
 from lowloss.nets.params import Params, on_device, stack_params, unstack_params
 from lowloss.paths.legs import Leg, Path
-from lowloss.paths.swaps import SwapLeg
+from lowloss.paths.swaps import PermutationStage, SwapLeg
 from lowloss.storage.path_table import POINT_COLUMNS
 from lowloss.training.data import Dataset
 
@@ -80,8 +83,9 @@ class Evaluator:
         )
         self.layered = LayeredEngine(network, batched=self.device.type == "cuda") if fast and network.is_chain else None
         self.points_per_chunk, self.batch = chunk_sizes(network.model, data.input_shape, points, budget)
-        self.per_sample = 4 * 3 * activation_elements(network.model, data.input_shape)
+        self.block_bytes = SWAP_BLOCK_BYTES if self.device.type == "cpu" else budget
         self._swap_ok: dict[int, bool] = {}
+        self._cut: tuple[PermutationStage, GroupCut] | None = None
 
     def points(self, leg: Leg, ts: list[float], splits: Sequence[str]) -> dict[str, Scores]:
         """Scores of the leg's points at `ts` on every split; whatever a strategy prepares is shared by the splits."""
@@ -122,8 +126,14 @@ class Evaluator:
             return self.form.evaluate_swaps(base, units, t, x, y, self.batch, per_chunk)
         if self.layered is None or not self._layered_swaps_exact(legs[0], base):
             return None
-        per_chunk = max(1, self.budget // (self.per_sample * self.batch))
-        return self.layered.swaps(base, swaps.group, units, t, x, y, self.batch, per_chunk)
+        return swap_scores(self.group_cut(swaps, base), units, t, x, y, self.batch, self.block_bytes)
+
+    def group_cut(self, swaps: PermutationStage, base: Params) -> GroupCut:
+        """The network cut around the stage's group with the stage's base (the last stage's is kept: its splits
+        and its exactness check share it)."""
+        if self._cut is None or self._cut[0] is not swaps:
+            self._cut = (swaps, GroupCut.of(self.network, swaps.group, base))
+        return self._cut[1]
 
     def swap_points(self, legs: Sequence[SwapLeg], ts: Sequence[float], splits: Sequence[str]) -> dict[str, Scores]:
         """Scores of swap legs on every split: incrementally where a fast strategy applies, else by full passes."""
@@ -154,7 +164,7 @@ class Evaluator:
             x, y = (part[:SWAP_CHECK_SAMPLES] for part in self.data.split("train"))
             units = torch.tensor([leg.units], device=self.device)
             t = torch.tensor([0.5], device=self.device)
-            fast = self.layered.swaps(base, leg.swaps.group, units, t, x, y, len(x), 1)
+            fast = swap_scores(self.group_cut(leg.swaps, base), units, t, x, y, len(x))
             full = evaluate_stacked(self.network.model, on_device(leg.at([0.5]), self.device), x, y, len(x))
             self._swap_ok[key] = all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(fast, full))
         return self._swap_ok[key]
