@@ -15,8 +15,8 @@ from lowloss.methods.interpolate import arc_leg
 from lowloss.methods.permutation import permutation_legs
 from lowloss.methods.registry import get_method
 from lowloss.nets.network import Network
-from lowloss.nets.spec import Spec, dense
 from lowloss.nets.params import stack_params, unstack_params
+from lowloss.nets.spec import Spec, dense
 from lowloss.paths.legs import Leg, Path, interpolate
 from lowloss.paths.swaps import permutation_stage
 from tests.conftest import context, network_of, random_params

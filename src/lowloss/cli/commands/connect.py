@@ -162,15 +162,21 @@ def run(args: argparse.Namespace) -> dict:
     method.check(ctx.network, artifact_a.meta["arch"], ctx)
     fixes = fixes_from_args(args, method, ctx.network, data)
     theta_a, theta_b = endpoint_params(artifact_a, artifact_b, data.x_train.device)
+    building = time.perf_counter()
     path = method.build(theta_a, theta_b, ctx)
     built = time.perf_counter()
     table = evaluate_path(
         ctx.network, path, data, args.points, progress=not args.no_progress, fixes=list(fixes.values())
     )
+    seconds = {
+        "fit_seconds": round(ctx.fitted_seconds, 3),
+        "build_seconds": round(built - building, 3),
+        "evaluate_seconds": round(time.perf_counter() - built, 3),
+    }
     worst, ends = worst_points(table), endpoint_scores(table)
     if args.save_path is not None:
         save_breakpoints(args.save_path, path, {key: artifact_a.meta.get(key) for key in MODEL_KEYS})
-    write_path_table(args.out, table, artifact_a.meta["arch"])
+    write_path_table(args.out, table, artifact_a.meta["arch"], seconds)
     return {
         "method": method.name,
         "worst_train_acc": worst["train"]["acc"],
@@ -183,7 +189,7 @@ def run(args: argparse.Namespace) -> dict:
         "legs": len(path),
         "points": int((table["split"] == "test").sum()),
         **{f"{name}_samples": fix.samples for name, fix in fixes.items()},
-        "build_seconds": round(built - started, 3),
+        **seconds,
         "seconds": round(time.perf_counter() - started, 3),
         "out": str(args.out),
     }

@@ -72,13 +72,17 @@ def run(args: argparse.Namespace) -> dict:
         (artifact_a, artifact_b),
     )
     method.check(ctx.network, artifact_a.meta["arch"], ctx)
-    perms, fitted = method.match(*endpoint_params(artifact_a, artifact_b, data.x_train.device), ctx)
-    save_matching(args.out, perms, method.name, (artifact_a, artifact_b), args.ot_solver, fitted)
+    theta_a, theta_b = endpoint_params(artifact_a, artifact_b, data.x_train.device)
+    matched = time.perf_counter()
+    perms, fitted = method.match(theta_a, theta_b, ctx)
+    match_seconds = round(time.perf_counter() - matched, 3)
+    save_matching(args.out, perms, method.name, (artifact_a, artifact_b), args.ot_solver, fitted, match_seconds)
     moved = {group: int((perm.cpu() != torch.arange(len(perm))).sum()) for group, perm in perms.items()}
     return {
         "out": str(args.out),
         "method": method.name,
         "solver": args.ot_solver,
         "units_moved": moved,
+        "match_seconds": match_seconds,
         "seconds": round(time.perf_counter() - started, 3),
     }
