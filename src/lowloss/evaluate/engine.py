@@ -191,10 +191,25 @@ def evaluate_path(
     network.model.to(data.x_train.device).eval()
     grids = path_grids(path, points)
     evaluator = Evaluator(network, data, path.theta_a, budget, fast, max(len(g) for g in grids), fixes)
+    with progress_bar(path, sum(len(g) for g in grids), progress) as bar:
+        return path_table(grid_rows(evaluator, path, grids, splits, bar))
+
+
+def progress_bar(path: Path, points: int, progress: bool) -> tqdm:
+    """A bar counting the path's evaluated points (off when `progress` is false)."""
+    return tqdm(total=points, desc=f"evaluating {path.method or 'path'}", unit="pt", disable=not progress)
+
+
+def path_table(rows: list[dict]) -> pd.DataFrame:
+    """The evaluated points as a table along the path (by leg, then t)."""
+    return pd.DataFrame(rows, columns=list(POINT_COLUMNS)).sort_values(["leg", "t"], kind="stable", ignore_index=True)
+
+
+def grid_rows(
+    evaluator: Evaluator, path: Path, grids: list[list[float]], splits: Sequence[str], bar: tqdm
+) -> list[dict]:
+    """Rows of every leg's grid on every split; a run of swap legs of one stage is evaluated together."""
     rows = []
-    bar = tqdm(
-        total=sum(len(g) for g in grids), desc=f"evaluating {path.method or 'path'}", unit="pt", disable=not progress
-    )
     for indices in swap_runs(path):
         legs = [path.legs[i] for i in indices]
         point_legs = [(index, leg) for index, leg in zip(indices, legs) for _ in grids[index]]
@@ -209,12 +224,19 @@ def evaluate_path(
             grid = grids[index]
             for begin in range(0, len(grid), evaluator.points_per_chunk):
                 t_chunk = grid[begin : begin + evaluator.points_per_chunk]
-                scores = evaluator.points(leg, t_chunk, splits)
-                for split, (loss, acc) in scores.items():
-                    rows += table_rows(path.method, [(index, leg)] * len(t_chunk), t_chunk, split, loss, acc)
+                rows += leg_rows(evaluator, path.method, index, leg, t_chunk, splits)
                 bar.update(len(t_chunk))
-    bar.close()
-    return pd.DataFrame(rows, columns=list(POINT_COLUMNS)).sort_values(["leg", "t"], kind="stable", ignore_index=True)
+    return rows
+
+
+def leg_rows(
+    evaluator: Evaluator, method: str, index: int, leg: Leg, ts: list[float], splits: Sequence[str]
+) -> list[dict]:
+    """Rows of points `ts` of leg `index` on every split."""
+    rows = []
+    for split, (loss, acc) in evaluator.points(leg, ts, splits).items():
+        rows += table_rows(method, [(index, leg)] * len(ts), ts, split, loss, acc)
+    return rows
 
 
 def table_rows(
