@@ -21,13 +21,14 @@ install: $(STAMP)
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local $(ARGS)
 
-# Snakemake's HTML report of the same run (tables, figure, captions): results/report.html. Give it the
-# ARGS of the run, e.g. `make report ARGS="--configfile configs/fashion-mnist.yaml"`.
+# Snakemake's HTML report of the same run: results/report.html, its tables as pages that sort and search,
+# every figure, the captions. Give it the ARGS of the run, e.g.
+# `make report ARGS="--configfile configs/fashion-mnist.yaml"`.
 report: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --report results/report.html $(ARGS)
 
-# The MLflow UI on the workflow's default store; it first prints the address of each experiment's runs
-# (with MLflow 3's switch to its runs pages rather than its GenAI pages).
+# The MLflow UI on the workflow's default store; it first prints, per experiment, the address of its saved
+# view of every method (key metrics and tags as the first columns, in MLflow 3's classic runs pages).
 UI_PORT ?= 5000
 UI_STORE := sqlite:///results/mlflow.db
 ui: $(STAMP)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from lowloss.nets.models import build_model
 from lowloss.nets.network import Network
 from lowloss.nets.spec import permute
 from lowloss.storage.model_files import load_model
+from lowloss.storage.path_table import SECONDS_COLUMNS
 from lowloss.storage.weights import load_weights, save_weights, sidecar_path
 from lowloss.training.config import TrainConfig
 from lowloss.training.data import load_dataset
@@ -106,6 +108,12 @@ def copy_with_meta(source: Path, target: Path, **changes) -> Path:
     artifact = load_weights(source)
     save_weights(target, artifact.tensors, {**artifact.meta, **changes})
     return target
+
+
+def evaluated_points(table: Path | pd.DataFrame) -> pd.DataFrame:
+    """A path table's points without its seconds, which are each run's own (to compare two runs' tables)."""
+    table = pd.read_csv(table) if isinstance(table, Path) else table
+    return table.drop(columns=[column for column in SECONDS_COLUMNS if column in table.columns])
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -224,3 +232,36 @@ def rescaled_resnet_copy(tmp_path_factory, few_digits) -> tuple[Network, dict, d
     network = Network(model)
     theta_b, _ = planted(network, scaled_copy(artifact.tensors, model, 3.0), seed=1)
     return network, artifact.tensors, theta_b
+
+
+USER_MODEL = "tests.user_models:TinyCNN"
+"""The reference of the user's own network in the tests (importable from the project's root)."""
+
+
+@pytest.fixture(scope="session")
+def user_checkpoints(tmp_path_factory, digits):
+    """(A, B, [model A, model B]): two TinyCNNs trained by a plain PyTorch loop on digits and saved as users do:
+    A as a training checkpoint (.pt, the state dict under `state_dict` with DataParallel's `module.` prefix,
+    beside the epoch), B as plain safetensors."""
+    import torch.nn.functional as F
+    from safetensors.torch import save_file
+
+    from tests.user_models import TinyCNN
+
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = TinyCNN()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(8):
+            for index in torch.randperm(len(digits.y_train)).split(64):
+                loss = F.cross_entropy(model(digits.x_train[index]), digits.y_train[index])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        models.append(model.eval())
+    folder = tmp_path_factory.mktemp("user")
+    a, b = folder / "a.pt", folder / "b.safetensors"
+    torch.save({"epoch": 8, "state_dict": {f"module.{k}": v for k, v in models[0].state_dict().items()}}, a)
+    save_file(models[1].state_dict(), str(b))
+    return a, b, models

@@ -158,7 +158,7 @@ class Tokens(nn.Module):
 
 
 def test_an_operation_the_inference_cannot_see_is_refused_by_name_or_frozen_on_request():
-    with pytest.raises(LowlossError, match=r"Tokens: \.chunk\(\) in attn: the tensor method .* pass --freeze attn "):
+    with pytest.raises(LowlossError, match=r"Tokens: \.chunk\(\) of attn\.qkv in attn: .* pass --freeze attn "):
         infer_spec(Tokens(), example_input((5, 4)))
     spec = infer_spec(Tokens(), example_input((5, 4)), freeze=["attn"])  # checked: the outputs stay the same
     assert spec.axes["attn.qkv.weight"] == (None, None) and spec.axes["embed.weight"] == (None, None)

@@ -263,6 +263,8 @@ class _Inference:
             for value in self._leaves((args, kwargs)):
                 self._freeze_value(value)
             return FROZEN
+        if node.op != "call_module" and not any(isinstance(value, Units) for value in self._leaves((args, kwargs))):
+            return FROZEN  # only units that stay in place come in: whatever the operation, nothing moves
         if node.op == "call_module":
             return self._module(node, self.model.get_submodule(node.target), args)
         if node.target is getattr:
@@ -570,8 +572,15 @@ class _Inference:
         """An operation the inference does not know: refused by name (frozen modules never get here)."""
         raise LowlossError(
             f"{self._where(node)}: {what} reads hidden units and the inference cannot see its "
-            f"symmetry; pass --freeze {self._module_path(node) or 'MODULE'} to keep its units in place"
+            f"symmetry; pass --freeze {self._freeze_hint(node)} to keep its units in place"
         )
+
+    def _freeze_hint(self, node: fx.Node) -> str:
+        """The module to freeze for `node`: the one it runs in, else the module whose output it reads."""
+        if self._module_path(node):
+            return self._module_path(node)
+        readers = [arg.target for arg in node.all_input_nodes if arg.op == "call_module"]
+        return readers[0] if readers else "MODULE"
 
     def _require(self, node: fx.Node, x: object, axis: int | None = None) -> Units:
         if not isinstance(x, Units):
@@ -622,7 +631,9 @@ class _Inference:
     def _where(self, node: fx.Node) -> str:
         path = self._module_path(node)
         what = f".{node.target}()" if node.op == "call_method" else _describe(node.target)
-        return f"{self.name}: {what}" + (f" in {path}" if path and path != node.target else "")
+        inputs = [arg.target if arg.op == "call_module" else arg.name for arg in node.all_input_nodes]
+        source = f" of {inputs[0]}" if node.op != "call_module" and inputs else ""
+        return f"{self.name}: {what}{source}" + (f" in {path}" if path and path != node.target else "")
 
     def _value(self, arg: object) -> object:
         if isinstance(arg, fx.Node):

@@ -27,20 +27,26 @@ the seconds recorded in the fitted files the method read (a matching, a curve, a
 count includes the files it was made from), of building the path, and of evaluating it."""
 
 
-def write_path_table(
-    path: str | os.PathLike, table: pd.DataFrame, arch: str, seconds: dict[str, float] | None = None
-) -> None:
-    """Write an evaluated table (`POINT_COLUMNS`) as a path table of networks of `arch`, atomically, with the
-    path's `seconds` (keys `SECONDS_COLUMNS`) when given."""
+def path_table_frame(table: pd.DataFrame, arch: str, seconds: dict[str, float] | None = None) -> pd.DataFrame:
+    """An evaluated table (`POINT_COLUMNS`) as the path table of networks of `arch` (`COLUMNS`), with the path's
+    `seconds` (keys `SECONDS_COLUMNS`) when given."""
     missing = set(POINT_COLUMNS) - set(table.columns)
     if missing:
         raise ValueError(f"an evaluated path lacks columns {sorted(missing)}")
     if seconds is not None and set(seconds) != set(SECONDS_COLUMNS):
         raise ValueError(f"a path's seconds are {list(SECONDS_COLUMNS)}, got {sorted(seconds)}")
-    written = table.assign(arch=arch)[list(COLUMNS)]
+    framed = table.assign(arch=arch)[list(COLUMNS)]
     if seconds is not None:
-        written = written.assign(**{column: seconds[column] for column in SECONDS_COLUMNS})
-    write_text_atomic(path, written.to_csv(index=False))
+        framed = framed.assign(**{column: seconds[column] for column in SECONDS_COLUMNS})
+    return framed
+
+
+def write_path_table(
+    path: str | os.PathLike, table: pd.DataFrame, arch: str, seconds: dict[str, float] | None = None
+) -> None:
+    """Write an evaluated table (`POINT_COLUMNS`) as a path table of networks of `arch`, atomically, with the
+    path's `seconds` when given (`path_table_frame`)."""
+    write_text_atomic(path, path_table_frame(table, arch, seconds).to_csv(index=False))
 
 
 def path_seconds(table: pd.DataFrame) -> dict[str, float] | None:

@@ -80,7 +80,7 @@ def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     """
     path = Path(path)
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    _check_finite(path, tensors)
+    check_finite(path, tensors)
     meta = dict(meta)
     meta.update(
         format=FORMAT,
@@ -174,11 +174,12 @@ def load_weights(path: str | os.PathLike) -> Artifact:
             raise ArtifactError(
                 f"{path}: tensor {name!r} has shape {list(tensor.shape)}, the metadata says {expected[name]['shape']}"
             )
-    _check_finite(path, tensors)
+    check_finite(path, tensors)
     return Artifact(path=path, tensors=tensors, meta=meta)
 
 
-def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+def check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse, naming the file and the tensor, floating-point values that are NaN or Inf."""
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ArtifactError(f"{path}: tensor {name!r} contains NaN or Inf values")

@@ -8,43 +8,39 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lowloss.api.defaults import POINTS, REPAIR_BATCHES
 from lowloss.cli.options import (
     BN_BATCHES_HELP,
+    ENDPOINT_HELP,
     MAX_POINTS,
     add_dataset_options,
     add_device_option,
+    add_model_options,
     count,
-    dataset_from_args,
+    endpoints_and_data,
+    options_from_args,
 )
-from lowloss.errors import LowlossError
 from lowloss.methods.context import DEFAULT_BREAKPOINTS, OT_SOLVERS, breakpoints
 
 if TYPE_CHECKING:
-    from lowloss.evaluate.fixes import PointFix
-    from lowloss.methods.registry import Method
-    from lowloss.nets.network import Network
     from lowloss.nets.params import Params
     from lowloss.paths.legs import Path as ConnectionPath
     from lowloss.storage.weights import Artifact
-    from lowloss.training.data import Dataset
 
 NAME = "connect"
 HELP = "build a method's path between two endpoints and evaluate it (CSV table + JSON summary)"
-MODEL_KEYS = ("arch", "arch_options", "input_shape", "num_classes", "dataset")
-REPAIR_BATCHES = 8
-"""1024 samples: a channel's mean and deviation then have a standard error of about 3 % of its deviation
-(less for conv channels, which add every position), and measuring them at a point and its leg's ends costs
-about 4 % of evaluating the point on Fashion-MNIST's 70000 images."""
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("endpoint_a", type=Path, help="Θ^A: a trained model (.safetensors)")
-    parser.add_argument("endpoint_b", type=Path, help="Θ^B: a trained model of the same architecture")
+    parser.add_argument("endpoint_a", type=Path, help=f"Θ^A: {ENDPOINT_HELP}")
+    parser.add_argument("endpoint_b", type=Path, help=f"Θ^B: {ENDPOINT_HELP}, of the same architecture")
     parser.add_argument("--method", required=True, help="connection method (see `lowloss methods`)")
-    add_dataset_options(parser)
+    add_dataset_options(parser, user_data=True)
     add_device_option(parser)
-    parser.add_argument("--points", type=count(1, MAX_POINTS), default=21, help="evaluated points per leg (default 21)")
+    parser.add_argument(
+        "--points", type=count(1, MAX_POINTS), default=POINTS, help=f"evaluated points per leg (default {POINTS})"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output CSV: one row per leg, t and split")
     parser.add_argument("--save-path", type=Path, help="folder for the path's breakpoints (safetensors)")
     parser.add_argument("--connector", type=Path, help="fitted connector (learned ν) for realnvp-*/iaf-*")
@@ -79,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seed of every random choice (WA's sample subset, the --bn-batches and --repair-batches batches)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_model_options(parser)
 
 
 def optional_weights(path: Path | None) -> Artifact | None:
@@ -117,79 +114,28 @@ def save_breakpoints(folder: Path, path: ConnectionPath, meta: dict) -> None:
     write_json_atomic(folder / "path.json", {"method": path.method, "legs": legs})
 
 
-def fixes_from_args(args: argparse.Namespace, method: Method, network: Network, data: Dataset) -> dict[str, PointFix]:
-    """`--bn-batches` and, for a `*+repair` method, REPAIR on `--repair-batches` (refused for other methods)."""
-    from lowloss.evaluate.fixes import point_fixes
-
-    if args.repair_batches is not None and not method.repair:
-        raise LowlossError(f"--repair-batches applies to *+repair methods, not to {method.name!r}")
-    repair_batches = (args.repair_batches or REPAIR_BATCHES) if method.repair else None
-    return point_fixes(network, data.x_train, args.seed, args.bn_batches, repair_batches)
-
-
 def run(args: argparse.Namespace) -> dict:
-    from lowloss.evaluate.engine import endpoint_scores, evaluate_path, worst_points
-    from lowloss.methods.context import Context, Options
+    from lowloss.api.connection import connect_endpoints
     from lowloss.methods.registry import get_method
-    from lowloss.nets.network import Network
-    from lowloss.storage.model_files import endpoint_params, load_endpoints
+    from lowloss.storage.model_files import model_meta
     from lowloss.storage.path_table import write_path_table
-    from lowloss.training.data import check_dataset
 
     started = time.perf_counter()
     method = get_method(args.method)
-    model, artifact_a, artifact_b = load_endpoints(args.endpoint_a, args.endpoint_b)
-    data = dataset_from_args(args)
-    check_dataset(data, artifact_a)
-    options = Options(
-        wa_breakpoints=args.wa_breakpoints,
-        wa_samples=args.wa_samples,
-        bn_batches=args.bn_batches,
-        ot_solver=args.ot_solver,
-        seed=args.seed,
-        allow_seen=args.allow_seen,
-        progress=not args.no_progress,
-    )
-    ctx = Context(
-        Network(model.to(data.x_train.device)),
+    endpoints, data = endpoints_and_data(args, [args.endpoint_a, args.endpoint_b])
+    connection = connect_endpoints(
+        endpoints,
         data,
-        options,
-        (artifact_a, artifact_b),
+        method,
+        options_from_args(args),
+        args.points,
+        args.repair_batches,
         connector=optional_weights(args.connector),
         curve=optional_weights(args.curve),
         matching=optional_weights(args.matching),
+        started=started,
     )
-    method.check(ctx.network, artifact_a.meta["arch"], ctx)
-    fixes = fixes_from_args(args, method, ctx.network, data)
-    theta_a, theta_b = endpoint_params(artifact_a, artifact_b, data.x_train.device)
-    building = time.perf_counter()
-    path = method.build(theta_a, theta_b, ctx)
-    built = time.perf_counter()
-    table = evaluate_path(
-        ctx.network, path, data, args.points, progress=not args.no_progress, fixes=list(fixes.values())
-    )
-    seconds = {
-        "fit_seconds": round(ctx.fitted_seconds, 3),
-        "build_seconds": round(built - building, 3),
-        "evaluate_seconds": round(time.perf_counter() - built, 3),
-    }
-    worst, ends = worst_points(table), endpoint_scores(table)
     if args.save_path is not None:
-        save_breakpoints(args.save_path, path, {key: artifact_a.meta.get(key) for key in MODEL_KEYS})
-    write_path_table(args.out, table, artifact_a.meta["arch"], seconds)
-    return {
-        "method": method.name,
-        "worst_train_acc": worst["train"]["acc"],
-        "worst_test_acc": worst["test"]["acc"],
-        "worst_train_loss": worst["train"]["loss"],
-        "worst_test_loss": worst["test"]["loss"],
-        "worst_test_position": worst["test"]["position"],
-        "endpoint_train_acc": min(ends["train"].values()),
-        "endpoint_test_acc": min(ends["test"].values()),
-        "legs": len(path),
-        "points": int((table["split"] == "test").sum()),
-        **{f"{name}_samples": fix.samples for name, fix in fixes.items()},
-        **seconds,
-        "seconds": round(time.perf_counter() - started, 3),
-        "out": str(args.out),
-    }
+        save_breakpoints(args.save_path, connection.path, model_meta(endpoints.meta))
+    write_path_table(args.out, connection.evaluated, connection.arch, connection.cost)
+    return {**connection.summary(), "out": str(args.out)}

@@ -13,11 +13,14 @@ import time
 from pathlib import Path
 
 from lowloss.cli.options import (
+    ENDPOINT_HELP,
     add_dataset_options,
     add_device_option,
+    add_model_options,
     count,
-    dataset_from_args,
+    endpoints_and_data,
     non_negative_float,
+    options_from_args,
     positive_float,
 )
 from lowloss.methods.context import DEFAULT_BREAKPOINTS, OT_SOLVERS, breakpoints
@@ -29,8 +32,8 @@ HELP = "train a Garipov et al. polychain or Bezier curve between two endpoints (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model_a", type=Path, metavar="A", help="endpoint Θ^A (.safetensors)")
-    parser.add_argument("model_b", type=Path, metavar="B", help="endpoint Θ^B (.safetensors)")
+    parser.add_argument("model_a", type=Path, metavar="A", help=f"endpoint Θ^A: {ENDPOINT_HELP}")
+    parser.add_argument("model_b", type=Path, metavar="B", help=f"endpoint Θ^B: {ENDPOINT_HELP}")
     parser.add_argument(
         "--method",
         choices=list(CURVES),
@@ -38,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the curve's method: family and control points including both endpoints "
         "(garipov-polychain-3 has one bend); aligned-* and ot+wa+* align Θ^B first (`lowloss methods`)",
     )
-    add_dataset_options(parser)
+    add_dataset_options(parser, user_data=True)
     add_device_option(parser)
     parser.add_argument(
         "--epochs",
@@ -66,19 +69,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd", help="aligned curves: OT solver")
     parser.add_argument("--out", type=Path, required=True, help="output curve .safetensors (sidecar beside it)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_model_options(parser)
 
 
 def run(args: argparse.Namespace) -> dict:
-    from lowloss.methods.context import Options
     from lowloss.methods.curves import default_epochs, fit_method_curve
-    from lowloss.storage.model_files import load_endpoints
     from lowloss.storage.weights import load_weights
-    from lowloss.training.data import check_dataset
 
     started = time.perf_counter()
-    _, model_a, model_b = load_endpoints(args.model_a, args.model_b)
-    data = dataset_from_args(args)
-    check_dataset(data, model_a)
+    endpoints, data = endpoints_and_data(args, [args.model_a, args.model_b])
+    model_a, model_b = endpoints.artifacts
     config = TrainConfig(
         epochs=default_epochs(args.method, data.name) if args.epochs is None else args.epochs,
         lr=args.lr,
@@ -86,16 +86,17 @@ def run(args: argparse.Namespace) -> dict:
         weight_decay=args.weight_decay,
         seed=args.seed,
     )
-    options = Options(
-        wa_breakpoints=args.wa_breakpoints,
-        wa_samples=args.wa_samples,
-        ot_solver=args.ot_solver,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
     matching = None if args.matching is None else load_weights(args.matching)
     meta = fit_method_curve(
-        args.method, model_a, model_b, data, config, args.out, options, matching, progress=not args.no_progress
+        args.method,
+        model_a,
+        model_b,
+        data,
+        config,
+        args.out,
+        options_from_args(args),
+        matching,
+        progress=not args.no_progress,
     )
     last = meta["history"][-1] if meta["history"] else {}
     return {
