@@ -15,7 +15,7 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # this workflow's lowloss (its method table imports no torch)
-from lowloss.methods.registry import ROUTE_METHODS, WA_METHODS, get_method  # noqa: E402
+from lowloss.methods.registry import CURVES, ROUTE_METHODS, WA_METHODS, get_method  # noqa: E402
 from lowloss.errors import LowlossError  # noqa: E402
 from lowloss.nets.architectures import ARCHITECTURES  # noqa: E402
 from lowloss.nets.references import parse_reference, possible_topologies  # noqa: E402
@@ -391,7 +391,12 @@ def connector_args(wildcards):
 
 
 def curve_args(wildcards):
-    return flags(experiment(wildcards.exp)["curves"])
+    """The curve's training: an aligned curve's epochs are `aligned_epochs` (null: fit-curve's default for them)."""
+    settings = dict(experiment(wildcards.exp)["curves"])
+    aligned_epochs = settings.pop("aligned_epochs")
+    if CURVES[wildcards.method].align is not None:
+        settings["epochs"] = aligned_epochs
+    return flags(settings)
 
 
 def route_options(wildcards):

@@ -152,6 +152,7 @@ def test_connect_records_the_seconds_of_the_curve_it_read(pairs, digits, tmp_pat
         (["--method", "aligned-polychain-3", "--wa-samples", "0"], "argument --wa-samples: must be at least 1"),
         (["--method", "garipov-polychain-3", "--matching", "MATCHING"], "--matching applies to aligned curves"),
         (["--method", "ot+wa+polychain-3", "--matching", "A"], "not an OT matching"),
+        (["--method", "aligned-polychain-3", "--ot-solver", "exact"], "argument --ot-solver: invalid choice: 'exact'"),
     ],
 )
 def test_fit_curve_refuses_bad_options_in_one_line(pairs, tmp_path, args, fragment):

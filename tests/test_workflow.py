@@ -395,6 +395,17 @@ def test_adding_a_method_runs_only_its_jobs_and_the_report(workflow, tmp_path):
     assert planned_jobs(workdir, config) == Counter(match=2, connect=2, report=1, all=1)
 
 
+def test_a_curve_between_aligned_networks_trains_its_own_epochs(tmp_path):
+    def change(config):
+        config["experiments"][DEEP]["methods"].append("ot+wa+polychain-3")
+        config["experiments"][DEEP]["curves"] = {"epochs": 7, "aligned_epochs": 0}
+
+    output = snakemake(tmp_path, "--dry-run", config=write_config(tmp_path / "aligned.yaml", change)).stdout
+    fits = {re.search(r"--method (\S+)", line)[1]: line for line in output.splitlines() if " fit-curve " in line}
+    assert set(fits) == {"garipov-polychain-3", "ot+wa+polychain-3"}
+    assert "--epochs 0 " in fits["ot+wa+polychain-3"] and "--epochs 2 " in fits["garipov-polychain-3"]
+
+
 def test_changing_the_training_epochs_reruns_everything_downstream(workflow, tmp_path):
     workdir, plan = workflow
     config = write_config(tmp_path / "epochs.yaml", lambda c: c["experiments"][EXPERIMENT]["train"].update(epochs=4))
