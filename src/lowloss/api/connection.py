@@ -133,7 +133,7 @@ def connect_endpoints(
     data: Dataset,
     method: Method,
     options: Options,
-    points: int = POINTS,
+    points: int | str = POINTS,
     repair_batches: int | None = None,
     connector: Artifact | None = None,
     curve: Artifact | None = None,
@@ -178,7 +178,7 @@ def connect(
     *,
     train: DataInput,
     test: UserSplit | None = None,
-    points: int = POINTS,
+    points: int | str = POINTS,
     freeze: Sequence[str] = (),
     bn_batches: int | None = None,
     repair_batches: int | None = None,
@@ -204,7 +204,8 @@ def connect(
         train: a named dataset (`digits`, `fashion-mnist`, …), a lowloss `Dataset`, or the user's training
             split as a torch Dataset, a DataLoader or (x, y) tensors. Route methods fit on it.
         test: the user's test split, in the same forms (none: only the training split is evaluated).
-        points: evaluated points per leg.
+        points: evaluated points per leg, or `auto`: a coarse grid, then a search of each split's worst point
+            (`lowloss.evaluate.adaptive`).
         freeze: modules whose units stay in place (for a model whose spec is inferred).
         bn_batches: measure BatchNorm's statistics at every point on this many training batches of 128.
         repair_batches: `*+repair` methods: the training batches REPAIR measures channel statistics on.

@@ -11,6 +11,8 @@ never sampled). Three strategies share the work, picked per leg:
   through `torch.func.functional_call` under `vmap`, one data batch at a time; the midpoints of many
   swap legs share a chunk.
 
+`points="auto"` evaluates a coarse grid, then searches the lowest bracket of each split (`adaptive`).
+
 Chunk sizes come from a memory budget and the model's per-sample activation size. Point fixes (BatchNorm
 statistics measured on each point, REPAIR) change each point's tensors before it is evaluated; with any of
 them, what reuses one point's activations for others (a straight leg's two ends, a swap leg's base, the
@@ -25,6 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from lowloss.evaluate.adaptive import AUTO, COARSE_POINTS, golden_search, search_steps
 from lowloss.evaluate.fixes import PointFix
 from lowloss.evaluate.layered import LayeredEngine
 from lowloss.evaluate.onehidden import OneHiddenForm
@@ -174,7 +177,7 @@ def evaluate_path(
     network: Network,
     path: Path,
     data: Dataset,
-    points: int = 21,
+    points: int | str = 21,
     splits: Sequence[str] = ("train", "test"),
     progress: bool = True,
     budget: int = MEMORY_BUDGET,
@@ -185,14 +188,21 @@ def evaluate_path(
 
     Rows run along the path (by leg, then t; splits in the order given). `position` is leg index + t,
     so leg k spans [k, k + 1] (as in the paper's Fig. 5); `stage` is the route stage of the leg.
-    `fast=False` evaluates every point by the generic vmapped functional call (the reference). `fixes`
-    change every point before it is evaluated (BatchNorm statistics measured on it, REPAIR).
+    `points`: evenly spaced t per leg, or `auto` (`lowloss.evaluate.adaptive`: a coarse grid, then a search of
+    each split's worst point; the table holds every point evaluated). `fast=False` evaluates every point by
+    the generic vmapped functional call (the reference). `fixes` change every point before it is evaluated
+    (BatchNorm statistics measured on it, REPAIR).
     """
     network.model.to(data.x_train.device).eval()
-    grids = path_grids(path, points)
+    adaptive = points == AUTO
+    grids = path_grids(path, COARSE_POINTS if adaptive else points)
     evaluator = Evaluator(network, data, path.theta_a, budget, fast, max(len(g) for g in grids), fixes)
-    with progress_bar(path, sum(len(g) for g in grids), progress) as bar:
-        return path_table(grid_rows(evaluator, path, grids, splits, bar))
+    searched = len(splits) * (search_steps() + 1) if adaptive else 0
+    with progress_bar(path, sum(len(g) for g in grids) + searched, progress) as bar:
+        rows = grid_rows(evaluator, path, grids, splits, bar)
+        if adaptive:
+            rows += searched_rows(evaluator, path, rows, splits, bar)
+        return path_table(rows)
 
 
 def progress_bar(path: Path, points: int, progress: bool) -> tqdm:
@@ -227,6 +237,33 @@ def grid_rows(
                 rows += leg_rows(evaluator, path.method, index, leg, t_chunk, splits)
                 bar.update(len(t_chunk))
     return rows
+
+
+def searched_rows(evaluator: Evaluator, path: Path, rows: list[dict], splits: Sequence[str], bar: tqdm) -> list[dict]:
+    """Rows of the points a golden-section search adds, split by split, between the neighbours of the split's
+    lowest point so far on a leg of its own grid (a swap leg's one point is where it is); each point is
+    evaluated on every split."""
+    keys = {(row["leg"], row["t"], row["split"]): (row["acc"], -row["loss"]) for row in rows}
+    added: list[dict] = []
+    for split in splits:
+        searchable = [row for row in rows + added if row["split"] == split and path.legs[row["leg"]].eval_ts is None]
+        if not searchable:
+            continue
+        worst = min(searchable, key=lambda row: keys[row["leg"], row["t"], split])
+        index = worst["leg"]
+        ts = sorted({row["t"] for row in searchable if row["leg"] == index})
+        at = ts.index(worst["t"])
+
+        def key(t: float, index: int = index, split: str = split) -> tuple[float, float]:
+            if (index, t, split) not in keys:
+                new = leg_rows(evaluator, path.method, index, path.legs[index], [t], splits)
+                keys.update({(index, t, row["split"]): (row["acc"], -row["loss"]) for row in new})
+                added.extend(new)
+                bar.update(1)
+            return keys[index, t, split]
+
+        golden_search(key, ts[max(at - 1, 0)], worst["t"], ts[min(at + 1, len(ts) - 1)])
+    return added
 
 
 def leg_rows(
@@ -274,10 +311,11 @@ def swap_runs(path: Path) -> list[list[int]]:
 
 
 def worst_points(table: pd.DataFrame) -> dict[str, dict]:
-    """Per split, the row of lowest accuracy (the paper's metric is this accuracy)."""
+    """Per split, the row of lowest accuracy (the paper's metric is this accuracy); of rows of equal accuracy, the one
+    of highest loss, as the adaptive search compares points (`lowloss.evaluate.adaptive`)."""
     worst = {}
     for split, rows in table.groupby("split"):
-        row = rows.loc[rows["acc"].idxmin()]
+        row = rows.sort_values(["acc", "loss"], ascending=[True, False], kind="stable").iloc[0]
         worst[split] = {
             "acc": float(row["acc"]),
             "loss": float(row["loss"]),
