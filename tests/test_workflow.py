@@ -29,11 +29,20 @@ TINY = ROOT / "configs" / "test-tiny.yaml"
 EXPERIMENT, DEEP = "digits-tiny", "digits-fc3-tiny"
 REPORT = Path("results/report/test-tiny")
 MLFLOW_EXPERIMENT = "lowloss-test-tiny"
-FIGURES = [f"paths-{EXPERIMENT}", f"paths-{DEEP}", f"route-{DEEP}", "fig7", "ensembles_cost"]
+FIGURES = [
+    f"paths-{EXPERIMENT}",
+    f"paths-{DEEP}",
+    f"route-{DEEP}",
+    f"cost-{EXPERIMENT}",
+    f"cost-{DEEP}",
+    "fig7",
+    "ensembles_cost",
+]
 REPORT_FILES = [
     *(f"{table}.{suffix}" for table in ("table1", "table2") for suffix in ("csv", "md", "html", "tex")),
     "worst_points.csv",
     "worst_points.html",
+    "cost.csv",
     "ensembles.csv",
     "ensembles.md",
     "ensembles.html",
@@ -243,6 +252,8 @@ def test_every_job_logged_one_mlflow_run_with_tags_metrics_and_files(workflow):
         assert report.data.metrics[f"{key}_mean"] == pytest.approx(row.mean)
         assert report.data.metrics[f"{key}_std"] == pytest.approx(row.std)
     assert "| End Points" in report.data.tags["mlflow.note.content"]
+    logged = {Path(a.path).name for a in client.list_artifacts(report.info.run_id, "outputs")}
+    assert {f"cost-{EXPERIMENT}.png", f"cost-{DEEP}.svg", "cost.csv"} <= logged  # accuracy against cost
 
 
 def test_the_parent_run_holds_the_config_the_commit_and_a_link_to_the_report(workflow):
@@ -316,6 +327,8 @@ def test_the_html_report_shows_the_tables_as_tables_and_every_figure(workflow):
         "Ensembles",
         "Ensembles by number of models (Fig. 7)",
         "Ensembles by inference cost",
+        f"Accuracy against cost: {DEEP}",
+        f"Accuracy against cost: {EXPERIMENT}",
     ]
     link = r'<li><a class=\\"reference external\\" href=\\"javascript:app.showResultInfo[^"]*\\">([^<]+)</a>'
     listed = re.findall(link, text)  # the description is a JSON string: its quotes are escaped

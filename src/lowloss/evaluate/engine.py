@@ -38,7 +38,7 @@ from lowloss.nets.network import Network
 from lowloss.nets.params import Params, on_device, stack_params, unstack_params
 from lowloss.paths.legs import Leg, Path
 from lowloss.paths.swaps import PermutationStage, SwapLeg
-from lowloss.storage.path_table import POINT_COLUMNS
+from lowloss.storage.path_table import POINT_COLUMNS, worst_row
 from lowloss.training.data import Dataset
 
 SWAP_CHECK_SAMPLES = 64
@@ -311,11 +311,10 @@ def swap_runs(path: Path) -> list[list[int]]:
 
 
 def worst_points(table: pd.DataFrame) -> dict[str, dict]:
-    """Per split, the row of lowest accuracy (the paper's metric is this accuracy); of rows of equal accuracy, the one
-    of highest loss, as the adaptive search compares points (`lowloss.evaluate.adaptive`)."""
+    """Per split, the worst point (`worst_row`: the paper's metric is its accuracy)."""
     worst = {}
     for split, rows in table.groupby("split"):
-        row = rows.sort_values(["acc", "loss"], ascending=[True, False], kind="stable").iloc[0]
+        row = worst_row(rows)
         worst[split] = {
             "acc": float(row["acc"]),
             "loss": float(row["loss"]),

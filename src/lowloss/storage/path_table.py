@@ -56,6 +56,11 @@ def path_seconds(table: pd.DataFrame) -> dict[str, float] | None:
     return {column: float(table[column].iloc[0]) for column in SECONDS_COLUMNS}
 
 
+def worst_row(rows: pd.DataFrame) -> pd.Series:
+    """The row of lowest accuracy (the paper's worst point); of rows of equal accuracy, the one of highest loss."""
+    return rows.sort_values(["acc", "loss"], ascending=[True, False], kind="stable").iloc[0]
+
+
 def is_path_table(path: str | os.PathLike) -> bool:
     """Whether `path` starts with a path table's header (nothing else is read)."""
     try:
