@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from lowloss.errors import LowlossError, unknown_name
+from lowloss.evaluate.adaptive import AUTO
 from lowloss.nets.architectures import ARCHITECTURES, NORMS
 from lowloss.nets.references import FORMS, ModelRef, parse_input_size, parse_model_args, parse_reference
 from lowloss.training.datasets import DATASETS
@@ -231,6 +232,16 @@ def count(minimum: int = 1, maximum: int | None = None):
         return _in_range(value, minimum, maximum)
 
     return parse
+
+
+def points_per_leg(text: str) -> int | str:
+    """argparse type of `--points`: evenly spaced t per leg (1 … MAX_POINTS), or `auto`, the adaptive grid."""
+    if text == AUTO:
+        return AUTO
+    try:
+        return _in_range(int(text), 1, MAX_POINTS)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or {AUTO!r}, got {text!r}") from None
 
 
 def positive_float(text: str) -> float:

@@ -12,14 +12,15 @@ from lowloss.api.defaults import POINTS, REPAIR_BATCHES
 from lowloss.cli.options import (
     BN_BATCHES_HELP,
     ENDPOINT_HELP,
-    MAX_POINTS,
     add_dataset_options,
     add_device_option,
     add_model_options,
     count,
     endpoints_and_data,
     options_from_args,
+    points_per_leg,
 )
+from lowloss.evaluate.adaptive import COARSE_POINTS, TOLERANCE
 from lowloss.methods.context import DEFAULT_BREAKPOINTS, OT_SOLVERS, breakpoints
 
 if TYPE_CHECKING:
@@ -39,7 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_options(parser, user_data=True)
     add_device_option(parser)
     parser.add_argument(
-        "--points", type=count(1, MAX_POINTS), default=POINTS, help=f"evaluated points per leg (default {POINTS})"
+        "--points",
+        type=points_per_leg,
+        default=POINTS,
+        metavar="N|auto",
+        help=f"evaluated points per leg (default {POINTS}), or auto: {COARSE_POINTS} per leg, then a golden-section "
+        f"search of each split's worst point to {TOLERANCE} in t",
     )
     parser.add_argument("--out", type=Path, required=True, help="output CSV: one row per leg, t and split")
     parser.add_argument("--save-path", type=Path, help="folder for the path's breakpoints (safetensors)")
@@ -137,5 +143,5 @@ def run(args: argparse.Namespace) -> dict:
     )
     if args.save_path is not None:
         save_breakpoints(args.save_path, connection.path, model_meta(endpoints.meta))
-    write_path_table(args.out, connection.evaluated, connection.arch)
+    write_path_table(args.out, connection.evaluated, connection.arch, connection.cost)
     return {**connection.summary(), "out": str(args.out)}
