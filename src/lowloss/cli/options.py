@@ -12,9 +12,11 @@ import argparse
 import logging
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowloss.errors import LowlossError, unknown_name
+from lowloss.methods.context import ALL
 from lowloss.nets.architectures import ARCHITECTURES, NORMS
 from lowloss.training.datasets import DATASETS
 
@@ -71,13 +73,81 @@ def dataset_from_args(args: argparse.Namespace) -> Dataset:
     return data
 
 
+# The range of every numeric option. A value outside it is refused while the arguments are parsed; each bound
+# says why it lies where it does (far beyond any useful setting, well before one that cannot run).
+MAX_SEED = 2**32 - 1
+"""Seeds lie in [0, 2^32 − 1], NumPy's range: the per-epoch and per-step seeds drawn from one
+(seed · 1000003 + epoch · 101 + salt) then stay far inside the 64-bit range torch's generators accept."""
+MAX_EPOCHS = 10_000
+"""50 times the paper's longest budget (200 epochs of curve fitting on CIFAR-10)."""
+MAX_STEPS = 1_000_000
+"""Optimiser steps of a connector: 1000 times the default."""
+MAX_BATCH = 65_536
+"""Training samples in a batch, or fitted on (--wa-samples): more than the largest training split (60000,
+MNIST and Fashion-MNIST), so every meaningful value is allowed and the whole split is one batch."""
+MAX_BATCHES = 1000
+"""Batches of 128 that BatchNorm's or REPAIR's statistics are measured on: 128000 samples, twice the largest
+training split."""
+MAX_WIDTH = 65_536
+"""Units of a dense hidden layer: ten times the paper's widest (6144); a one-hidden-layer network that wide
+already has 200 million parameters on CIFAR-10's inputs, and every evaluated point of a path is a copy."""
+MAX_CHANNELS = 4096
+"""Channels of a conv layer: eight times VGG's widest (512); a 3x3 conv that wide has 150 million weights."""
+MAX_WIDTH_MULTIPLIER = 8.0
+"""The factor on vgg16's and resnet20's widths that reaches MAX_CHANNELS (8 x 512)."""
+MAX_LR = 10.0
+"""A learning rate above 10 diverges at once with SGD and Adam on every network here (the defaults are
+0.01 to 0.1)."""
+MAX_WEIGHT_DECAY = 1.0
+"""At weight decay 1 a step of learning rate 1 removes the whole weight; more only flips signs."""
 MAX_POINTS = 1000
 """Upper bound of `connect --points`: every point is one evaluation of the network on both splits,
-per leg (the default is 21; 1000 already costs ~50 times as much)."""
+per leg (the default is 21; 1000 already costs ~50 times as much). `--wa-breakpoints` shares it: more
+re-fits per stage than evaluated points would re-fit between points that are never evaluated."""
+MAX_FLOW_LAYERS = 64
+"""Coupling or autoregressive layers of a connector ν (the default is 6)."""
+MAX_FLOW_HIDDEN = 4096
+"""Hidden width of ν's conditioners (the default is 128)."""
+MAX_WA_LAYER = max(arch.weight_layers for arch in ARCHITECTURES.values()) - 1
+"""WA(n) of an ensemble: n below the deepest architecture's weight layers (checked against the members'
+own architecture once they are read)."""
 BN_BATCHES_HELP = (
     "recompute BatchNorm's running statistics at every point from N fixed training batches of 128 "
     "(networks with BatchNorm only); the route methods fit on points so measured"
 )
+
+
+def add_training_options(
+    parser: argparse.ArgumentParser, epochs: int | None, epochs_help: str, weight_decay_help: str | None = None
+) -> None:
+    """Seed, epochs, learning rate, batch size and weight decay of SGD training (`train`, `fit-curve`)."""
+    from lowloss.training.config import TrainConfig
+
+    add_seed_option(parser, "seed of the initialisation, the shuffles and every other random choice", TrainConfig.seed)
+    parser.add_argument(
+        "--epochs", type=count(1, MAX_EPOCHS), default=epochs, help=f"{epochs_help} (1 to {MAX_EPOCHS})"
+    )
+    parser.add_argument(
+        "--lr", type=positive_float(MAX_LR), default=TrainConfig.lr, help=f"initial learning rate (0 < lr ≤ {MAX_LR:g})"
+    )
+    parser.add_argument(
+        "--batch-size", type=count(1, MAX_BATCH), default=TrainConfig.batch_size, help=f"minibatch (1 to {MAX_BATCH})"
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=non_negative_float(MAX_WEIGHT_DECAY),
+        default=TrainConfig.weight_decay,
+        help=f"{weight_decay_help or 'L2 weight decay'} (0 to {MAX_WEIGHT_DECAY:g})",
+    )
+
+
+def add_seed_option(parser: argparse.ArgumentParser, help: str, default: int = 0) -> None:
+    parser.add_argument("--seed", type=seed, default=default, help=f"{help} (0 to 2^32 - 1, default {default})")
+
+
+def given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    """Which of the options `names` the command line gave (not left at None or False)."""
+    return [name for name in names if getattr(args, name, None) not in (None, False)]
 
 
 def count(minimum: int = 1, maximum: int | None = None):
@@ -87,42 +157,85 @@ def count(minimum: int = 1, maximum: int | None = None):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected an integer, got {_shown(text)}") from None
         return _in_range(value, minimum, maximum)
 
+    parse.__name__ = "integer"
     return parse
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0 (learning rates, width multipliers)."""
-    value = _float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
+def seed(text: str) -> int:
+    """argparse type: a seed in [0, MAX_SEED]."""
+    return count(0, MAX_SEED)(text)
 
 
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0 (weight decay)."""
-    value = _float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
-    return value
+def positive_float(maximum: float):
+    """argparse type: a finite number in (0, maximum] (learning rates, width multipliers)."""
+
+    def parse(text: str) -> float:
+        value = _float(text)
+        if not 0 < value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be greater than 0 and at most {maximum:g}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
-def int_list(text: str) -> list[int]:
-    """Parse '6144,2000' into [6144, 2000]; every entry is a width, so at least 1."""
+def non_negative_float(maximum: float):
+    """argparse type: a finite number in [0, maximum] (weight decay)."""
+
+    def parse(text: str) -> float:
+        value = _float(text)
+        if not 0 <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be at least 0 and at most {maximum:g}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def int_list(maximum: int):
+    """argparse type: '6144,2000' -> [6144, 2000]; every entry is a width in [1, maximum]."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(part) for part in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {_shown(text)}") from None
+        return [_in_range(value, 1, maximum) for value in values]
+
+    parse.__name__ = "list"
+    return parse
+
+
+def wa_breakpoints(text: str) -> int | str:
+    """argparse type of `--wa-breakpoints`: 'all', or an integer K in [2, MAX_POINTS]."""
+    return ALL if text == ALL else count(2, MAX_POINTS)(text)
+
+
+def method_name(text: str) -> str:
+    """argparse type: a method of the method table, or its REPAIR variant (the closest name suggested)."""
+    from lowloss.methods.registry import get_method
+
     try:
-        values = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    return [_in_range(value, 1, None) for value in values]
+        return get_method(text).name
+    except LowlossError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def output_path(text: str) -> Path:
+    """argparse type of a file or folder a command writes: any name but the empty one (which would be `.`)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} names no file")
+    return Path(text)
 
 
 def _in_range(value: int, minimum: int, maximum: int | None) -> int:
     if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {_shown(str(value), quote=False)}")
     if maximum is not None and value > maximum:
-        raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
+        raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {_shown(str(value), quote=False)}")
     return value
 
 
@@ -130,10 +243,16 @@ def _float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number, got {_shown(text)}") from None
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {_shown(text)}")
     return value
+
+
+def _shown(text: str, limit: int = 40, quote: bool = True) -> str:
+    """A value as a message quotes it: a number of 5000 digits is cut."""
+    shown = text if len(text) <= limit else text[: limit - 1] + "…"
+    return repr(shown) if quote else shown
 
 
 ARCH_OPTION_FLAGS = {
@@ -153,10 +272,14 @@ def add_arch_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help=f"one of {', '.join(ARCHITECTURES)} (default: onehidden)",
     )
-    parser.add_argument("--width", type=count(1), help="onehidden: hidden units (default 2000)")
-    parser.add_argument("--widths", type=int_list, help="fc3: hidden widths, e.g. 6144,2000")
-    parser.add_argument("--channels", type=int_list, help="conv2fc1: conv channels, e.g. 32,64")
-    parser.add_argument("--width-multiplier", type=positive_float, help="vgg16, resnet20: scale every layer's width")
+    parser.add_argument("--width", type=count(1, MAX_WIDTH), help="onehidden: hidden units (default 2000)")
+    parser.add_argument("--widths", type=int_list(MAX_WIDTH), help="fc3: hidden widths, e.g. 6144,2000")
+    parser.add_argument("--channels", type=int_list(MAX_CHANNELS), help="conv2fc1: conv channels, e.g. 32,64")
+    parser.add_argument(
+        "--width-multiplier",
+        type=positive_float(MAX_WIDTH_MULTIPLIER),
+        help="vgg16, resnet20: scale every layer's width",
+    )
     parser.add_argument(
         "--norm",
         type=choice("norm", NORMS),

@@ -10,14 +10,23 @@ from typing import TYPE_CHECKING
 
 from lowloss.cli.options import (
     BN_BATCHES_HELP,
+    MAX_BATCH,
+    MAX_BATCHES,
     MAX_POINTS,
     add_dataset_options,
     add_device_option,
+    add_seed_option,
     count,
     dataset_from_args,
+    given,
+    method_name,
+    output_path,
+    wa_breakpoints,
 )
-from lowloss.errors import LowlossError
-from lowloss.methods.context import DEFAULT_BREAKPOINTS, OT_SOLVERS, breakpoints
+from lowloss.methods.context import DEFAULT_BREAKPOINTS, OT_SOLVERS
+from lowloss.methods.registry import FILE_INPUTS, OPTIONS, get_method
+from lowloss.storage.destinations import check_files, file_output, folder_output
+from lowloss.storage.file_kinds import BREAKPOINT, CONNECTOR, CURVE, MATCHING, MODEL, PATH_TABLE, SIDECAR
 
 if TYPE_CHECKING:
     from lowloss.evaluate.fixes import PointFix
@@ -41,42 +50,38 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("endpoint_a", type=Path, help="Θ^A: a trained model (.safetensors)")
     parser.add_argument("endpoint_b", type=Path, help="Θ^B: a trained model of the same architecture")
-    parser.add_argument("--method", required=True, help="connection method (see `lowloss methods`)")
+    parser.add_argument("--method", type=method_name, required=True, help="connection method (see `lowloss methods`)")
     add_dataset_options(parser)
     add_device_option(parser)
     parser.add_argument("--points", type=count(1, MAX_POINTS), default=21, help="evaluated points per leg (default 21)")
-    parser.add_argument("--out", type=Path, required=True, help="output CSV: one row per leg, t and split")
-    parser.add_argument("--save-path", type=Path, help="folder for the path's breakpoints (safetensors)")
+    parser.add_argument("--out", type=output_path, required=True, help="output CSV: one row per leg, t and split")
+    parser.add_argument("--save-path", type=output_path, help="folder for the path's breakpoints (safetensors)")
     parser.add_argument("--connector", type=Path, help="fitted connector (learned ν) for realnvp-*/iaf-*")
     parser.add_argument("--curve", type=Path, help="fitted curve for garipov-*")
     parser.add_argument("--matching", type=Path, help="OT matching from `lowloss match --method M` (else computed)")
     parser.add_argument("--allow-seen", action="store_true", help="allow endpoints a connector was fitted on")
     parser.add_argument(
         "--wa-breakpoints",
-        type=breakpoints,
-        default=DEFAULT_BREAKPOINTS,
+        type=wa_breakpoints,
         metavar="K|all",
-        help=f"*+wa: points per stage where the next layer is re-fitted, or 'all' for every "
+        help=f"*+wa: points per stage where the next layer is re-fitted (2 to {MAX_POINTS}), or 'all' for every "
         f"evaluated t (default {DEFAULT_BREAKPOINTS})",
     )
     parser.add_argument(
         "--wa-samples",
-        type=count(1),
+        type=count(1, MAX_BATCH),
         help="*+wa, *+bfly: training samples the weight adjustments are fitted on (default all)",
     )
     parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd", help="OT solver (default emd, as the paper)")
-    parser.add_argument("--bn-batches", type=count(1), metavar="N", help=BN_BATCHES_HELP)
+    parser.add_argument("--bn-batches", type=count(1, MAX_BATCHES), metavar="N", help=BN_BATCHES_HELP)
     parser.add_argument(
         "--repair-batches",
-        type=count(1),
+        type=count(1, MAX_BATCHES),
         metavar="N",
         help=f"*+repair: training batches of 128 the channel statistics are measured on (default {REPAIR_BATCHES})",
     )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of every random choice (WA's sample subset, the --bn-batches and --repair-batches batches)",
+    add_seed_option(
+        parser, "seed of every random choice (WA's sample subset, the --bn-batches and --repair-batches batches)"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -118,13 +123,24 @@ def save_breakpoints(folder: Path, path: ConnectionPath, meta: dict) -> None:
 
 
 def fixes_from_args(args: argparse.Namespace, method: Method, network: Network, data: Dataset) -> dict[str, PointFix]:
-    """`--bn-batches` and, for a `*+repair` method, REPAIR on `--repair-batches` (refused for other methods)."""
+    """`--bn-batches` and, for a `*+repair` method, REPAIR on `--repair-batches` (`check` refuses it for others)."""
     from lowloss.evaluate.fixes import point_fixes
 
-    if args.repair_batches is not None and not method.repair:
-        raise LowlossError(f"--repair-batches applies to *+repair methods, not to {method.name!r}")
     repair_batches = (args.repair_batches or REPAIR_BATCHES) if method.repair else None
     return point_fixes(network, data.x_train, args.seed, args.bn_batches, repair_batches)
+
+
+def check(args: argparse.Namespace) -> None:
+    """Options the method does not read, the files it reads (of their kinds) and its outputs."""
+    get_method(args.method).refuse_unused(given(args, (*OPTIONS, *FILE_INPUTS)))
+    files = {"connector": CONNECTOR, "curve": CURVE, "matching": MATCHING}
+    inputs = {args.endpoint_a: MODEL, args.endpoint_b: MODEL}
+    inputs.update({getattr(args, name): kind for name, kind in files.items() if getattr(args, name) is not None})
+    outputs = [file_output("--out", args.out, PATH_TABLE)]
+    if args.save_path is not None:
+        breakpoints = {"breakpoint-*.safetensors": BREAKPOINT, "breakpoint-*.json": SIDECAR}
+        outputs.append(folder_output("--save-path", args.save_path, {"path.json": None}, breakpoints))
+    check_files(inputs, outputs)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -142,7 +158,7 @@ def run(args: argparse.Namespace) -> dict:
     data = dataset_from_args(args)
     check_dataset(data, artifact_a)
     options = Options(
-        wa_breakpoints=args.wa_breakpoints,
+        wa_breakpoints=args.wa_breakpoints or DEFAULT_BREAKPOINTS,
         wa_samples=args.wa_samples,
         bn_batches=args.bn_batches,
         ot_solver=args.ot_solver,

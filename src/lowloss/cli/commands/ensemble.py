@@ -7,7 +7,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lowloss.cli.options import add_dataset_options, add_device_option, count
+from lowloss.cli.options import (
+    MAX_BATCH,
+    MAX_WA_LAYER,
+    add_dataset_options,
+    add_device_option,
+    add_seed_option,
+    count,
+    output_path,
+)
+from lowloss.errors import LowlossError
+from lowloss.storage.destinations import check_files, weights_output
+from lowloss.storage.file_kinds import ENSEMBLE, MODEL
 
 if TYPE_CHECKING:
     from torch import nn
@@ -30,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     method = parser.add_mutually_exclusive_group(required=True)
     method.add_argument(
         "--wa-layer",
-        type=int,
+        type=count(1, MAX_WA_LAYER),
         metavar="N",
         help="WA(N): re-fit every member's N-th layer from the last to read model 1's features "
         "(1: the last layer, saved as one ordinary model)",
@@ -40,21 +51,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_option(parser)
     parser.add_argument(
         "--wa-samples",
-        type=count(1),
-        help="training samples the adjusted layers are fitted on (default: the whole training split)",
+        type=count(1, MAX_BATCH),
+        help="WA(N): training samples the adjusted layers are fitted on (default: the whole training split)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the --wa-samples subset")
+    add_seed_option(parser, "seed of the --wa-samples subset")
     parser.add_argument(
         "--out",
-        type=Path,
+        type=output_path,
         required=True,
         help="the ensemble (.safetensors + .json sidecar; WA(1): an ordinary model file)",
     )
 
 
+def check(args: argparse.Namespace) -> None:
+    if args.independent and args.wa_samples is not None:
+        raise LowlossError("--wa-samples applies to WA(N) ensembles (--wa-layer N), not to --independent")
+    kind = MODEL if args.wa_layer == 1 else ENSEMBLE  # WA(1) is one averaged network
+    check_files(dict.fromkeys(args.models, MODEL), [weights_output("--out", args.out, kind)])
+
+
 def load_members(paths: list[Path]) -> tuple[nn.Module, list[Artifact]]:
     """(model 1's module, every member's artifact), checked to share architecture, width and dataset."""
-    from lowloss.errors import LowlossError
     from lowloss.storage.model_files import MODEL_KEYS, load_model
 
     model, first = load_model(paths[0])
@@ -113,7 +130,6 @@ def run(args: argparse.Namespace) -> dict:
     from lowloss.ensemble import backbone as ensemble
     from lowloss.methods.adjust import fitting_samples
     from lowloss.nets.network import Network
-    from lowloss.storage.file_kinds import MODEL
     from lowloss.storage.model_files import MODEL_KEYS
     from lowloss.storage.weights import save_weights
     from lowloss.training.data import check_dataset

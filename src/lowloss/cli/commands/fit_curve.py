@@ -13,12 +13,13 @@ from pathlib import Path
 from lowloss.cli.options import (
     add_dataset_options,
     add_device_option,
-    count,
+    add_training_options,
     dataset_from_args,
-    non_negative_float,
-    positive_float,
+    output_path,
 )
 from lowloss.methods.registry import CURVES
+from lowloss.storage.destinations import check_files, weights_output
+from lowloss.storage.file_kinds import CURVE, MODEL
 from lowloss.training.config import TrainConfig
 
 NAME = "fit-curve"
@@ -37,13 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_dataset_options(parser)
     add_device_option(parser)
-    parser.add_argument("--epochs", type=count(1), help="default: the paper's budget, 200 on cifar10, 60 otherwise")
-    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
-    parser.add_argument("--lr", type=positive_float, default=TrainConfig.lr)
-    parser.add_argument("--batch-size", type=count(1), default=TrainConfig.batch_size)
-    parser.add_argument("--weight-decay", type=non_negative_float, default=TrainConfig.weight_decay, help="on w(t)")
-    parser.add_argument("--out", type=Path, required=True, help="output curve .safetensors (sidecar beside it)")
+    add_training_options(parser, None, "default: the paper's budget, 200 on cifar10, 60 otherwise", "on w(t)")
+    parser.add_argument("--out", type=output_path, required=True, help="output curve .safetensors (sidecar beside it)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def check(args: argparse.Namespace) -> None:
+    check_files({args.model_a: MODEL, args.model_b: MODEL}, [weights_output("--out", args.out, CURVE, resumable=True)])
 
 
 def run(args: argparse.Namespace) -> dict:

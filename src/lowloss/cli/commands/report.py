@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lowloss.cli.options import output_path
+from lowloss.storage.destinations import REPORT_FILES, check_files, folder_output
+
 NAME = "report"
 HELP = "Table 1 (worst accuracy along the path, mean ± std over pairs) and path figures"
 
@@ -19,10 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out-dir",
-        type=Path,
+        type=output_path,
         required=True,
         help="folder of table1.{csv,md,tex}, worst_points.csv and paths.{png,svg}",
     )
+
+
+def check(args: argparse.Namespace) -> None:
+    check_files(args.paths, [folder_output("--out-dir", args.out_dir, {}, REPORT_FILES)])
 
 
 def run(args: argparse.Namespace) -> dict:
