@@ -88,13 +88,18 @@ def test_connect_json_line_and_saved_breakpoints(pair, tmp_path):
         assert all(torch.equal(saved.tensors[k], v) for k, v in load_weights(endpoint).tensors.items())
 
 
-def test_methods_lists_every_method_with_its_description(capsys):
-    result = run_main(capsys, "methods")
-    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line}
-    for method in METHODS:
-        assert len(lines[method].split()) > 3
-    assert "networks that cut into stages" in lines["ot+wa"] and "one hidden layer" in lines["realnvp-flow"]
-    assert "+repair after its name" in result.stdout.splitlines()[-1]
+def test_methods_lists_every_method_in_a_table_wrapped_to_the_terminal(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    lines = run_main(capsys, "methods").stdout.splitlines()
+    assert max(map(len, lines)) <= 100
+    starts = [i for i, line in enumerate(lines) if line.split(" ", 1)[0] in METHODS]
+    assert [lines[i].split()[0] for i in starts] == sorted(METHODS)  # one row each, names in the first column
+    rows = {lines[i].split()[0]: " ".join(lines[i:j]) for i, j in zip(starts, [*starts[1:], len(lines)])}
+    column = lines[starts[0]].index(METHODS[lines[starts[0]].split()[0]].description.split()[0])
+    assert all(line[:column].strip() in ("", line.split()[0]) for line in lines[starts[0] : starts[-1]])  # aligned
+    assert "networks that cut" in rows["ot+wa"] and "--wa-breakpoints" in rows["ot+wa"]
+    assert "one hidden layer" in " ".join(rows["realnvp-flow"].split()) and "--connector" in rows["realnvp-flow"]
+    assert "+repair after its name" in " ".join(lines[-3:])
 
 
 def test_bad_input_is_one_line_and_writes_nothing(pair, odd_endpoints, tmp_path, capsys):
@@ -108,8 +113,8 @@ def test_bad_input_is_one_line_and_writes_nothing(pair, odd_endpoints, tmp_path,
             "method 'realnvp-flow' applies to networks with one hidden layer, not to 'fc3'",
         ),
         ([*pair, "--method", "linear", "--dataset", "synthetic-mnist"], "expects inputs [1, 8, 8]"),
-        ([*pair, "--method", "ot+wa", "--wa-breakpoints", "1"], "--wa-breakpoints must be an integer of at least 2"),
-        ([*pair, "--method", "ot+wa", "--wa-breakpoints", "0"], "--wa-breakpoints must be an integer of at least 2"),
+        ([*pair, "--method", "ot+wa", "--wa-breakpoints", "1"], "argument --wa-breakpoints: must be at least 2, got 1"),
+        ([*pair, "--method", "ot+wa", "--wa-breakpoints", "0"], "argument --wa-breakpoints: must be at least 2, got 0"),
         ([*pair, "--method", "ot", "--matching", tmp_path / "none.safetensors"], "file not found"),
     ]
     for args, fragment in cases:

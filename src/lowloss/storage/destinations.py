@@ -29,7 +29,6 @@ from lowloss.storage.file_kinds import (
     SIDECAR,
     WEIGHTS_SUFFIX,
     checkpoint_path,
-    describe,
     identify,
     require_kind,
 )
@@ -116,19 +115,20 @@ def _check_output(output: Output, guarded: dict) -> None:
         raise LowlossError(
             f"{option} {path}: a weight file's name ends in {WEIGHTS_SUFFIX} (its sidecar is the .json beside it)"
         )
-    _check_target(option, path, output.kind, guarded, "")
+    _check_target(option, path, output.kind, guarded, "", any_weights=output.weights)
     if not output.weights:
         return
     _check_sidecar(option, sidecar_path(path), path, guarded)
-    if output.resumable:
+    if output.resumable:  # a checkpoint of any configuration: one of another is set aside when the run starts
         checkpoint = checkpoint_path(path)
         _check_target(option, checkpoint, CHECKPOINT, guarded, f"its checkpoint {checkpoint.name} ")
-        _check_checkpoint(option, checkpoint, path)
         _check_sidecar(option, sidecar_path(checkpoint), checkpoint, guarded)
 
 
-def _check_target(option: str, path: Path, kind: str | None, guarded: dict, role: str) -> None:
-    """A file the command would replace: absent, or a regular file that is no input and no other artifact."""
+def _check_target(option: str, path: Path, kind: str | None, guarded: dict, role: str, any_weights=False) -> None:
+    """A file the command would replace: absent, or a regular file that is no input and no lowloss file of
+    another kind than `kind` (with `any_weights`, a weight file of any kind but a checkpoint: a weight file
+    replaces one whole, sidecar included)."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -145,7 +145,8 @@ def _check_target(option: str, path: Path, kind: str | None, guarded: dict, role
         what = guarded[(info.st_dev, info.st_ino)]
         raise LowlossError(f"{option} {path}: {role}is {what}; an output never replaces an input")
     found, description = identify(path)
-    if found is not None and found != kind:
+    replaces_weights = any_weights and path.suffix == WEIGHTS_SUFFIX and found != CHECKPOINT
+    if found is not None and found != kind and not replaces_weights:
         wanted = f"; this command writes {KINDS[kind]} there" if kind in KINDS else ""
         raise LowlossError(f"{option} {path}: {role}is {description}{wanted}; choose another name or move it")
 
@@ -163,23 +164,6 @@ def _check_sidecar(option: str, side: Path, weights: Path, guarded: dict) -> Non
     if not (isinstance(content, dict) and str(content.get("format", "")).startswith(WEIGHT_FORMATS)):
         raise LowlossError(
             f"{option} {weights}: its sidecar would replace {side}, which is no lowloss sidecar; "
-            f"choose another name or move it"
-        )
-
-
-def _check_checkpoint(option: str, checkpoint: Path, out: Path) -> None:
-    """A file at `out`'s checkpoint name must be a checkpoint (of any configuration: one of another
-    configuration or output is set aside when the run starts, never deleted) or unreadable (set aside too)."""
-    if not os.path.lexists(checkpoint):
-        return
-    try:
-        header, _ = read_consistent(checkpoint, read_header)
-    except ArtifactError:
-        return
-    kind = header.meta["kind"]
-    if kind != CHECKPOINT:
-        raise LowlossError(
-            f"{option} {out}: its checkpoint would be {checkpoint}, which is {describe(kind)}; "
             f"choose another name or move it"
         )
 

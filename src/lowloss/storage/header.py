@@ -51,7 +51,8 @@ READ_TRIES = 4
 """Reads of a file that keeps changing under the reader before it says so (waits 0.05, 0.1, 0.2 s)."""
 SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 MODEL_KEYS = ("arch", "arch_options", "input_shape", "num_classes", "dataset")
-"""What every trained model's metadata says: the network it rebuilds and the data it fits."""
+"""What a trained model's metadata says (typed by the schema, required where a network is rebuilt): the
+network and the data it fits."""
 SCHEMA = {
     "type": "object",
     "required": ["format", "kind", "sha256", "tensors"],
@@ -98,13 +99,12 @@ SCHEMA = {
         "_sha256$": SHA256,
     },
     "allOf": [
-        {"if": {"properties": {"kind": {"const": "model"}}}, "then": {"required": list(MODEL_KEYS)}},
         {"if": {"properties": {"kind": {"const": "checkpoint"}}}, "then": {"required": ["identity"]}},
         {"if": {"properties": {"format": {"const": FORMAT}}}, "then": {"required": ["checksum"]}},
         {"if": {"properties": {"format": {"const": UNCHECKED_FORMAT}}}, "then": {"not": {"required": ["checksum"]}}},
     ],
 }
-"""What lowloss reads of a weight file's metadata: types, ranges and the keys each kind must have (numbers are
+"""What lowloss reads of a weight file's metadata: types, ranges and the keys every file must have (numbers are
 finite: NaN and Infinity are refused by the parser). Other keys are free, so newer files stay readable."""
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
@@ -272,7 +272,6 @@ def read_consistent(path: str | os.PathLike, read: Callable[[Path, BinaryIO, int
     """
     path = Path(path)
     for attempt in range(READ_TRIES):
-        require_file(path)
         try:
             with open(path, "rb") as handle:
                 before = os.fstat(handle.fileno())
@@ -283,7 +282,7 @@ def read_consistent(path: str | os.PathLike, read: Callable[[Path, BinaryIO, int
                 except ArtifactError as exc:
                     result, error = None, exc
                 rewritten = file_version(os.fstat(handle.fileno())) != file_version(before)
-        except OSError as exc:  # vanished between the check and the open: gone, as a missing file is
+        except OSError as exc:  # missing, a folder, a link loop, no permission: named as `require_file` names them
             require_file(path)
             raise ArtifactError(f"{path}: cannot be read ({exc.strerror})") from None
         current = current_version(path) == file_version(before)

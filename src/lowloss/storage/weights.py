@@ -110,9 +110,10 @@ def _read_weights(path: Path, handle: BinaryIO, size: int) -> tuple[Header, dict
     if len(blob) != size:
         raise ArtifactError(f"{path}: changed size while being read")
     try:
-        tensors = load(blob)
+        loaded = load(blob)
     except (SafetensorError, ValueError) as exc:
         raise ArtifactError(f"{path}: not a readable safetensors file ({exc})") from None
+    tensors = {name: loaded[name] for name in sorted(loaded)}  # by name, as safetensors' own files read
     if header.legacy and hashlib.sha256(blob).hexdigest() != header.meta["sha256"]:
         raise ArtifactError(f"{path}: contents do not match its sidecar (hash differs: corrupt, truncated or replaced)")
     if not header.legacy and tensors_sha256(tensors) != header.meta["sha256"]:
