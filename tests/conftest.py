@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 from lowloss.cli.main import main
 from lowloss.methods.context import Context, Options
@@ -121,6 +124,30 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
         assert fragment in lines[0], lines[0]
 
 
+def hashes(folder: Path) -> dict[str, str]:
+    """Every entry under `folder`: a file by the hash of its bytes, anything else by what it is."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        name = str(path.relative_to(folder))
+        if path.is_symlink():
+            found[name] = f"link to {os.readlink(path)}"
+        elif path.is_file():
+            found[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            found[name] = "folder" if path.is_dir() else f"mode {path.lstat().st_mode:o}"
+    return found
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Loading a dataset fails the test: every refusal here comes before any data is loaded."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("data were loaded before the refusal")
+
+    monkeypatch.setattr("lowloss.training.data.load_dataset", refuse)
+
+
 @pytest.fixture(scope="session")
 def digits():
     return load_dataset("digits")
@@ -224,3 +251,8 @@ def rescaled_resnet_copy(tmp_path_factory, few_digits) -> tuple[Network, dict, d
     network = Network(model)
     theta_b, _ = planted(network, scaled_copy(artifact.tensors, model, 3.0), seed=1)
     return network, artifact.tensors, theta_b
+
+
+settings.register_profile("lowloss", derandomize=True, max_examples=40, deadline=None)
+settings.load_profile("lowloss")
+"""Hypothesis' examples are derandomized (every run tries the same ones) and few, so the suite stays quick."""

@@ -4,44 +4,20 @@ refused in one line, before any data is loaded, and every file that was there is
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from lowloss.storage.atomic import ArtifactError, write_text_atomic
 from lowloss.storage.checkpoints import checkpoint_path, resumable_checkpoint
 from lowloss.storage.file_kinds import CHECKPOINT
 from lowloss.storage.weights import read_meta, save_weights, sidecar_path
-from tests.conftest import assert_one_line_error, copy_model, run_main
+from tests.conftest import assert_one_line_error, copy_model, hashes, run_main
 
 WIDTH = 16
-
-
-def hashes(folder: Path) -> dict[str, str]:
-    """Every entry under `folder`: a file by the hash of its bytes, anything else by what it is."""
-    found = {}
-    for path in sorted(folder.rglob("*")):
-        name = str(path.relative_to(folder))
-        if path.is_symlink():
-            found[name] = f"link to {os.readlink(path)}"
-        elif path.is_file():
-            found[name] = hashlib.sha256(path.read_bytes()).hexdigest()
-        else:
-            found[name] = "folder" if path.is_dir() else f"mode {path.lstat().st_mode:o}"
-    return found
-
-
-@pytest.fixture
-def no_data(monkeypatch):
-    """Loading a dataset fails the test: every refusal here comes before any data is loaded."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("data were loaded before the refusal")
-
-    monkeypatch.setattr("lowloss.training.data.load_dataset", refuse)
 
 
 @pytest.fixture
@@ -268,3 +244,22 @@ def test_a_rerun_may_replace_its_own_output_and_sidecar(folder, capsys):
     assert run_main(capsys, *args).returncode == 0
     assert (folder / "V.json").read_bytes() == first
     assert read_meta(folder / "seed0.safetensors")["kind"] == "model"
+
+
+def test_two_identical_trains_at_once_both_succeed_with_the_same_model(tmp_path):
+    """Each may find, resume, replace or discard the other's checkpoint; neither fails, and the model is the
+    one a single run makes."""
+    import subprocess
+    import sys
+
+    args = ["-m", "lowloss", "train", "--width", "8", "--epochs", "6", "--no-progress"]
+    out = tmp_path / "m.safetensors"
+    runs = [subprocess.Popen([sys.executable, *args, "--out", str(out)], stderr=subprocess.PIPE) for _ in range(2)]
+    errors = [run.communicate(timeout=300)[1].decode() for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], errors
+    alone = tmp_path / "alone.safetensors"
+    subprocess.run([sys.executable, *args, "--out", str(alone)], check=True, capture_output=True)
+    from safetensors.torch import load_file
+
+    assert all(torch.equal(v, load_file(alone)[k]) for k, v in load_file(out).items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.json", "alone.safetensors", "m.json", "m.safetensors"]

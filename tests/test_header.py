@@ -27,8 +27,7 @@ from lowloss.storage.header import (
 )
 from lowloss.storage.model_files import load_model
 from lowloss.storage.weights import load_weights, save_weights, sidecar_path
-from tests.conftest import assert_one_line_error, copy_model, run_main
-from tests.test_destinations import hashes
+from tests.conftest import assert_one_line_error, copy_model, hashes, run_main
 
 WIDTH = 16
 

@@ -155,10 +155,12 @@ def _check_sidecar(option: str, side: Path, weights: Path, guarded: dict) -> Non
     """The sidecar a weight file brings: absent, the sidecar of `weights` (a lowloss weight file), or a lowloss
     sidecar whose weight file is gone; never an input, another artifact or a file of the user's."""
     _check_target(option, side, SIDECAR, guarded, f"its sidecar {side.name} ")
-    if not side.exists() or _is_weight_file(weights):
+    if _is_weight_file(weights):
         return
     try:
         content = json.loads(side.read_text())
+    except FileNotFoundError:  # none (or gone meanwhile)
+        return
     except (OSError, ValueError):
         content = None
     if not (isinstance(content, dict) and str(content.get("format", "")).startswith(WEIGHT_FORMATS)):
