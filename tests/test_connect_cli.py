@@ -96,12 +96,22 @@ def test_methods_lists_every_method_in_a_table_wrapped_to_the_terminal(capsys, m
     assert max(map(len, lines)) <= 100
     starts = [i for i, line in enumerate(lines) if line.split(" ", 1)[0] in REGISTERED]
     assert [lines[i].split()[0] for i in starts] == sorted(REGISTERED)  # one row each, names in the first column
-    rows = {lines[i].split()[0]: " ".join(lines[i:j]) for i, j in zip(starts, [*starts[1:], len(lines)])}
-    column = next(line for line in lines if "what it does" in line).index("what it does")
-    for line in lines[starts[0] : starts[-1]]:  # every description starts in the second column
-        assert line[:column].strip() in ("", line.split()[0]) and line[column] != " ", line
-    assert "networks that cut" in rows["ot+wa"] and "--wa-breakpoints" in rows["ot+wa"]
-    assert "one hidden layer" in " ".join(rows["realnvp-flow"].split()) and "--connector" in rows["realnvp-flow"]
+    header = next(line for line in lines if "what it does" in line)
+    edges = [header.index(title) for title in ("what it does", "applies to", "also reads")] + [None]
+    column = edges[0]
+    for i, line in enumerate(lines[starts[0] : starts[-1]], start=starts[0]):  # wrapped within their columns
+        assert line[:column].strip() == (line.split()[0] if i in starts else ""), line
+    assert all(lines[i][column] != " " for i in starts)  # every description starts in the second column
+
+    def cell(method: str, index: int) -> str:
+        """Column `index` (0: what it does) of the method's row, its wrapped lines joined."""
+        i = starts[sorted(REGISTERED).index(method)]
+        end = next((j for j in starts if j > i), len(lines) - 2)
+        return " ".join(" ".join(line[edges[index] : edges[index + 1]] for line in lines[i:end]).split())
+
+    assert cell("ot+wa", 1).startswith("networks that cut into stages") and "--wa-breakpoints" in cell("ot+wa", 2)
+    assert cell("realnvp-flow", 1) == "networks with one hidden layer" and "--connector" in cell("realnvp-flow", 2)
+    assert cell("linear", 0) == REGISTERED["linear"].description
     assert "+repair after its name" in " ".join(lines[-3:])
 
 

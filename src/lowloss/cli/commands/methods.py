@@ -26,9 +26,9 @@ def run(args: argparse.Namespace) -> None:
 
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=True)
     table.add_column("method", no_wrap=True)
-    table.add_column("what it does", ratio=5)
-    table.add_column("applies to", ratio=2)
-    table.add_column("also reads", ratio=2)
+    table.add_column("what it does", ratio=5, overflow="fold")
+    table.add_column("applies to", ratio=2, min_width=len("architecture,"), overflow="fold")
+    table.add_column("also reads", ratio=2, min_width=len("--wa-breakpoints,"), overflow="fold")
     for name in sorted(METHODS):
         method = METHODS[name]
         reads = [
