@@ -62,16 +62,6 @@ def test_the_sidecar_never_overrides_the_header(pair, capsys, tmp_path):
         assert json.loads(sidecar_path(path).read_text()) == read_meta(path)
 
 
-def metadata_span(path) -> tuple[int, int]:
-    """Where the lowloss metadata JSON lies in the file's bytes (escaped inside the safetensors header)."""
-    data = path.read_bytes()
-    (length,) = struct.unpack("<Q", data[:8])
-    start = data.index(b'"' + HEADER_KEY.encode() + b'":"', 8) + len(HEADER_KEY) + 4
-    end = data.index(b'"}', start)  # the metadata value is the last string of `__metadata__`
-    assert end < 8 + length
-    return start, end
-
-
 def test_every_single_bit_flip_of_the_header_is_refused_or_harmless(tmp_path):
     """Flip every bit of a model's header (metadata and tensor table): each read either fails with one line naming
     the file or returns exactly the original metadata and tensors."""
@@ -105,9 +95,7 @@ def test_every_single_bit_flip_of_the_header_is_refused_or_harmless(tmp_path):
         writer.flush()
     writer.close()
     assert path.read_bytes() == original
-    start, end = metadata_span(tmp_path / "m.safetensors")
-    assert outcomes["refused"] >= 8 * (end - start)  # every flip inside the metadata is refused
-    assert sum(outcomes.values()) == 8 * (8 + length)
+    assert outcomes == {"refused": 8 * (8 + length), "same": 0}  # here not one flip is harmless
 
 
 def test_a_header_claiming_a_huge_network_is_refused_before_anything_is_allocated(pair, tmp_path, capsys):

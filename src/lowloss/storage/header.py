@@ -18,6 +18,7 @@ is read again, and a read that a newer version has overtaken never writes the si
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -30,8 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
-
-import jsonschema
 
 from lowloss.storage.atomic import ArtifactError, json_text, require_file, write_text_atomic
 
@@ -106,7 +105,6 @@ SCHEMA = {
 }
 """What lowloss reads of a weight file's metadata: types, ranges and the keys every file must have (numbers are
 finite: NaN and Infinity are refused by the parser). Other keys are free, so newer files stay readable."""
-VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -159,13 +157,24 @@ def check_meta(path: Path, meta: object) -> dict:
     """Stop with one line naming the key unless `meta` is lowloss metadata by the schema and its checksum."""
     if not isinstance(meta, dict):
         raise ArtifactError(f"{path}: metadata is not a JSON object")
-    error = jsonschema.exceptions.best_match(VALIDATOR.iter_errors(meta))
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_validator().iter_errors(meta))
     if error is not None:
         key = ".".join(map(str, error.absolute_path)) or "(top level)"
         raise ArtifactError(f"{path}: metadata key {key}: {_short(error.message)}")
     if meta["format"] == FORMAT and meta_checksum(meta) != meta["checksum"]:
         raise ArtifactError(f"{path}: metadata does not match its checksum (corrupt or altered)")
     return meta
+
+
+@functools.cache
+def _validator():
+    """The schema's validator, made once (jsonschema is imported when the first header is checked, so that a
+    command refused for a name or a missing file does not wait for it)."""
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(SCHEMA)
 
 
 def read_header(path: Path, handle: BinaryIO, size: int) -> Header:
