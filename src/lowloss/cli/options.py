@@ -141,6 +141,14 @@ def add_training_options(
     )
 
 
+def add_count_option(
+    parser: argparse.ArgumentParser, flag: str, maximum: int, help: str, default: int | None = None
+) -> None:
+    """An integer option in [1, maximum], its help ending with its default and its bound."""
+    shown = f"default {default}, at most {maximum}" if default is not None else f"at most {maximum}"
+    parser.add_argument(flag, type=count(1, maximum), default=default, help=f"{help} ({shown})")
+
+
 def add_seed_option(parser: argparse.ArgumentParser, help: str, default: int = 0) -> None:
     parser.add_argument("--seed", type=seed, default=default, help=f"{help} (0 to 2^32 - 1, default {default})")
 
@@ -272,13 +280,21 @@ def add_arch_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help=f"one of {', '.join(ARCHITECTURES)} (default: onehidden)",
     )
-    parser.add_argument("--width", type=count(1, MAX_WIDTH), help="onehidden: hidden units (default 2000)")
-    parser.add_argument("--widths", type=int_list(MAX_WIDTH), help="fc3: hidden widths, e.g. 6144,2000")
-    parser.add_argument("--channels", type=int_list(MAX_CHANNELS), help="conv2fc1: conv channels, e.g. 32,64")
+    parser.add_argument(
+        "--width", type=count(1, MAX_WIDTH), help=f"onehidden: hidden units (default 2000, at most {MAX_WIDTH})"
+    )
+    parser.add_argument(
+        "--widths", type=int_list(MAX_WIDTH), help=f"fc3: hidden widths, e.g. 6144,2000 (each at most {MAX_WIDTH})"
+    )
+    parser.add_argument(
+        "--channels",
+        type=int_list(MAX_CHANNELS),
+        help=f"conv2fc1: conv channels, e.g. 32,64 (each at most {MAX_CHANNELS})",
+    )
     parser.add_argument(
         "--width-multiplier",
         type=positive_float(MAX_WIDTH_MULTIPLIER),
-        help="vgg16, resnet20: scale every layer's width",
+        help=f"vgg16, resnet20: scale every layer's width (greater than 0, at most {MAX_WIDTH_MULTIPLIER:g})",
     )
     parser.add_argument(
         "--norm",

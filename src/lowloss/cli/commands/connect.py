@@ -53,7 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", type=method_name, required=True, help="connection method (see `lowloss methods`)")
     add_dataset_options(parser)
     add_device_option(parser)
-    parser.add_argument("--points", type=count(1, MAX_POINTS), default=21, help="evaluated points per leg (default 21)")
+    parser.add_argument(
+        "--points",
+        type=count(1, MAX_POINTS),
+        default=21,
+        help=f"evaluated points per leg (default 21, at most {MAX_POINTS})",
+    )
     parser.add_argument("--out", type=output_path, required=True, help="output CSV: one row per leg, t and split")
     parser.add_argument("--save-path", type=output_path, help="folder for the path's breakpoints (safetensors)")
     parser.add_argument("--connector", type=Path, help="fitted connector (learned ν) for realnvp-*/iaf-*")
@@ -70,15 +75,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wa-samples",
         type=count(1, MAX_BATCH),
-        help="*+wa, *+bfly: training samples the weight adjustments are fitted on (default all)",
+        help=f"*+wa, *+bfly: training samples the weight adjustments are fitted on (default all, at most {MAX_BATCH})",
     )
     parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd", help="OT solver (default emd, as the paper)")
-    parser.add_argument("--bn-batches", type=count(1, MAX_BATCHES), metavar="N", help=BN_BATCHES_HELP)
+    parser.add_argument(
+        "--bn-batches", type=count(1, MAX_BATCHES), metavar="N", help=f"{BN_BATCHES_HELP} (at most {MAX_BATCHES})"
+    )
     parser.add_argument(
         "--repair-batches",
         type=count(1, MAX_BATCHES),
         metavar="N",
-        help=f"*+repair: training batches of 128 the channel statistics are measured on (default {REPAIR_BATCHES})",
+        help=f"*+repair: training batches of 128 the channel statistics are measured on (default {REPAIR_BATCHES}, "
+        f"at most {MAX_BATCHES})",
     )
     add_seed_option(
         parser, "seed of every random choice (WA's sample subset, the --bn-batches and --repair-batches batches)"

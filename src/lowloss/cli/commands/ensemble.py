@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=count(1, MAX_WA_LAYER),
         metavar="N",
         help="WA(N): re-fit every member's N-th layer from the last to read model 1's features "
-        "(1: the last layer, saved as one ordinary model)",
+        f"(1: the last layer, saved as one ordinary model; at most {MAX_WA_LAYER})",
     )
     method.add_argument("--independent", action="store_true", help="Ind: the usual ensemble of the unchanged models")
     add_dataset_options(parser)
@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wa-samples",
         type=count(1, MAX_BATCH),
-        help="WA(N): training samples the adjusted layers are fitted on (default: the whole training split)",
+        help=f"WA(N): training samples the adjusted layers are fitted on (default: the whole training split, "
+        f"at most {MAX_BATCH})",
     )
     add_seed_option(parser, "seed of the --wa-samples subset")
     parser.add_argument(

@@ -15,10 +15,10 @@ from lowloss.cli.options import (
     MAX_FLOW_LAYERS,
     MAX_LR,
     MAX_STEPS,
+    add_count_option,
     add_dataset_options,
     add_device_option,
     add_seed_option,
-    count,
     dataset_from_args,
     output_path,
     positive_float,
@@ -50,33 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_options(parser)
     add_device_option(parser)
     steps, lr, layers, hidden = FitConfig.steps, FitConfig.lr, LAYERS, HIDDEN
-    parser.add_argument(
-        "--steps",
-        type=count(1, MAX_STEPS),
-        default=steps,
-        help=f"optimiser steps (default {steps}, at most {MAX_STEPS})",
-    )
+    add_count_option(parser, "--steps", MAX_STEPS, "optimiser steps", steps)
     parser.add_argument(
         "--lr", type=positive_float(MAX_LR), default=lr, help=f"Adam learning rate (default {lr}, at most {MAX_LR:g})"
     )
-    parser.add_argument(
+    add_count_option(
+        parser,
         "--batch-size",
-        type=count(1, MAX_BATCH),
-        help="neurons per step for Flow (default 256), training samples for Bijection (default 128)",
+        MAX_BATCH,
+        "neurons per step for Flow (default 256), training samples for Bijection (default 128)",
     )
     add_seed_option(parser, "seed of ν's initialisation and of every batch", FitConfig.seed)
-    parser.add_argument(
-        "--layers",
-        type=count(1, MAX_FLOW_LAYERS),
-        default=layers,
-        help=f"coupling / autoregressive layers of ν (default {layers}, at most {MAX_FLOW_LAYERS})",
-    )
-    parser.add_argument(
-        "--hidden",
-        type=count(1, MAX_FLOW_HIDDEN),
-        default=hidden,
-        help=f"hidden width of ν's conditioner networks (default {hidden}, at most {MAX_FLOW_HIDDEN})",
-    )
+    add_count_option(parser, "--layers", MAX_FLOW_LAYERS, "coupling / autoregressive layers of ν", layers)
+    add_count_option(parser, "--hidden", MAX_FLOW_HIDDEN, "hidden width of ν's conditioner networks", hidden)
     parser.add_argument(
         "--t-uniform", action="store_true", help="Bijection: draw t ~ U(0, 1) per step instead of the midpoint t = 0.5"
     )

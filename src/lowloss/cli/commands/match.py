@@ -45,10 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wa-samples",
         type=count(1, MAX_BATCH),
-        help="route methods: training samples the route's weight adjustments are fitted on (default all)",
+        help=f"route methods: training samples the route's weight adjustments are fitted on (default all, "
+        f"at most {MAX_BATCH})",
     )
     parser.add_argument(
-        "--bn-batches", type=count(1, MAX_BATCHES), metavar="N", help=f"route methods: {BN_BATCHES_HELP}"
+        "--bn-batches",
+        type=count(1, MAX_BATCHES),
+        metavar="N",
+        help=f"route methods: {BN_BATCHES_HELP} (at most {MAX_BATCHES})",
     )
     add_seed_option(
         parser,
