@@ -154,8 +154,7 @@ def mutated_tables(draw, rows: list[list[str]]) -> list[list[str]]:
     return rows
 
 
-@FIXTURES
-@settings(max_examples=20)  # a table that passes makes the report's figures: the slow half
+@settings(FIXTURES, max_examples=20)  # a table that passes makes the report's figures: the slow half
 @given(st.data())
 def test_a_mutated_path_table_is_reported_correctly_or_refused_in_one_line(tmp_path_factory, data):
     root = tmp_path_factory.mktemp("tables") / "results" / "exp" / "paths" / "linear"

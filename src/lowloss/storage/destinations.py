@@ -91,7 +91,9 @@ def check_files(
         if kind is not None:
             require_kind(path, kind)
     read = [*map(Path, expected), *map(Path, also_read)]
-    guarded = _identities([*read, *(sidecar_path(path) for path in read if path.suffix == WEIGHTS_SUFFIX)])
+    guarded = _identities({path: f"input {path}" for path in read})
+    sidecars = {sidecar_path(path): f"the sidecar of input {path}" for path in read if path.suffix == WEIGHTS_SUFFIX}
+    guarded = {**_identities(sidecars), **guarded}
     for output in outputs:
         _check_output(output, guarded)
 
@@ -125,7 +127,9 @@ def _check_output(output: Output, guarded: dict) -> None:
         _check_sidecar(option, sidecar_path(checkpoint), checkpoint, guarded)
 
 
-def _check_target(option: str, path: Path, kind: str | None, guarded: dict, role: str, any_weights=False) -> None:
+def _check_target(
+    option: str, path: Path, kind: str | None, guarded: dict, role: str, any_weights: bool = False
+) -> None:
     """A file the command would replace: absent, or a regular file that is no input and no lowloss file of
     another kind than `kind` (with `any_weights`, a weight file of any kind but a checkpoint: a weight file
     replaces one whole, sidecar included)."""
@@ -194,14 +198,13 @@ def _is_weight_file(path: Path) -> bool:
     return True
 
 
-def _identities(paths: Iterable[Path]) -> dict[tuple[int, int], str]:
-    """(device, inode) of every existing file among `paths` -> what it is, in words."""
+def _identities(paths: Mapping[Path, str]) -> dict[tuple[int, int], str]:
+    """(device, inode) of every existing file of `paths` -> what it is, in words (a link to it is the same)."""
     found = {}
-    for path in paths:
+    for path, role in paths.items():
         try:
             info = os.stat(path)
         except OSError:
             continue
-        role = f"the sidecar of input {path.with_suffix(WEIGHTS_SUFFIX)}" if path.suffix == ".json" else "input"
-        found.setdefault((info.st_dev, info.st_ino), role if role != "input" else f"input {path}")
+        found.setdefault((info.st_dev, info.st_ino), role)
     return found
