@@ -133,6 +133,22 @@ def test_header_fields_of_the_wrong_type_are_named(pair, tmp_path, capsys, chang
     assert hashes(tmp_path) == before
 
 
+@pytest.mark.parametrize(
+    "options,fragment",
+    [
+        ({"width": "16"}, "metadata describes no network (empty(): argument 'size'"),
+        ({"width": None}, "metadata describes no network"),
+        ({"width": -5}, "metadata describes no network (Trying to create tensor with negative dimension"),
+        ({"depth": 3}, "metadata describes no network (architecture 'onehidden' has no option(s) ['depth']"),
+    ],
+)
+def test_architecture_options_that_build_no_network_are_named(pair, tmp_path, capsys, options, fragment):
+    a, b = pair
+    rewrite_header(a, lambda meta: meta.update(arch_options=options))
+    result = run_main(capsys, "connect", a, b, "--method", "linear", "--out", tmp_path / "p.csv")
+    assert_one_line_error(result, f"{a}: {fragment}")
+
+
 def test_a_model_header_without_its_network_is_named(pair, tmp_path, capsys):
     a, b = pair
     rewrite_header(a, lambda meta: meta.pop("arch"))
@@ -246,3 +262,26 @@ def test_format_3_is_what_lowloss_writes(pair):
         from lowloss.storage.file_kinds import require_kind
 
         require_kind(pair[0], "curve")
+
+
+def test_a_sidecar_written_just_as_a_writer_replaces_the_file_is_made_again_from_the_newer_header(pair, monkeypatch):
+    """The reader's sidecar lands after the writer's: the reader sees the file replaced and writes the newer
+    header's copy, so the sidecar never ends describing the version that is gone."""
+    import lowloss.storage.header as header
+
+    a, b = pair
+    new = load_weights(b)
+    real = header.write_text_atomic
+    writes = []
+
+    def overtaken(path, text):
+        if not writes:  # the writer's whole save happens just before the reader's sidecar write
+            save_weights(a, new.tensors, new.meta)
+        writes.append(path)
+        real(path, text)
+
+    sidecar_path(a).unlink()  # so that the reader rewrites it
+    monkeypatch.setattr(header, "write_text_atomic", overtaken)
+    old = read_meta(a)
+    assert old["sha256"] != new.meta["sha256"] and len(writes) == 2
+    assert json.loads(sidecar_path(a).read_text()) == read_meta(a) and read_meta(a)["sha256"] == new.meta["sha256"]
