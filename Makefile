@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run report ui test bench install clean docs-tables
+.PHONY: run report ui test bench docs install clean docs-tables
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,13 +21,14 @@ install: $(STAMP)
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local $(ARGS)
 
-# Snakemake's HTML report of the same run (tables, figure, captions): results/report.html. Give it the
-# ARGS of the run, e.g. `make report ARGS="--configfile configs/fashion-mnist.yaml"`.
+# Snakemake's HTML report of the same run: results/report.html, its tables as pages that sort and search,
+# every figure, the captions. Give it the ARGS of the run, e.g.
+# `make report ARGS="--configfile configs/fashion-mnist.yaml"`.
 report: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --report results/report.html $(ARGS)
 
-# The MLflow UI on the workflow's default store; it first prints the address of each experiment's runs
-# (with MLflow 3's switch to its runs pages rather than its GenAI pages).
+# The MLflow UI on the workflow's default store; it first prints, per experiment, the address of its saved
+# view of every method (key metrics and tags as the first columns, in MLflow 3's classic runs pages).
 UI_PORT ?= 5000
 UI_STORE := sqlite:///results/mlflow.db
 ui: $(STAMP)
@@ -42,6 +43,12 @@ docs-tables: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The documentation site (mkdocs.yml, docs/) in site/; --strict fails on any warning (a broken link or
+# anchor, a docstring that does not render). NO_MKDOCS_2_WARNING silences mkdocs-material's end-of-life
+# notice, which is not a warning of the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf results logs .snakemake

@@ -1,7 +1,7 @@
-# lowloss workflow: train endpoints -> model set V -> connectors, matchings, curves -> every method on
-# every pair -> report; ensembles of each experiment's models -> their report. Each rule is one
-# `lowloss` command; see rules/ (one stage per file) and config.yaml (the default run). `make run`
-# runs it with profiles/local; profiles/slurm targets Slurm.
+# lowloss workflow: train endpoints (or import the user's checkpoints) -> model set V -> connectors,
+# matchings, curves -> every method on every pair -> report; ensembles of each experiment's models ->
+# their report. Each rule is one `lowloss` command; see rules/ (one stage per file) and config.yaml
+# (the default run). `make run` runs it with profiles/local; profiles/slurm targets Slurm.
 
 from snakemake.utils import min_version
 
@@ -20,6 +20,7 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/train.smk"
+include: "rules/import.smk"
 include: "rules/model_set.smk"
 include: "rules/connectors.smk"
 include: "rules/matchings.smk"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from lowloss.cli.commands.connect import REPAIR_BATCHES
+from lowloss.api.defaults import REPAIR_BATCHES
 from lowloss.evaluate import evaluate_path
 from lowloss.evaluate.fixes import point_fixes
 from lowloss.methods.context import Context, Options

@@ -18,7 +18,10 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # this workflow's lowlo
 from lowloss.methods.registry import ROUTE_METHODS, WA_METHODS, get_method  # noqa: E402
 from lowloss.errors import LowlossError  # noqa: E402
 from lowloss.nets.architectures import ARCHITECTURES  # noqa: E402
+from lowloss.nets.references import parse_reference, possible_topologies  # noqa: E402
 from lowloss.nets.topology import ONE_HIDDEN  # noqa: E402
+from lowloss.results.figures import FIGURE_SUFFIXES  # noqa: E402
+from lowloss.results.tables import figure_stem, table_files  # noqa: E402
 from lowloss.training.datasets import DATASETS  # noqa: E402
 
 SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
@@ -48,15 +51,20 @@ def check_config(config):
     validate(config, str(SCHEMA))  # fills in the schema's defaults
     for name, exp in config["experiments"].items():
         key = f"config: experiments.{name}"
+        if "checkpoints" in exp:
+            check_checkpoints(key, exp)
         for method in methods(name):
             try:
                 found = get_method(method)
             except LowlossError as error:
                 raise WorkflowError(f"{key}: {error}; `lowloss methods` lists them") from None
-            if not found.applies_to_architecture(exp["arch"]):
+            if "arch" in exp and not found.applies_to_architecture(exp["arch"]):
                 raise WorkflowError(f"{key}: method {method!r} applies to {found.applies_to}, "
                                     f"not to architecture {exp['arch']!r}")
-        if exp["connect"]["bn_batches"] is not None and not (exp["arch"] == "resnet20"
+            if "model" in exp and not any(map(found.applies, possible_topologies(exp["model"]))):
+                raise WorkflowError(f"{key}: method {method!r} applies to {found.applies_to}, "
+                                    f"and model {exp['model']!r} is never one")
+        if exp["connect"]["bn_batches"] is not None and not (exp.get("arch", "resnet20") == "resnet20"
                                                              and exp["arch_options"].get("norm", "batch") == "batch"):
             raise WorkflowError(f"{key}.connect.bn_batches: {exp['arch']} {exp['arch_options']} has no BatchNorm "
                                 f"layers (leave it null)")
@@ -74,14 +82,39 @@ def check_config(config):
         check_ensembles(key, exp)
 
 
+def check_checkpoints(key, exp):
+    """The model a reference, the checkpoints files with numbers as keys (YAML may give them as text), every
+    seed of the experiment one of them, and a normalisation of whole (mean, deviation) pairs."""
+    try:
+        parse_reference(exp["model"])
+    except LowlossError as error:
+        raise WorkflowError(f"{key}.model: {error}") from None
+    exp["checkpoints"] = {int(number): path for number, path in exp["checkpoints"].items()}
+    for number, path in exp["checkpoints"].items():
+        if not os.path.isfile(path):
+            raise WorkflowError(f"{key}.checkpoints.{number}: {path}: file not found")
+    settings = exp.get("ensembles") or {"seeds": []}
+    for field, seeds in (("pairs", [seed for pair in exp["pairs"] for seed in pair]),
+                         ("model_set_seeds", exp["model_set_seeds"]), ("ensembles.seeds", settings["seeds"])):
+        missing = [seed for seed in seeds if seed not in exp["checkpoints"]]
+        if missing:
+            raise WorkflowError(f"{key}.{field}: {missing[0]} is not a key of checkpoints "
+                                f"({', '.join(map(str, exp['checkpoints']))})")
+    if len(exp.get("normalize", [])) % 2:
+        raise WorkflowError(f"{key}.normalize: {exp['normalize']}: expected MEAN, STD or C means then C deviations")
+
+
 def check_ensembles(key, exp):
-    """Ensemble sizes within the seeds given, WA(n) within the architecture's layers."""
+    """Ensemble sizes within the seeds given, WA(n) within a built-in architecture's layers (another network's
+    job checks its own)."""
     settings = exp.get("ensembles")
     if settings is None:
         return
     too_large = [size for size in settings["sizes"] or [] if size > len(settings["seeds"])]
     if too_large:
         raise WorkflowError(f"{key}.ensembles.sizes: {too_large[0]} models, but only {len(settings['seeds'])} seeds")
+    if "arch" not in exp:
+        return
     layers = ARCHITECTURES[exp["arch"]].weight_layers
     wrong = [n for n in settings["wa_layers"] if not 1 <= n < layers]
     if wrong:
@@ -135,8 +168,19 @@ def pairs(name):
     return [pair_name(a, b) for a, b in experiment(name)["pairs"]]
 
 
+def imported(name):
+    """Whether experiment `name` connects the user's checkpoints (imported as model files) instead of training."""
+    return "checkpoints" in experiment(name)
+
+
+def architecture(name):
+    """The built-in architecture or the model reference of experiment `name`."""
+    return experiment(name).get("arch") or experiment(name)["model"]
+
+
 def model_path(name, seed):
-    return f"results/{name}/models/seed{seed}.safetensors"
+    """The model file of a seed: trained, or imported from the checkpoint of that key."""
+    return f"results/{name}/models/{'checkpoint' if imported(name) else 'seed'}{seed}.safetensors"
 
 
 def path_table(name, method, pair):
@@ -148,34 +192,50 @@ def report_dir():
 
 
 def one_hidden(name):
-    """Whether experiment `name` goes to Table 1 (one hidden layer) rather than Table 2."""
-    return ARCHITECTURES[experiment(name)["arch"]].topology == ONE_HIDDEN
+    """Whether experiment `name` goes to Table 1 (a built-in one-hidden architecture) rather than Table 2."""
+    arch = architecture(name)
+    return arch in ARCHITECTURES and ARCHITECTURES[arch].topology == ONE_HIDDEN
 
 
 def report_files():
-    """What `lowloss report` writes for this config: Table 1 and/or Table 2, the route figure when a deep
-    experiment has route methods."""
+    """What `lowloss report` writes for this config: Table 1 and/or Table 2, the worst points, every
+    experiment's path figure, and the route figure of every deep experiment with route methods."""
     names = config["experiments"]
     tables = [table for table, present in (("table1", any(one_hidden(n) for n in names)),
                                            ("table2", not all(one_hidden(n) for n in names))) if present]
-    files = ["worst_points.csv", "paths.png", "paths.svg"]
-    files.extend(f"{table}.{suffix}" for table in tables for suffix in ("csv", "md", "tex"))
-    if any(not one_hidden(n) and set(methods(n)) & set(ROUTE_METHODS) for n in names):
-        files.extend(["route.png", "route.svg"])
+    files = [file for table in tables for file in table_files(table)]
+    files.extend(["worst_points.csv", "worst_points.html"])
+    for name in names:
+        files.extend(figure_files(figure_stem("paths", name)))
+        if not one_hidden(name) and set(methods(name)) & set(ROUTE_METHODS):
+            files.extend(figure_files(figure_stem("route", name)))
     return files
 
 
-# The report's outputs that `snakemake --report` shows (`make report`): caption file under report/,
-# and the label that names the result there. A file listed here is shown when the config's report has it.
+def figure_files(stem):
+    return [f"{stem}{suffix}" for suffix in FIGURE_SUFFIXES]
+
+
+# The report's outputs that `snakemake --report` shows (`make report`), in the order a reader wants them (the
+# `#` label, by which the report sorts): file -> (#, label, caption file under report/); an experiment's
+# figure (`paths-<experiment>.svg`) is listed by its figure's name (`paths.svg`). The tables come as a page to
+# read (HTML) and as numbers (CSV). A file listed here is shown when the config's report has it.
 REPORT_RESULTS = {
-    "table1.csv": ("table1.rst", "Table 1"),
-    "table2.csv": ("table2.rst", "Table 2"),
-    "paths.svg": ("paths.rst", "Accuracy along the path"),
-    "route.svg": ("route.rst", "The layer-wise route"),
-    "worst_points.csv": ("worst_points.rst", "Worst points"),
-    "ensembles.csv": ("ensembles.rst", "Ensembles"),
-    "fig7.svg": ("fig7.rst", "Ensembles by number of models (Fig. 7)"),
+    "table1.html": ("1", "Table 1", "table1.rst"),
+    "table1.csv": ("1", "Table 1", "table1.rst"),
+    "table2.html": ("2", "Table 2", "table2.rst"),
+    "table2.csv": ("2", "Table 2", "table2.rst"),
+    "paths.svg": ("3", "Accuracy along the path", "paths.rst"),
+    "route.svg": ("4", "The layer-wise route (Fig. 5)", "route.rst"),
+    "worst_points.html": ("5", "Worst points", "worst_points.rst"),
+    "worst_points.csv": ("5", "Worst points", "worst_points.rst"),
+    "ensembles.html": ("6", "Ensembles", "ensembles.rst"),
+    "ensembles.csv": ("6", "Ensembles", "ensembles.rst"),
+    "fig7.svg": ("7", "Ensembles by number of models (Fig. 7)", "fig7.rst"),
+    "ensembles_cost.svg": ("8", "Ensembles by inference cost", "ensembles_cost.rst"),
 }
+REPORT_FORMATS = {".html": "HTML table", ".csv": "spreadsheet (CSV)", ".svg": "figure (SVG)"}
+"""The report's `file` label: what clicking the result gives (the report sorts a table before its CSV)."""
 
 
 # ---- input functions ----------------------------------------------------------------------------
@@ -200,13 +260,17 @@ def report_outputs(wildcards=None):
 
 
 def report_results(paths):
-    """`paths` (a rule's outputs), those in REPORT_RESULTS marked for the HTML report with their captions."""
+    """`paths` (a rule's outputs), those in REPORT_RESULTS marked for the HTML report with their captions; an
+    experiment's figure is labelled with the experiment."""
     marked = []
     for path in paths:
-        file = os.path.basename(path)
-        if file in REPORT_RESULTS:
-            caption, label = REPORT_RESULTS[file]
-            path = report(path, caption=f"../report/{caption}", category="Results", labels={"result": label})
+        stem, suffix = os.path.splitext(os.path.basename(path))
+        figure, _, experiment = stem.partition("-")
+        if figure + suffix in REPORT_RESULTS:
+            order, label, caption = REPORT_RESULTS[figure + suffix]
+            label = f"{label}: {experiment}" if experiment else label
+            labels = {"#": order, "result": label, "file": REPORT_FORMATS[suffix]}
+            path = report(path, caption=f"../report/{caption}", category="Results", labels=labels)
         marked.append(path)
     return marked
 
@@ -219,7 +283,7 @@ def ensemble_files(wildcards=None):
 
 def ensemble_report_outputs(wildcards=None):
     """What `lowloss ensemble-report` writes, when some experiment has `ensembles`."""
-    files = ["ensembles.csv", "ensembles.md", "fig7.png", "fig7.svg", "ensembles_cost.png", "ensembles_cost.svg"]
+    files = ["ensembles.csv", "ensembles.md", "ensembles.html", *figure_files("fig7"), *figure_files("ensembles_cost")]
     return [f"{report_dir()}/{file}" for file in files] if ensemble_experiments() else []
 
 
@@ -256,6 +320,13 @@ def first_seed_model(wildcards):
     if DATASETS[exp["dataset"]].embedded or int(wildcards.seed) == first:
         return []
     return [ancient(model_path(wildcards.exp, first))]
+
+
+def import_inputs(wildcards):
+    """The checkpoint of key `wildcards.seed`, and the model whose job prepares the dataset first (when one does)."""
+    inputs = {"checkpoint": experiment(wildcards.exp)["checkpoints"][int(wildcards.seed)]}
+    first = first_seed_model(wildcards)
+    return {**inputs, "first": first} if first else inputs
 
 
 def model_set_models(wildcards):
@@ -307,10 +378,21 @@ def flags(options):
 
 
 def data_args(wildcards):
-    """Dataset and device options shared by every command that reads data."""
+    """Dataset and device options shared by every command that reads data (with the input size and normalisation
+    of a checkpoint experiment's model, which every job sees the data with)."""
     exp = experiment(wildcards.exp)
-    return (f"--dataset {exp['dataset']} --data-root {exp['data_root']}"
-            f"{' --download' if exp['download'] else ''} --device {config['device']}")
+    parts = [f"--dataset {exp['dataset']} --data-root {exp['data_root']}"
+             f"{' --download' if exp['download'] else ''} --device {config['device']}"]
+    shaped = flags({key: exp.get(key) for key in ("input_size", "normalize")})
+    return " ".join(parts + ([shaped] if shaped else []))
+
+
+def import_args(wildcards):
+    """The model a checkpoint is of: its reference, arguments (JSON values) and frozen modules."""
+    exp = experiment(wildcards.exp)
+    arguments = ",".join(f"{key}={json.dumps(value)}" for key, value in exp.get("model_args", {}).items())
+    parts = [f"--model {quote(exp['model'])}", *([f"--model-args {quote(arguments)}"] if arguments else [])]
+    return " ".join([*parts, *(f"--freeze {quote(module)}" for module in exp.get("freeze", []))])
 
 
 def train_args(wildcards):
@@ -363,7 +445,7 @@ def ensemble_args(wildcards):
 def tags(wildcards):
     """MLflow tags of a job: experiment, dataset, architecture and its other wildcards (seed, pair, method …)."""
     exp = experiment(wildcards.exp)
-    values = {"experiment": wildcards.exp, "dataset": exp["dataset"], "arch": exp["arch"],
+    values = {"experiment": wildcards.exp, "dataset": exp["dataset"], "arch": architecture(wildcards.exp),
               **{key: value for key, value in wildcards.items() if key != "exp"}}
     return tag_flags(values)
 
@@ -423,7 +505,8 @@ def start_parent_run():
 
 
 def end_parent_run(status):
-    """Close the parent run opened by `start_parent_run` as FINISHED or FAILED."""
+    """Close the parent run opened by `start_parent_run` as FINISHED (holding the report's tables and links
+    to its runs) or FAILED."""
     if not config["mlflow"]["enabled"]:
         return
     from lowloss.tracking.lineage import ENV_PARENT_RUN, end_workflow_run
@@ -431,7 +514,7 @@ def end_parent_run(status):
     run_id = os.environ.pop(ENV_PARENT_RUN, None)
     if run_id:
         try:
-            end_workflow_run(mlflow_uri(), run_id, status)
+            end_workflow_run(mlflow_uri(), run_id, status, report_dir())
         except Exception as exc:
             logger.warning(f"MLflow: parent run {run_id} not closed ({type(exc).__name__}: {exc})")
 

@@ -253,6 +253,39 @@ def rescaled_resnet_copy(tmp_path_factory, few_digits) -> tuple[Network, dict, d
     return network, artifact.tensors, theta_b
 
 
+USER_MODEL = "tests.user_models:TinyCNN"
+"""The reference of the user's own network in the tests (importable from the project's root)."""
+
+
+@pytest.fixture(scope="session")
+def user_checkpoints(tmp_path_factory, digits):
+    """(A, B, [model A, model B]): two TinyCNNs trained by a plain PyTorch loop on digits and saved as users do:
+    A as a training checkpoint (.pt, the state dict under `state_dict` with DataParallel's `module.` prefix,
+    beside the epoch), B as plain safetensors."""
+    import torch.nn.functional as F
+    from safetensors.torch import save_file
+
+    from tests.user_models import TinyCNN
+
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = TinyCNN()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(8):
+            for index in torch.randperm(len(digits.y_train)).split(64):
+                loss = F.cross_entropy(model(digits.x_train[index]), digits.y_train[index])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        models.append(model.eval())
+    folder = tmp_path_factory.mktemp("user")
+    a, b = folder / "a.pt", folder / "b.safetensors"
+    torch.save({"epoch": 8, "state_dict": {f"module.{k}": v for k, v in models[0].state_dict().items()}}, a)
+    save_file(models[1].state_dict(), str(b))
+    return a, b, models
+
+
 settings.register_profile("lowloss", derandomize=True, max_examples=40, deadline=None)
 settings.load_profile("lowloss")
 """Hypothesis' examples are derandomized (every run tries the same ones) and few, so the suite stays quick."""

@@ -128,6 +128,7 @@ def test_an_output_that_is_another_artifacts_sidecar_is_refused(folder, capsys, 
         ["ensemble", "A", "B", "--independent"],
         ["ensemble", "A", "B", "--wa-layer", "1"],
         ["model-set", "A", "B"],
+        ["import", "B", "--model", "tests.user_models:TinyCNN"],
     ],
 )
 @pytest.mark.parametrize("alias", ["same name", "symbolic link", "hard link", "sidecar"])
@@ -149,6 +150,21 @@ def test_an_output_that_is_an_input_or_aliases_one_is_refused(folder, capsys, no
     else:
         fragment = f"is the sidecar of input {a}" if alias == "sidecar" else f"is input {b}"
     refused(capsys, folder, *args, "--out", out, fragment=f"--out {out}: {fragment}")
+
+
+def test_import_never_replaces_its_checkpoint_or_a_file_of_the_users(tmp_path, capsys, no_data):
+    """The user's checkpoints (a safetensors state dict, a .pt) are inputs like any other."""
+    from safetensors.torch import save_file
+
+    state, pickled = tmp_path / "state.safetensors", tmp_path / "model.pt"
+    save_file({"w": torch.ones(2)}, str(state))
+    torch.save({"w": torch.ones(2)}, pickled)
+    (tmp_path / "notes.json").write_text('{"mine": true}\n')
+    model = ["--model", "tests.user_models:TinyCNN"]
+    refused(capsys, tmp_path, "import", state, *model, "--out", state, fragment=f"--out {state}: is input {state}")
+    refused(capsys, tmp_path, "import", pickled, *model, "--out", pickled, fragment="name ends in .safetensors")
+    notes = tmp_path / "notes.safetensors"
+    refused(capsys, tmp_path, "import", pickled, *model, "--out", notes, fragment="which is no lowloss sidecar")
 
 
 NOT_REGULAR = {

@@ -1,4 +1,4 @@
-"""`lowloss ensemble-report`: the ensembles table (Fig. 7 in numbers), its Markdown, both figures, errors."""
+"""`lowloss ensemble-report`: the ensembles table (Fig. 7 in numbers), its Markdown and HTML, both figures, errors."""
 
 from __future__ import annotations
 
@@ -48,8 +48,11 @@ def test_markdown_and_figures_are_written(ensembles, tmp_path, capsys):
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["ensembles"] == 4 and summary["experiments"] == 1
-    for name in ("ensembles.csv", "ensembles.md", "fig7.png", "fig7.svg", "ensembles_cost.png", "ensembles_cost.svg"):
-        assert (tmp_path / name).stat().st_size > 0
+    for stem in ("fig7", "ensembles_cost"):
+        for suffix in (".png", ".svg", ".pdf"):
+            assert (tmp_path / stem).with_suffix(suffix).stat().st_size > 0
+    page = (tmp_path / "ensembles.html").read_text()
+    assert "test accuracy (%)" in page and "best single model" in page
     markdown = (tmp_path / "ensembles.md").read_text()
     assert "N = 1 |" in markdown and "N = 3 |" in markdown and "(3.00×)" in markdown
     assert markdown.count("**exp**") == 2  # accuracy with FLOPs, then stored parameters

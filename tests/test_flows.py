@@ -259,7 +259,7 @@ def test_fit_and_connect_from_the_command_line(vset, tmp_path, capsys):
         )
         assert result.returncode == 0, result.stderr
         line = json.loads(result.stdout.strip().splitlines()[-1])
-        assert line["kind"] == kind and line["models"] == len(V_SEEDS) and out.exists()
+        assert line["method"] == kind and line["models"] == len(V_SEEDS) and out.exists()
         csv = tmp_path / f"{kind}.csv"
         result = run_main(
             capsys,

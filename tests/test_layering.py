@@ -26,6 +26,7 @@ LAYERS = (
     "ensemble",
     "results",
     "tracking",
+    "api",
     "cli",
 )
 """The packages (and `errors.py`), bottom first: each may import the ones before it, never one after it."""

@@ -1,4 +1,5 @@
-"""`lowloss report`: Tables 1 and 2, their layout and numbers, the End Points row, the figures' axes, errors."""
+"""`lowloss report`: Tables 1 and 2 (numbers, the paper's layout, the page a browser shows), the End Points row,
+the figures' layout and formats, errors."""
 
 from __future__ import annotations
 
@@ -10,11 +11,19 @@ import pandas as pd
 import pytest
 
 from lowloss.errors import LowlossError
-from lowloss.results.figures import END_POINTS, legend_entries, route_positions, stage_positions
+from lowloss.results.figures import (
+    END_POINTS,
+    legend_entries,
+    logit_ticks,
+    panel_grid,
+    route_positions,
+    stage_positions,
+)
 from lowloss.results.tables import build_report, format_cell
 from tests.conftest import assert_one_line_error, run_cli, run_main
 
 ACCURACY = {0: (0.99, 0.97), 1: (0.98, 0.96), 2: (0.97, 0.95), 3: (0.995, 0.99)}  # seed: (train, test)
+GARIPOV = "garipov-polychain-3"
 
 
 def path_table(
@@ -72,30 +81,38 @@ def results(tmp_path) -> tuple[Path, list[Path]]:
     return tmp_path / "out", csvs
 
 
-def test_table1_cells_are_mean_and_std_over_pairs_of_the_worst_point(results):
+def summary(csv: Path) -> pd.DataFrame:
+    """A table's CSV indexed by method, experiment and split (columns mean, std, n)."""
+    return pd.read_csv(csv).set_index(["method", "experiment", "split"])
+
+
+def test_table1_values_are_mean_and_std_over_pairs_of_the_worst_point(results):
     out, csvs = results
-    summary = build_report(csvs, out)
-    table = pd.read_csv(out / "table1.csv", header=[0, 1], index_col=0)
-    assert list(table.index) == ["linear", "ot", "End Points"]
-    assert list(table.columns) == [("exp", "train"), ("exp", "test")]
+    report = build_report(csvs, out)
+    table = summary(out / "table1.csv")
+    assert list(table.columns) == ["mean", "std", "n"]  # numbers as numbers, the ± in its own column
+    assert list(dict.fromkeys(table.index.get_level_values("method"))) == ["linear", "ot", "End Points"]
     linear_train = [50.0, 70.0]
-    assert table.loc["linear", ("exp", "train")] == f"{np.mean(linear_train):.2f} ± {np.std(linear_train, ddof=1):.2f}"
+    assert tuple(table.loc["linear", "exp", "train"]) == pytest.approx(
+        (np.mean(linear_train), np.std(linear_train, ddof=1), 2)
+    )
     ot_test = [79.0, 84.0]
-    assert table.loc["ot", ("exp", "test")] == f"{np.mean(ot_test):.2f} ± {np.std(ot_test, ddof=1):.2f}"
+    assert tuple(table.loc["ot", "exp", "test"]) == pytest.approx((np.mean(ot_test), np.std(ot_test, ddof=1), 2))
     # End Points: every endpoint of the evaluated pairs, as the paths' own tables evaluated it.
     endpoint_test = [100 * ACCURACY[seed][1] for seed in (0, 1, 2, 3)]
-    assert table.loc["End Points", ("exp", "test")] == (
-        f"{np.mean(endpoint_test):.2f} ± {np.std(endpoint_test, ddof=1):.2f}"
+    assert tuple(table.loc["End Points", "exp", "test"]) == pytest.approx(
+        (np.mean(endpoint_test), np.std(endpoint_test, ddof=1), 4)
     )
-    assert summary["paths"] == 4 and summary["methods"] == 2 and summary["experiments"] == 1
-    assert all(Path(f).stat().st_size > 0 for f in summary["files"])
+    assert report["paths"] == 4 and report["methods"] == 2 and report["experiments"] == 1
+    assert all(Path(f).stat().st_size > 0 for f in report["files"])
 
 
-def test_markdown_latex_and_tidy_worst_points(results):
+def test_markdown_and_latex_keep_the_papers_layout_and_worst_points_are_tidy(results):
     out, csvs = results
     build_report(csvs, out)
     markdown = (out / "table1.md").read_text()
-    assert "| End Points" in markdown and "exp train" in markdown
+    linear_train = f"{np.mean([50.0, 70.0]):.2f} ± {np.std([50.0, 70.0], ddof=1):.2f}"
+    assert "| End Points" in markdown and "exp train" in markdown and f"| {linear_train} |" in markdown
     latex = (out / "table1.tex").read_text()
     assert r"\multicolumn{2}{c}{exp}" in latex and r"$\pm$" in latex and r"\toprule" in latex
     worst = pd.read_csv(out / "worst_points.csv")
@@ -103,15 +120,65 @@ def test_markdown_latex_and_tidy_worst_points(results):
     assert row["worst_acc"].item() == pytest.approx(50.0) and row["position"].item() == pytest.approx(0.5)
 
 
+def page_cells(page: Path) -> list[list[str]]:
+    """The rows of the plain table an HTML page holds (what a browser shows without JavaScript too; the
+    placeholder row shown while the script loads left out)."""
+    from html.parser import HTMLParser
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.rows, self.cell = [], None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "tr":
+                self.rows.append([])
+            elif tag in ("td", "th"):
+                self.cell = ""
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell += data
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th") and self.cell is not None:
+                self.rows[-1].append(self.cell.strip())
+                self.cell = None
+
+    parser = Cells()
+    parser.feed(page.read_text())
+    return [row for row in parser.rows if row and not row[0].startswith("Loading ITables")]
+
+
+def test_the_html_pages_show_every_row_with_its_numbers_and_work_offline(results):
+    out, csvs = results
+    build_report(csvs, out)
+    rows = {row[0]: row[1:] for row in page_cells(out / "table1.html")}
+    table = summary(out / "table1.csv")
+    for method in ("linear", "ot", "End Points"):  # mean and std of train, then of test, each in its own cell
+        expected = [
+            f"{table.loc[method, 'exp', split][stat]:.2f}" for split in ("train", "test") for stat in ("mean", "std")
+        ]
+        assert rows[method] == expected
+    worst = page_cells(out / "worst_points.html")
+    assert "worst accuracy (%)" in worst[0] and len(worst) == 1 + len(pd.read_csv(out / "worst_points.csv"))
+    page = (out / "table1.html").read_text()
+    assert "new ITable(" in page and "<script src" not in page and "import " not in page  # its code is inlined
+
+
 def test_rows_follow_the_order_of_the_tables_given(results):
     out, csvs = results
     build_report(list(reversed(csvs)), out)
-    assert list(pd.read_csv(out / "table1.csv", header=[0, 1], index_col=0).index) == ["ot", "linear", "End Points"]
+    assert list(dict.fromkeys(pd.read_csv(out / "table1.csv")["method"])) == ["ot", "linear", "End Points"]
 
 
-def test_a_single_pair_shows_no_spread():
+def test_a_single_pair_shows_no_spread(results):
     assert format_cell(97.0, float("nan"), 1) == "97.00"
     assert format_cell(97.0, 0.5, 3) == "97.00 ± 0.50"
+    out, csvs = results
+    build_report([csv for csv in csvs if csv.name == "0-1.csv"], out)
+    table = summary(out / "table1.csv")
+    assert table.loc["linear", "exp", "train"]["n"] == 1 and np.isnan(table.loc["linear", "exp", "train"]["std"])
 
 
 def test_stage_positions_give_a_permutation_stage_one_share_of_the_axis():
@@ -132,14 +199,58 @@ def test_stage_positions_tick_every_leg_of_a_short_path():
     assert list(breaks) == pytest.approx([0.25, 0.5, 0.75])
 
 
-def test_figures_are_written_as_png_and_svg(results):
+def test_figures_are_written_as_png_svg_and_pdf(results):
     import matplotlib.image
 
     out, csvs = results
     build_report(csvs, out)
-    image = matplotlib.image.imread(out / "paths.png")
-    assert image.shape[0] > 500 and image.shape[1] > 500
-    assert (out / "paths.svg").read_text().lstrip().startswith("<?xml")
+    image = matplotlib.image.imread(out / "paths-exp.png")  # one figure per experiment
+    assert image.shape[0] > 300 and image.shape[1] > 500
+    assert (out / "paths-exp.svg").read_text().lstrip().startswith("<?xml")
+    assert (out / "paths-exp.pdf").read_bytes().startswith(b"%PDF")
+    svg = (out / "paths-exp.svg").read_text()
+    assert ">linear<" in svg and ">ot<" in svg  # one panel per method, titles kept as text
+
+
+def test_the_figures_have_one_panel_per_method_titled_and_sharing_their_y_axis(results, tmp_path, monkeypatch):
+    from lowloss.results import figures
+
+    out, csvs = results
+    drawn = {}
+    monkeypatch.setattr(figures, "save_figure", lambda fig, stem: drawn.setdefault(stem.name, fig) and [])
+    build_report([*csvs, *deep_results(tmp_path)], out)
+    assert list(drawn) == ["paths-exp", "paths-deep", "route-deep"]  # one figure per experiment
+    for name, methods in (("paths-exp", ["linear", "ot"]), ("paths-deep", ["linear", "ot+wa", "arc+bfly", GARIPOV])):
+        fig = drawn[name]
+        panels = [ax for ax in fig.get_axes() if ax.axison]
+        assert [ax.get_title() for ax in panels] == methods
+        assert fig.get_suptitle() == name.removeprefix("paths-")  # titled by its experiment
+        for ax in panels:
+            assert {line.get_label() for line in ax.get_lines()} >= {"train", "test"}
+            assert ax.get_yscale() == "logit"
+            assert ax.get_shared_y_axes().joined(ax, panels[0])  # every panel on one y axis
+        assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in panels)  # one legend
+        width, height = fig.get_size_inches()
+        assert height <= width  # the report scales a figure to its width: all of it shows at once
+    route = drawn["route-deep"]
+    route_panels = [ax for ax in route.get_axes() if ax.axison]
+    assert [ax.get_title() for ax in route_panels] == ["arc+bfly", "ot+wa"]
+    assert route_panels[0].get_shared_y_axes().joined(*route_panels)  # one row, one y axis
+    assert len(route.legends) == 1 and route.get_supxlabel() and route.get_supylabel() == "error (%)"
+
+
+def test_the_accuracy_axis_labels_round_values_near_the_endpoints_first():
+    assert logit_ticks(0.83, 0.992) == [0.9, 0.95, 0.97, 0.98, 0.99]
+    wide = logit_ticks(0.05, 0.999)
+    assert len(wide) <= 6 and wide[-1] == 0.999 and wide[0] == 0.05 and all(0.05 <= v <= 0.999 for v in wide)
+
+
+def test_a_grid_stays_about_as_wide_as_it_is_tall():
+    assert panel_grid(2, 5) == (1, 2)
+    assert panel_grid(9, 5) == (3, 3)
+    assert panel_grid(12, 5) == (3, 4)
+    assert panel_grid(21, 5) == (5, 5)
+    assert panel_grid(6, 3) == (2, 3)
 
 
 def deep_results(tmp_path) -> list[Path]:
@@ -160,14 +271,19 @@ def deep_results(tmp_path) -> list[Path]:
 
 def test_deep_experiments_make_table_2_in_the_papers_order_and_the_route_figure(results, tmp_path):
     out, csvs = results
-    summary = build_report([*csvs, *deep_results(tmp_path)], out)
-    one = pd.read_csv(out / "table1.csv", header=[0, 1], index_col=0)
-    two = pd.read_csv(out / "table2.csv", header=[0, 1], index_col=0)
-    assert list(one.columns) == [("exp", "train"), ("exp", "test")]
-    assert list(two.columns) == [("deep", "train"), ("deep", "test")]
-    assert list(two.index) == ["linear", "arc+bfly", "ot+wa", "garipov-polychain-3", "End Points"]
-    assert two.loc["ot+wa", ("deep", "train")] == "60.00" and two.loc["ot+wa", ("deep", "test")] == "59.00"
-    assert {Path(f).name for f in summary["files"]} >= {"table2.md", "table2.tex", "route.png", "route.svg"}
+    report = build_report([*csvs, *deep_results(tmp_path)], out)
+    one, two = summary(out / "table1.csv"), summary(out / "table2.csv")
+    assert set(one.index.get_level_values("experiment")) == {"exp"}
+    assert set(two.index.get_level_values("experiment")) == {"deep"}
+    order = ["linear", "arc+bfly", "ot+wa", "garipov-polychain-3", "End Points"]
+    assert list(dict.fromkeys(two.index.get_level_values("method"))) == order
+    assert (two.loc["ot+wa", "deep", "train"]["mean"], two.loc["ot+wa", "deep", "test"]["mean"]) == (60.0, 59.0)
+    assert [cell.strip() for cell in (out / "table2.md").read_text().splitlines()[4].split("|")[1:4]] == [
+        "ot+wa",
+        "60.00",
+        "59.00",
+    ]
+    assert {Path(f).name for f in report["files"]} >= {"table2.md", "table2.html", "table2.tex", "route-deep.pdf"}
 
 
 def test_route_positions_give_every_stage_one_unit():
@@ -189,7 +305,7 @@ def test_cli_prints_its_summary_last(results):
     out, csvs = results
     result = run_cli("report", *csvs, "--out-dir", out, check=True)
     summary = json.loads(result.stdout.splitlines()[-1])
-    assert summary["paths"] == 4 and len(summary["files"]) == 6
+    assert summary["paths"] == 4 and len(summary["files"]) == 9  # table1 x 4, worst points x 2, paths x 3
 
 
 def test_a_table_outside_the_results_layout_is_a_one_line_error(tmp_path):

@@ -86,8 +86,9 @@ def test_a_command_is_one_run_with_tags_params_metrics_curves_and_files(store, t
     # Constants are params: the RNG seed of the command, the model's seed, the epochs (once).
     assert (params["rng_seed"], params["seed"], params["epochs"], params["lr"]) == ("3", "3", "2", "0.01")
     assert "mlflow_tag" not in params and "summary.epochs" not in params
-    assert run.data.metrics["test_acc"] == 0.75 and not {"seed", "epochs", "ok"} & set(run.data.metrics)
-    for key, values in (("history/train_loss", [2.0, 1.0]), ("history/test_acc", [0.4, 0.7])):
+    # Accuracies in percent, as the report shows them; losses as they are.
+    assert run.data.metrics["test_acc"] == 75.0 and not {"seed", "epochs", "ok"} & set(run.data.metrics)
+    for key, values in (("history/train_loss", [2.0, 1.0]), ("history/test_acc", [40.0, 70.0])):
         assert [(m.step, m.value) for m in client.get_metric_history(run_id, key)] == list(zip((1, 2), values))
     logged = {a.path for a in client.list_artifacts(run_id, "outputs")}
     assert logged == {"outputs/seed3.safetensors", "outputs/seed3.json"}
@@ -97,23 +98,42 @@ def test_a_command_is_one_run_with_tags_params_metrics_curves_and_files(store, t
     assert {t.key: t.value for t in dataset.tags}["mlflow.data.context"] == "training"
 
 
-def test_the_experiment_describes_itself_and_opens_on_its_runs(store, tmp_path):
+def test_the_experiment_describes_itself_and_opens_on_its_runs_with_the_key_columns(store, tmp_path):
     tracking.log_command(namespace(store, tmp_path / "none"), {}, time.time())
     from mlflow.tracking import MlflowClient
 
-    tags = MlflowClient(store).get_experiment_by_name("unit").tags
+    experiment = MlflowClient(store).get_experiment_by_name("unit")
+    tags = experiment.tags
     assert tags["mlflow.experimentKind"] == "custom_model_development"
-    assert "Accuracies are fractions" in tags[tracking_store.NOTE_TAG]
+    assert "Accuracies and errors are percentages" in tags[tracking_store.NOTE_TAG]
+    # Saved views, as the UI's Share button stores them: connect runs, the key metrics and tags first.
+    for key, grouped in (("lowloss-methods", True), ("lowloss-paths", False)):
+        envelope = json.loads(tags[f"mlflow.sharedViewState.{key}"])  # as the UI's Save view writes it
+        assert envelope["name"].startswith("lowloss: ") and envelope["createdAt"] > 0
+        view = json.loads(envelope["state"])
+        assert view["searchFilter"] == "tags.command = 'connect'"
+        assert view["selectedColumns"][:4] == [
+            "tags.`experiment`",
+            "tags.`method`",
+            "tags.`pair`",
+            "metrics.`worst_test_acc`",
+        ]
+        assert {"metrics.`barrier_test_acc`", "metrics.`seconds`"} <= set(view["selectedColumns"])
+        assert view["orderByKey"] == "metrics.`worst_test_acc`" and view["orderByAsc"] is False
+        assert ("groupBy" in view) == grouped
+        (chart,) = [c for c in view["compareRunCharts"] if c["metricKey"] == "path/test_error"]
+        assert chart["scaleType"] == "log" and chart["type"] == "LINE"
+        link = f"#/experiments/{experiment.experiment_id}/runs?viewStateShareKey={key}&workflowType=machine_learning"
+        assert f"]({link})" in tags[tracking_store.NOTE_TAG]
 
 
-def test_the_ui_is_opened_on_each_experiments_runs(store, tmp_path):
+def test_the_ui_is_opened_on_each_experiments_view_of_its_methods(store, tmp_path):
     tracking.log_command(namespace(store, tmp_path / "none"), {}, time.time())
     from mlflow.tracking import MlflowClient
 
     unit = MlflowClient(store).get_experiment_by_name("unit").experiment_id
-    assert f"unit: http://ui/#/experiments/{unit}/runs?workflowType=machine_learning" in tracking_store.ui_links(
-        store, "http://ui"
-    )
+    view = "viewStateShareKey=lowloss-methods&workflowType=machine_learning"
+    assert f"unit: http://ui/#/experiments/{unit}/runs?{view}" in tracking_store.ui_links(store, "http://ui")
     assert tracking_store.ui_links(f"sqlite:///{tmp_path}/none.db", "http://ui") == [
         "http://ui/#/experiments?workflowType=machine_learning"
     ]
@@ -152,7 +172,8 @@ def test_a_run_names_the_runs_that_made_its_inputs_and_its_parent(store, tmp_pat
     client, run = client_run(store, run_id)
     tags = run.data.tags
     assert (tags["input.endpoint_a"], tags["input.endpoint_b"]) == tuple(makers)
-    assert f"(#/experiments/{run.info.experiment_id}/runs/{makers[0]})" in tags[tracking_store.NOTE_TAG]
+    link = f"(#/experiments/{run.info.experiment_id}/runs/{makers[0]}?workflowType=machine_learning)"
+    assert link in tags[tracking_store.NOTE_TAG]  # a link to the run, in the classic runs pages
     assert tags[lineage.PARENT_TAG] == "parent123" and tags["config_hash"] == "cafe"
     assert len(tags[lineage.GIT_COMMIT_TAG]) == 40  # the tests run from the project's git checkout
     assert "seed" not in tags and run.data.params["rng_seed"] == "0"  # connect's seed is no model's seed
@@ -185,32 +206,56 @@ def test_path_curves_use_the_report_axis_so_methods_overlay(store, tmp_path):
     run_id = tracking.log_command(namespace(store, csv, command="connect"), {"method": "m"}, time.time())
     client, _ = client_run(store, run_id)
     along = client.get_metric_history(run_id, "path/test_acc")
-    # Each leg's end and the next leg's start fall on one step; the lower accuracy is kept.
+    # Each leg's end and the next leg's start fall on one step; the lower accuracy is kept (in percent).
     assert [m.step for m in along] == [0, 167, 333, 500, 667, 833, 1000]
-    assert [m.value for m in along] == pytest.approx([0.9, 0.85, 0.8, 0.85, 0.8, 0.85, 0.8])
+    assert [m.value for m in along] == pytest.approx([90, 85, 80, 85, 80, 85, 80])
+    error = client.get_metric_history(run_id, "path/test_error")  # for the view's log axis
+    assert [m.value for m in error] == pytest.approx([10, 15, 20, 15, 20, 15, 20])
 
 
-def test_the_report_run_carries_every_table_cell_and_the_markdown(store, tmp_path):
-    out = tmp_path / "report"
-    out.mkdir()
-    table = pd.DataFrame(
-        {("exp-a", "train"): ["97.50 ± 0.21", "98.02 ± 0.04"], ("exp-a", "test"): ["95.40", ""]},
-        index=pd.Index(["ot+wa", "End Points"]),
+def test_a_path_run_shows_its_barrier_in_percentage_points(store, tmp_path):
+    summary = {
+        "method": "m",
+        "worst_test_acc": 0.9,
+        "endpoint_test_acc": 0.97,
+        "worst_train_acc": 0.95,
+        "endpoint_train_acc": 0.99,
+        "seconds": 1.5,
+    }
+    run_id = tracking.log_command(namespace(store, tmp_path / "none.csv", command="connect"), summary, time.time())
+    metrics = client_run(store, run_id)[1].data.metrics
+    assert metrics["barrier_test_acc"] == pytest.approx(7.0) and metrics["barrier_train_acc"] == pytest.approx(4.0)
+    assert metrics["worst_test_acc"] == pytest.approx(90.0) and metrics["seconds"] == 1.5
+
+
+def report_table(folder: Path) -> Path:
+    """A Table 1 as `lowloss report` writes it (one row per method, experiment and split) and its Markdown."""
+    folder.mkdir(exist_ok=True)
+    rows = [
+        ("ot+wa", "exp-a", "train", 97.5, 0.21, 2),
+        ("ot+wa", "exp-a", "test", 95.4, None, 1),
+        ("End Points", "exp-a", "train", 98.02, 0.04, 4),
+    ]
+    pd.DataFrame(rows, columns=["method", "experiment", "split", "mean", "std", "n"]).to_csv(
+        folder / "table1.csv", index=False
     )
-    table.columns.names = [None, "Methods"]
-    table.to_csv(out / "table1.csv")
-    (out / "table1.md").write_text("| Methods | exp-a train |\n|:--|--:|\n| ot+wa | 97.50 ± 0.21 |\n")
+    (folder / "table1.md").write_text("| Methods | exp-a train |\n|:--|--:|\n| ot+wa | 97.50 ± 0.21 |\n")
+    return folder
+
+
+def test_the_report_run_carries_every_table_value_and_the_markdown(store, tmp_path):
+    out = report_table(tmp_path / "report")
     args = namespace(store, None, command="report", out_dir=out, mlflow_tag=[("experiment", "exp-a")])
     run_id = tracking.log_command(args, {"files": [str(out / "table1.csv"), str(out / "table1.md")]}, time.time())
     _, run = client_run(store, run_id)
     table_metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("table/")}
-    assert table_metrics == pytest.approx(
+    assert table_metrics == pytest.approx(  # in percent, as in the table; a single pair has no std
         {
-            "table/exp-a/ot_wa/train_mean": 0.975,
-            "table/exp-a/ot_wa/train_std": 0.0021,
-            "table/exp-a/End Points/train_mean": 0.9802,
-            "table/exp-a/End Points/train_std": 0.0004,
-            "table/exp-a/ot_wa/test_mean": 0.954,
+            "table/exp-a/ot_wa/train_mean": 97.5,
+            "table/exp-a/ot_wa/train_std": 0.21,
+            "table/exp-a/End Points/train_mean": 98.02,
+            "table/exp-a/End Points/train_std": 0.04,
+            "table/exp-a/ot_wa/test_mean": 95.4,
         }
     )
     assert "| ot+wa | 97.50 ± 0.21 |" in run.data.tags[tracking_store.NOTE_TAG]
@@ -234,13 +279,27 @@ def test_a_failed_command_is_a_failed_run(store, tmp_path):
     assert run.info.status == "FAILED" and run.data.tags["error"] == "bad input"
 
 
-def test_the_workflow_parent_run_opens_and_closes(store):
-    run_id = lineage.start_workflow_run("unit", store, "tiny", {"config_hash": "abc"}, {"name": "tiny"})
+def test_the_workflow_parent_run_holds_the_config_the_commit_and_links_to_the_report(store, tmp_path):
+    config = {"name": "tiny", "methods": ["linear", "ot+wa"], "experiments": {"digits-x": {"train": {"epochs": 3}}}}
+    run_id = lineage.start_workflow_run("unit", store, "tiny", {"config_hash": "abc"}, config)
     _, run = client_run(store, run_id)
     assert run.info.status == "RUNNING" and run.info.run_name == "workflow · tiny"
     assert run.data.tags["config_hash"] == "abc" and lineage.PARENT_TAG not in run.data.tags
-    lineage.end_workflow_run(store, run_id, "FINISHED")
-    assert client_run(store, run_id)[1].info.status == "FINISHED"
+    assert run.data.params == {"name": "tiny", "methods": "linear, ot+wa", "experiments.digits-x.train.epochs": "3"}
+    assert len(run.data.tags[lineage.GIT_COMMIT_TAG]) == 40
+    out = report_table(tmp_path / "report")
+    args = namespace(store, None, command="report", out_dir=out, mlflow_tag=[("config_hash", "abc")])
+    report_run = tracking.log_command(args, {"files": [str(out / "table1.csv"), str(out / "table1.md")]}, time.time())
+    lineage.end_workflow_run(store, run_id, "FINISHED", out)
+    client, run = client_run(store, run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["report_run.report"] == report_run
+    link = f"(#/experiments/{run.info.experiment_id}/runs/{report_run}?workflowType=machine_learning)"
+    assert (
+        link in run.data.tags[tracking_store.NOTE_TAG]
+        and "| ot+wa | 97.50 ± 0.21 |" in run.data.tags[tracking_store.NOTE_TAG]
+    )
+    assert {a.path for a in client.list_artifacts(run_id, "report")} == {"report/table1.csv", "report/table1.md"}
 
 
 def test_without_an_experiment_nothing_is_tracked(tmp_path, monkeypatch):
@@ -265,10 +324,12 @@ def test_tags_are_key_value():
         tracking.tag("novalue")
 
 
-def test_a_table_cell_that_is_not_a_number_is_left_out(tmp_path):
+def test_a_table_value_that_is_missing_is_left_out(tmp_path):
     csv = tmp_path / "table2.csv"
-    pd.DataFrame({("e", "test"): ["n/a", "90.00 ± 1.00"]}, index=["a", "b"]).to_csv(csv)
-    assert tracked_outputs.table_metrics(csv) == pytest.approx({"table/e/b/test_mean": 0.9, "table/e/b/test_std": 0.01})
+    pd.DataFrame(
+        {"method": ["a", "b"], "experiment": "e", "split": "test", "mean": [None, 90.0], "std": [None, 1.0], "n": 2}
+    ).to_csv(csv, index=False)
+    assert tracked_outputs.table_metrics(csv) == pytest.approx({"table/e/b/test_mean": 90.0, "table/e/b/test_std": 1.0})
 
 
 def test_the_cli_logs_to_the_default_store_and_keeps_its_summary_last(tmp_path, monkeypatch):

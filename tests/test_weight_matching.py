@@ -8,7 +8,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from lowloss.methods.registry import get_method
-from lowloss.methods.weight_matching import MATCHED_ON, group_scores, weight_matching
+from lowloss.methods.weight_matching import MATCHED_ON, Scores, weight_matching
 from lowloss.nets.spec import permute
 from lowloss.storage.weights import load_weights
 from tests.conftest import assert_one_line_error, context, network_of, random_params, run_main
@@ -56,9 +56,9 @@ def test_independent_networks_meet_at_a_fixed_point_that_beats_the_identity(arch
     theta_a, theta_b = endpoint(arch, options, 0), endpoint(arch, options, 1)
     perms, sweeps = weight_matching(theta_a, theta_b, spec, seed=0)
     assert 1 < sweeps < 100
-    sizes = {group: spec.size(theta_a, group) for group in spec.groups}
+    at_fixed_point = Scores(theta_a, theta_b, spec, perms)
     for group in spec.groups:  # no group's own assignment can improve on its permutation any more
-        scores = group_scores(theta_a, theta_b, spec, group, perms, sizes)
+        scores = at_fixed_point.of(group)
         best = linear_sum_assignment(scores, maximize=True)[1]
         rows = np.arange(len(best))
         assert scores[rows, best].sum() <= scores[rows, perms[group].numpy()].sum() + 1e-9, group

@@ -30,24 +30,15 @@ EXPERIMENT, DEEP = "digits-tiny", "digits-fc3-tiny"
 FITS = yaml.safe_load(TINY.read_text())["experiments"][EXPERIMENT]["connector_fits"]
 REPORT = Path("results/report/test-tiny")
 MLFLOW_EXPERIMENT = "lowloss-test-tiny"
+FIGURES = [f"paths-{EXPERIMENT}", f"paths-{DEEP}", f"route-{DEEP}", "fig7", "ensembles_cost"]
 REPORT_FILES = [
-    "table1.csv",
-    "table1.md",
-    "table1.tex",
-    "table2.csv",
-    "table2.md",
-    "table2.tex",
+    *(f"{table}.{suffix}" for table in ("table1", "table2") for suffix in ("csv", "md", "html", "tex")),
     "worst_points.csv",
-    "paths.png",
-    "paths.svg",
-    "route.png",
-    "route.svg",
+    "worst_points.html",
     "ensembles.csv",
     "ensembles.md",
-    "fig7.png",
-    "fig7.svg",
-    "ensembles_cost.png",
-    "ensembles_cost.svg",
+    "ensembles.html",
+    *(f"{figure}.{suffix}" for figure in FIGURES for suffix in ("png", "svg", "pdf")),
 ]
 ENSEMBLES = ["ind", "wa1", "wa2"]  # the deep experiment's ensembles of its two endpoints
 
@@ -111,8 +102,9 @@ def workflow(tmp_path_factory):
     return workdir, plan
 
 
-def report_table(workdir: Path) -> pd.DataFrame:
-    return pd.read_csv(workdir / REPORT / "table1.csv", header=[0, 1], index_col=0)
+def report_table(workdir: Path, name: str = "table1") -> pd.DataFrame:
+    """A table of the report: one row per method, experiment and split (mean, std, n)."""
+    return pd.read_csv(workdir / REPORT / f"{name}.csv")
 
 
 def test_every_stage_runs_and_every_output_exists(workflow):
@@ -162,19 +154,19 @@ def test_tables_have_every_method_and_end_points_in_percent(workflow):
     config = yaml.safe_load(TINY.read_text())
     methods = config["methods"]
     table = report_table(workdir)
-    assert list(table.index) == [*methods, "End Points"]
-    assert list(table.columns) == [(EXPERIMENT, "train"), (EXPERIMENT, "test")]
-    for cell in table.to_numpy().ravel():
-        mean, std = (float(part) for part in cell.split(" ± "))
-        assert 0 <= mean <= 100 and 0 <= std <= 100 and math.isfinite(mean + std)
+    assert list(dict.fromkeys(table["method"])) == [*methods, "End Points"]
+    assert set(zip(table["experiment"], table["split"])) == {(EXPERIMENT, "train"), (EXPERIMENT, "test")}
+    assert table["mean"].between(0, 100).all() and table["std"].between(0, 100).all()
+    assert all(math.isfinite(value) for value in table[["mean", "std"]].to_numpy().ravel())
+    assert set(table["n"]) == {2, 4}  # two pairs; four endpoints
     worst = pd.read_csv(workdir / REPORT / "worst_points.csv")
     assert worst["worst_acc"].between(0, 100).all()
     ours = worst[worst["experiment"] == EXPERIMENT]
     assert len(ours) == ((len(methods) - 1 + FITS) * 2 + 4) * 2  # (paths × pairs + the 4 endpoints) × splits
     assert "| End Points" in (workdir / REPORT / "table1.md").read_text()
-    deep = pd.read_csv(workdir / REPORT / "table2.csv", header=[0, 1], index_col=0)
-    assert list(deep.index) == [*config["experiments"][DEEP]["methods"], "End Points"]  # the paper's order
-    assert list(deep.columns) == [(DEEP, "train"), (DEEP, "test")]
+    deep = report_table(workdir, "table2")
+    assert list(dict.fromkeys(deep["method"])) == [*config["experiments"][DEEP]["methods"], "End Points"]  # paper's
+    assert set(deep["experiment"]) == {DEEP}
 
 
 def test_the_ensembles_table_has_every_method_by_number_of_models(workflow):
@@ -226,7 +218,7 @@ def test_every_job_logged_one_mlflow_run_with_tags_metrics_and_files(workflow):
     )
     history = client.get_metric_history(train.info.run_id, "history/train_loss")
     assert [m.step for m in history] == [1, 2, 3]  # one point per epoch
-    assert 0 <= train.data.metrics["test_acc"] <= 1
+    assert 1 < train.data.metrics["test_acc"] <= 100  # in percent, as in the report
     connect = next(r for r in runs if r.data.tags["rule"] == "connect" and r.data.tags.get("method") == "ot")
     assert connect.data.tags["pair"] in {"0-1", "2-3"}
     along = client.get_metric_history(connect.info.run_id, "path/test_acc")
@@ -249,15 +241,40 @@ def test_every_job_logged_one_mlflow_run_with_tags_metrics_and_files(workflow):
     assert connect.data.tags["input.endpoint_b"] == made[EXPERIMENT, "train", None, b]
     assert connect.data.tags["input.matching"] == made[EXPERIMENT, "match", "ot", connect.data.tags["pair"]]
     assert [d.dataset.name for d in connect.inputs.dataset_inputs] == ["digits"]
-    # The report run carries every cell of Table 1, as fractions.
+    # The report run carries every value of Table 1, in percent as in the table.
     (report,) = [run for run in jobs if run.data.tags["rule"] == "report"]
-    for (experiment, split), column in report_table(workdir).items():
-        for method, cell in column.items():
-            mean, std = (float(part) / 100 for part in cell.split(" ± "))
-            key = f"table/{experiment}/{method}/{split}"
-            assert report.data.metrics[f"{key}_mean"] == pytest.approx(mean)
-            assert report.data.metrics[f"{key}_std"] == pytest.approx(std)
+    for row in report_table(workdir).itertuples():
+        key = f"table/{row.experiment}/{row.method}/{row.split}"
+        assert report.data.metrics[f"{key}_mean"] == pytest.approx(row.mean)
+        assert report.data.metrics[f"{key}_std"] == pytest.approx(row.std)
     assert "| End Points" in report.data.tags["mlflow.note.content"]
+
+
+def test_the_parent_run_holds_the_config_the_commit_and_a_link_to_the_report(workflow):
+    """What a user opening the workflow's run in the MLflow UI finds, and what opens the experiment on its
+    runs (not on MLflow 3's GenAI pages)."""
+    workdir, _ = workflow
+    client, runs = mlflow_runs(workdir)
+    (parent,) = [run for run in runs if run.data.tags["rule"] == "workflow"]
+    config = yaml.safe_load(TINY.read_text())
+    params = parent.data.params
+    assert params["name"] == "test-tiny" and params["methods"] == ", ".join(config["methods"])
+    assert params[f"experiments.{EXPERIMENT}.arch"] == "onehidden"
+    assert params[f"experiments.{DEEP}.arch_options.widths"] == "24, 16"
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert parent.data.tags["mlflow.source.git.commit"] == commit
+    (report,) = [run for run in runs if run.data.tags["rule"] == "report"]
+    experiment_id = parent.info.experiment_id
+    assert parent.data.tags["report_run.report"] == report.info.run_id
+    note = parent.data.tags["mlflow.note.content"]
+    assert f"(#/experiments/{experiment_id}/runs/{report.info.run_id}?workflowType=machine_learning)" in note
+    assert "| End Points" in note  # Table 1 in the run's description
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/table1.csv", "report/table1.md", "report/table2.csv"} <= artifacts
+    tags = client.get_experiment(experiment_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert {"mlflow.sharedViewState.lowloss-methods", "mlflow.sharedViewState.lowloss-paths"} <= set(tags)
+    assert "workflowType=machine_learning" in tags["mlflow.note.content"]
 
 
 def embedded_files(html: str) -> dict[str, bytes]:
@@ -268,18 +285,46 @@ def embedded_files(html: str) -> dict[str, bytes]:
     }
 
 
-def test_the_html_report_holds_the_description_the_tables_and_the_figure(workflow):
+def test_the_html_report_shows_the_tables_as_tables_and_every_figure(workflow):
+    from tests.test_report import page_cells
+
     workdir, _ = workflow
     snakemake(workdir, "--report", "report.html")
     html = (workdir / "report.html").read_text()
     files = embedded_files(html)
-    for name in ("table1.csv", "worst_points.csv", "paths.svg", "ensembles.csv", "fig7.svg"):
+    # Table 1 is a page the report shows (not only a file to download): its rows are cells of an HTML table.
+    shown_as = re.search(rf'"{REPORT}/table1.html": {{.*?"mime_type": "([^"]+)"', html, re.S)
+    assert shown_as[1] == "text/html"  # the report opens an HTML result in its page
+    page = workdir / "table1-in-report.html"
+    page.write_bytes(files["table1.html"])
+    rows = {row[0]: row[1:] for row in page_cells(page)}
+    table = report_table(workdir)
+    for row in table.itertuples():
+        assert row.method in rows
+        assert f"{row.mean:.2f}" in rows[row.method] and f"{row.std:.2f}" in rows[row.method]
+    for name in ("table1.csv", "table2.html", "worst_points.html", "ensembles.html"):
         assert files[name] == (workdir / REPORT / name).read_bytes()
+    for figure in FIGURES:  # every figure the run made
+        assert files[f"{figure}.svg"] == (workdir / REPORT / f"{figure}.svg").read_bytes()
     text = re.sub(r"(\\n|\s)+", " ", html)  # captions sit in JSON strings, lines broken by \n
     assert "worst accuracy (%) along the path" in text  # Table 1's caption
-    assert "Accuracy along the path" in text  # the figure's label
-    assert "The paper's **Fig. 7**" in text or "paper's <strong>Fig. 7</strong>" in text  # its caption
-    assert "experiments <tt" in text and "digits-tiny" in text  # the workflow description, from the config
+    assert "The paper's <strong>Fig. 7</strong>" in text or "The paper's **Fig. 7**" in text
+    # The landing text: every experiment with its own methods, and every result in the reader's order.
+    assert "linear+bfly, ot+wa" in text and ", ".join(yaml.safe_load(TINY.read_text())["methods"]) in text
+    labels = [
+        "Table 1",
+        "Table 2",
+        f"Accuracy along the path: {DEEP}",
+        f"Accuracy along the path: {EXPERIMENT}",
+        f"The layer-wise route (Fig. 5): {DEEP}",
+        "Worst points",
+        "Ensembles",
+        "Ensembles by number of models (Fig. 7)",
+        "Ensembles by inference cost",
+    ]
+    link = r'<li><a class=\\"reference external\\" href=\\"javascript:app.showResultInfo[^"]*\\">([^<]+)</a>'
+    listed = re.findall(link, text)  # the description is a JSON string: its quotes are escaped
+    assert listed == labels
 
 
 def free_port() -> int:

@@ -26,6 +26,7 @@ from lowloss.cli.commands import (
     ensemble_report,
     fit_connector,
     fit_curve,
+    import_checkpoint,
     info,
     match,
     methods,
@@ -40,6 +41,7 @@ from lowloss.tracking import runs as tracking
 EXIT_ERROR = 2
 COMMANDS = [
     train,
+    import_checkpoint,
     fit_curve,
     model_set,
     fit_connector,

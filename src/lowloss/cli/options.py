@@ -1,9 +1,9 @@
-"""Command-line options shared by several subcommands (dataset, device, architecture options), and the
-checks of every numeric option: a bad number is refused while the arguments are parsed, as one
-`lowloss: error:` line, before anything is read or written (`--epochs 0` never replaces a model).
-Parsers are built without importing torch (names come from the torch-free tables of architectures and
-datasets); the data and the
-device are loaded only when a command runs.
+"""Command-line options shared by several subcommands (dataset, device, architecture options, the user's own
+models and data), and the checks of every numeric option: a bad number is refused while the arguments are
+parsed, as one `lowloss: error:` line, before anything is read or written (`--epochs 0` never replaces a
+model). Parsers are built without importing torch (names come from the torch-free tables of architectures and
+datasets, references are parsed as text); the models, the data and the device are loaded only when a command
+runs.
 """
 
 from __future__ import annotations
@@ -12,18 +12,34 @@ import argparse
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from lowloss.errors import LowlossError, unknown_name
 from lowloss.methods.context import ALL
 from lowloss.nets.architectures import ARCHITECTURES, NORMS
+from lowloss.nets.references import (
+    FORMS,
+    MAX_INPUT_CHANNELS,
+    MAX_INPUT_SIDE,
+    ModelRef,
+    parse_input_size,
+    parse_model_args,
+    parse_reference,
+)
+from lowloss.storage.file_kinds import MODEL, require_not_checkpoint
 from lowloss.training.datasets import DATASETS
 
 if TYPE_CHECKING:
-    from lowloss.training.data import Dataset
+    from torch import nn
+
+    from lowloss.api.models import Endpoints
+    from lowloss.methods.context import Options
+    from lowloss.training.data import Dataset, Normalize
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def choice(what: str, known: tuple[str, ...]):
@@ -38,8 +54,11 @@ def choice(what: str, known: tuple[str, ...]):
     return parse
 
 
-def add_dataset_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+def add_dataset_options(parser: argparse.ArgumentParser, user_data: bool = False) -> None:
+    """`--dataset` and where it lives; with `user_data`, an image folder instead, and the input size and
+    normalisation the user's networks take."""
+    source = parser.add_mutually_exclusive_group() if user_data else parser
+    source.add_argument(
         "--dataset",
         default="digits",
         type=choice("dataset", tuple(DATASETS)),
@@ -48,20 +67,169 @@ def add_dataset_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-root", default="data", help="folder of downloaded datasets (default: data)")
     parser.add_argument("--download", action="store_true", help="download the dataset if missing")
+    if not user_data:
+        return
+    source.add_argument(
+        "--image-folder",
+        type=Path,
+        metavar="DIR",
+        help="the user's images instead of --dataset: DIR/train and DIR/test, one subfolder per class "
+        "(torchvision's ImageFolder)",
+    )
+    parser.add_argument(
+        "--input-size",
+        type=input_size,
+        metavar="C,H,W",
+        help=f"the input size of the networks: images are resized to it (a grey channel repeated); default: the "
+        f"dataset's own, or a timm model's pretrained config for an image folder ({INPUT_SIZE_RANGE})",
+    )
+    parser.add_argument(
+        "--normalize",
+        type=normalization,
+        metavar="MEAN,STD",
+        help="normalise images in [0, 1] as (x - MEAN) / STD: two numbers for every channel, or C means then C "
+        "deviations (means in [0, 1], deviations in (0, 1]); default: standardised with the training split's "
+        "statistics (an image folder of a timm model: its pretrained config's)",
+    )
+
+
+ENDPOINT_HELP = "a trained model (.safetensors), or with --model a checkpoint of it"
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """`--model` and its arguments: the network of the user's own checkpoints."""
+    group = parser.add_argument_group("the user's own models (instead of files from `lowloss train`)")
+    group.add_argument(
+        "--model",
+        type=argument_type(parse_reference),
+        metavar="REF",
+        help=f"the network the files are checkpoints of: {FORMS}; the files are then state dicts "
+        f"(.safetensors, or .pt/.pth/.bin/.ckpt read with torch.load(weights_only=True))",
+    )
+    group.add_argument(
+        "--model-args",
+        type=argument_type(parse_model_args),
+        metavar="K=V,…",
+        help="arguments the model is built with, e.g. num_classes=10,width=32 (JSON or Python literals)",
+    )
+    group.add_argument(
+        "--freeze",
+        action="append",
+        metavar="MODULE",
+        help="a module whose units stay in place when the spec is inferred (repeatable)",
+    )
+
+
+def model_ref_from_args(args: argparse.Namespace) -> ModelRef | None:
+    """The `--model` reference with its arguments, None for lowloss model files."""
+    if args.model is None:
+        if args.model_args is not None or args.freeze is not None:
+            raise LowlossError("--model-args and --freeze describe a --model; lowloss model files record their own")
+        return None
+    return ModelRef(args.model, args.model_args or {}, tuple(args.freeze or ()))
+
+
+def model_inputs(args: argparse.Namespace, paths: list[Path]) -> dict[Path, str | None]:
+    """The files the command line names as models, each with the kind `check_files` expects of it: lowloss model
+    files, or with `--model` the user's checkpoints (no lowloss kind; their tensors are checked when read)."""
+    if model_ref_from_args(args) is not None:
+        return dict.fromkeys(paths, None)
+    for path in paths:
+        require_not_checkpoint(path)
+    return dict.fromkeys(paths, MODEL)
+
+
+def endpoints_from_args(args: argparse.Namespace, paths: list[Path], what: str = "endpoints") -> Endpoints:
+    """The models the command line names (`what` they are, for messages): lowloss model files, or with `--model`
+    the user's checkpoints."""
+    from lowloss.api.models import checkpoints, model_files
+
+    reference = model_ref_from_args(args)
+    return model_files(paths, what) if reference is None else checkpoints(paths, reference)
+
+
+def endpoints_and_data(
+    args: argparse.Namespace, paths: list[Path], what: str = "endpoints"
+) -> tuple[Endpoints, Dataset]:
+    """The models the command line names and its data, checked against each other (`lowloss.api.models.for_data`);
+    the models are read first, so that a file's mistake is told before the data load."""
+    from lowloss.api.models import for_data
+
+    endpoints = endpoints_from_args(args, paths, what)
+    return for_data(endpoints, dataset_from_args(args, endpoints.model))
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    """The method options the command line gives; those it leaves out or a command does not take keep their
+    defaults."""
+    from dataclasses import fields
+
+    from lowloss.methods.context import Options
+
+    names = tuple(field.name for field in fields(Options))
+    stated = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    return Options(**stated, progress=not args.no_progress)
+
+
+def argument_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from a parser that raises LowlossError (argparse then names the option)."""
+
+    def parsed(text: str) -> T:
+        try:
+            return parse(text)
+        except LowlossError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parsed.__name__ = parse.__name__
+    return parsed
+
+
+input_size = argument_type(parse_input_size)
+"""argparse type of `--input-size`: C,H,W in the ranges of `lowloss.nets.references.parse_input_size`."""
+INPUT_SIZE_RANGE = f"at most {MAX_INPUT_CHANNELS} channels and {MAX_INPUT_SIDE} pixels a side"
+
+
+def normalization(text: str) -> Normalize:
+    """argparse type of `--normalize`: `MEAN,STD` for every channel, or C means then C deviations. Images are
+    normalised from [0, 1], so a mean lies in [0, 1] and a deviation in (0, 1] (1: no scaling)."""
+    values = [_float(part) for part in text.split(",")]
+    if len(values) % 2:
+        raise argparse.ArgumentTypeError(f"expected MEAN,STD or C means then C deviations, got {len(values)} numbers")
+    means, stds = tuple(values[: len(values) // 2]), tuple(values[len(values) // 2 :])
+    if not all(0 < std <= 1 for std in stds):
+        raise argparse.ArgumentTypeError(f"deviations must be greater than 0 and at most 1, got {_shown(text)}")
+    if not all(0 <= mean <= 1 for mean in means):
+        raise argparse.ArgumentTypeError(f"means must lie in [0, 1] (images are in [0, 1]), got {_shown(text)}")
+    return means, stds
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="torch device: auto (cuda when available), cpu, cuda:N")
 
 
-def dataset_from_args(args: argparse.Namespace) -> Dataset:
-    """The dataset the command line names, on its device; says so while it loads (torch first)."""
-    log.info("loading torch and dataset %s …", args.dataset)
+def dataset_from_args(args: argparse.Namespace, model: nn.Module | None = None) -> Dataset:
+    """The dataset the command line names (or its image folder), on its device; says so while it loads (torch
+    first). An image folder for a timm `model` takes what the user leaves out from its pretrained config."""
+    folder = getattr(args, "image_folder", None)
+    log.info("loading torch and dataset %s …", args.dataset if folder is None else folder)
     started = time.perf_counter()
     from lowloss.training.data import load_dataset
     from lowloss.training.device import pick_device
 
-    data = load_dataset(args.dataset, args.data_root, args.download, pick_device(args.device))
+    input_size, normalize = getattr(args, "input_size", None), getattr(args, "normalize", None)
+    if folder is None:
+        device = pick_device(args.device)
+        data = load_dataset(args.dataset, args.data_root, args.download, device, input_size, normalize)
+    else:
+        from lowloss.nets.external import timm_data_config
+        from lowloss.training.user_data import image_folder
+
+        pretrained = timm_data_config(model) if model is not None else None
+        if pretrained is not None:
+            input_size = input_size or pretrained["input_size"]
+            normalize = normalize or (pretrained["mean"], pretrained["std"])
+        progress = not getattr(args, "no_progress", False)
+        data = image_folder(folder, input_size, normalize, progress).to(pick_device(args.device))
     log.info(
         "loaded %s: %d train, %d test samples on %s (%.1f s)",
         data.name,
@@ -108,9 +276,9 @@ MAX_FLOW_LAYERS = 64
 """Coupling or autoregressive layers of a connector ν (the default is 6)."""
 MAX_FLOW_HIDDEN = 4096
 """Hidden width of ν's conditioners (the default is 128)."""
-MAX_WA_LAYER = max(arch.weight_layers for arch in ARCHITECTURES.values()) - 1
-"""WA(n) of an ensemble: n below the deepest architecture's weight layers (checked against the members'
-own architecture once they are read)."""
+MAX_WA_LAYER = 1000
+"""WA(n) of an ensemble: n counts weight layers from the last; the members' own network (a built-in architecture
+has at most 22, a torchvision or timm model a few hundred) is checked once they are read."""
 BN_BATCHES_HELP = (
     "recompute BatchNorm's running statistics at every point from N fixed training batches of 128 "
     "(networks with BatchNorm only); the route methods fit on points so measured"

@@ -31,6 +31,7 @@ from lowloss.nets.network import INPUT, OUTPUT, Layer, Network, after, before
 from lowloss.nets.params import Params
 from lowloss.storage.atomic import ArtifactError
 from lowloss.storage.file_kinds import ENSEMBLE, require_meta_kind
+from lowloss.storage.model_files import network_of
 from lowloss.storage.weights import Artifact, load_weights, save_weights
 from lowloss.training.data import Dataset
 
@@ -243,7 +244,7 @@ def load_ensemble(path: str | Path) -> tuple[Ensemble, Artifact]:
         wa_layer, size = meta["wa_layer"], int(meta["size"])
     except KeyError as exc:
         raise ArtifactError(f"{path}: sidecar lacks {exc.args[0]!r}") from None
-    network = Network(model.eval())
+    network = network_of(model.eval(), meta)
     template = Ensemble(network, {}, [], wa_layer)
     shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     shared_keys, head_keys = _keys(network.layers[: template.split]), _keys(network.layers[template.split :])

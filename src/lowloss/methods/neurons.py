@@ -11,22 +11,21 @@ from __future__ import annotations
 import torch
 
 from lowloss.nets.params import Params
-from lowloss.nets.spec import Spec, from_unit_view, unit_view
+from lowloss.nets.spec import Spec
 
 
 def butterflies(params: Params, spec: Spec, group: str) -> torch.Tensor:
     """(n, D) matrix of the group's butterfly vectors, one row per hidden unit."""
-    n = spec.size(params, group)
-    return torch.cat([unit_view(params[key], axis, n) for key, axis in spec.members(group)], dim=1)
+    return torch.cat([spec.units(params, key, axis, group) for key, axis in spec.members(group)], dim=1)
 
 
-def butterfly_slices(params: Params, spec: Spec, group: str) -> dict[str, slice]:
-    """Which columns of the butterfly matrix belong to which parameter tensor."""
+def butterfly_slices(params: Params, spec: Spec, group: str) -> list[slice]:
+    """Which columns of the butterfly matrix belong to each (key, axis) of `spec.members(group)`, in order."""
     n = spec.size(params, group)
-    slices, start = {}, 0
-    for key, _ in spec.members(group):
-        width = params[key].numel() // n
-        slices[key] = slice(start, start + width)
+    slices, start = [], 0
+    for key, axis in spec.members(group):
+        width = spec.span(params, key, axis, group)[1] * params[key].numel() // params[key].shape[axis] // n
+        slices.append(slice(start, start + width))
         start += width
     return slices
 
@@ -34,6 +33,6 @@ def butterfly_slices(params: Params, spec: Spec, group: str) -> dict[str, slice]
 def from_butterflies(params: Params, spec: Spec, group: str, units: torch.Tensor) -> Params:
     """Write an (n, D) butterfly matrix back into a copy of `params` (other tensors untouched)."""
     out = dict(params)
-    for (key, axis), cols in zip(spec.members(group), butterfly_slices(params, spec, group).values()):
-        out[key] = from_unit_view(units[:, cols].contiguous(), params[key], axis)
+    for (key, axis), cols in zip(spec.members(group), butterfly_slices(params, spec, group)):
+        out[key] = spec.with_units(out, key, axis, group, units[:, cols].contiguous())
     return out

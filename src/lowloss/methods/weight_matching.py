@@ -6,7 +6,10 @@ product of the two networks' parameters. With every other group held fixed, the 
 one group's permutation: Σ over the tensors that touch the group of W_A (unit rows) · π_others(W_B)ᵀ is a
 score matrix, and the best permutation is one linear assignment (SciPy's `linear_sum_assignment`). The
 groups are visited in an order drawn from a seeded generator, sweep after sweep, until a whole sweep
-improves nothing: a fixed point.
+improves nothing: a fixed point. Descent starts where each group, input side first, is matched on the entries
+its already matched predecessors align, not at the identity as in Git Re-Basin: from the identity it can stop at
+a poorer fixed point (half a planted permutation's objective on a random MobileNet-V3; 30300 against 30315 on
+two random ResNet-50s).
 
 It matches on the parameters only (weights, biases, normalisation scales and shifts), not on BatchNorm's
 running statistics, as Git Re-Basin does. A residual stream's group touches every block of its stage, so
@@ -17,6 +20,7 @@ offers it for an arbitrary permutation spec; each step is SciPy's solver.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,7 +32,7 @@ from lowloss.methods.context import Context
 from lowloss.methods.matching import matching_for
 from lowloss.methods.permutation import matched_legs
 from lowloss.nets.params import Params
-from lowloss.nets.spec import Spec, permute_axis, unit_view
+from lowloss.nets.spec import Spec, axis_groups, permute, unit_view
 from lowloss.paths.legs import Path
 
 log = logging.getLogger(__name__)
@@ -37,48 +41,140 @@ MATCHED_ON = "parameters (weights, biases, normalisation scales and shifts)"
 
 
 def weight_matching(
-    theta_a: Params, theta_b: Params, spec: Spec, seed: int = 0, max_sweeps: int = MAX_SWEEPS
+    theta_a: Params,
+    theta_b: Params,
+    spec: Spec,
+    seed: int = 0,
+    max_sweeps: int = MAX_SWEEPS,
+    start: dict[str, Tensor] | None = None,
 ) -> tuple[dict[str, Tensor], int]:
     """({group: perm}, sweeps): unit i of the matched Θ^B is unit perm[i] of Θ^B, for every group of `spec`.
 
-    Starts from the identity; each sweep visits the groups in a fresh order drawn from `seed` and stops
-    when a sweep leaves every permutation as it was (or after `max_sweeps`).
+    Starts from `start` (default: the identity); each sweep visits the groups in a fresh order drawn from
+    `seed` and stops when a sweep leaves every permutation as it was (or after `max_sweeps`).
     """
-    sizes = {group: spec.size(theta_a, group) for group in spec.groups}
-    for group, n in sizes.items():
-        if spec.size(theta_b, group) != n:
-            raise LowlossError(f"cannot match group {group!r}: {n} units against {spec.size(theta_b, group)}")
-    perms = {group: torch.arange(n) for group, n in sizes.items()}
+    scores = Scores(theta_a, theta_b, spec, start)
     rng = np.random.default_rng(seed)
     for sweep in range(1, max_sweeps + 1):
         improved = False
-        for index in rng.permutation(len(sizes)):
+        for index in rng.permutation(len(spec.groups)):
             group = spec.groups[index]
-            scores = group_scores(theta_a, theta_b, spec, group, perms, sizes)
-            best = torch.as_tensor(linear_sum_assignment(scores, maximize=True)[1], dtype=torch.int64)
-            rows = np.arange(len(scores))
-            if scores[rows, best.numpy()].sum() > scores[rows, perms[group].numpy()].sum() + 1e-12:
-                perms[group], improved = best, True
+            if not scores.changed(group):
+                continue  # the same scores as at its last visit: the same assignment, no improvement
+            matrix = scores.of(group)
+            best = torch.as_tensor(linear_sum_assignment(matrix, maximize=True)[1], dtype=torch.int64)
+            rows = np.arange(len(matrix))
+            if matrix[rows, best.numpy()].sum() > matrix[rows, scores.perms[group].numpy()].sum() + 1e-12:
+                scores.set(group, best)
+                improved = True
         if not improved:
-            return perms, sweep
-    return perms, max_sweeps
+            return scores.perms, sweep
+    return scores.perms, max_sweeps
 
 
-def group_scores(
-    theta_a: Params, theta_b: Params, spec: Spec, group: str, perms: dict[str, Tensor], sizes: dict[str, int]
-) -> np.ndarray:
-    """(n, n) float64: entry (i, j) is the inner product of A's unit i with B's unit j over every tensor that
-    touches `group`, B's other axes already in A's order by the current permutations."""
-    n = sizes[group]
-    total = torch.zeros(n, n, dtype=torch.float64)
-    for key, axis in spec.members(group):
-        w_b = theta_b[key]
-        for other_axis, other in enumerate(spec.axes[key]):
-            if other is not None and other_axis != axis:
-                w_b = permute_axis(w_b, other_axis, sizes[other], perms[other])
-        a_units = unit_view(theta_a[key], axis, n).double().cpu()
-        total += a_units @ unit_view(w_b, axis, n).double().cpu().T
-    return total.numpy()
+def aligned_start(theta_a: Params, theta_b: Params, spec: Spec) -> dict[str, Tensor]:
+    """A start for coordinate descent: each group in turn, input side first, matched by the same score on the
+    entries its already matched predecessors align (the incoming rows, biases and norms). It recovers a
+    planted permutation of every group, where descent from the identity can stop at a poorer fixed point
+    (MobileNet's chains of narrow layers)."""
+    scores = Scores(theta_a, theta_b, spec)
+    for k, group in enumerate(spec.groups):
+        matrix = scores.of(group, set(spec.aligned(group, spec.groups[:k]).axes))
+        scores.set(group, torch.as_tensor(linear_sum_assignment(matrix, maximize=True)[1], dtype=torch.int64))
+    return scores.perms
+
+
+def match_weights(theta_a: Params, theta_b: Params, spec: Spec, seed: int = 0) -> dict[str, Tensor]:
+    """Weight matching: coordinate descent from the aligned start."""
+    perms, sweeps = weight_matching(theta_a, theta_b, spec, seed, start=aligned_start(theta_a, theta_b, spec))
+    log.info("weight matching reached its fixed point after %d sweeps", sweeps)
+    return perms
+
+
+def objective(theta_a: Params, theta_b: Params, spec: Spec, perms: dict[str, Tensor]) -> float:
+    """Σ over the spec's tensors of ⟨W_A, π(W_B)⟩: what weight matching maximises."""
+    matched = permute(theta_b, spec, perms)
+    return sum(float((theta_a[key].double() * matched[key].double()).sum()) for key in spec.axes)
+
+
+class Scores:
+    """The score matrices of weight matching, kept up to date as permutations change.
+
+    A group's score matrix is a sum of parts, one per tensor axis that carries the group: A's units there against
+    B's, B's other axes in A's order by the current permutations. A part changes only when a permutation of
+    another group on the same tensor changes, so each part is kept and recomputed only then (late sweeps change
+    few groups and recompute little). B's tensors are kept in the current order (a permutation that changes
+    re-orders only the tensors of its group). Products run in float32, their sum in float64, on the CPU.
+    """
+
+    def __init__(self, theta_a: Params, theta_b: Params, spec: Spec, start: dict[str, Tensor] | None = None):
+        for group in spec.groups:
+            if spec.size(theta_a, group) != spec.size(theta_b, group):
+                raise LowlossError(
+                    f"cannot match group {group!r}: {spec.size(theta_a, group)} units against "
+                    f"{spec.size(theta_b, group)}"
+                )
+        self.spec = spec
+        self.a, self.b = (
+            {key: theta[key].detach().to("cpu", torch.float32) for key in spec.axes} for theta in (theta_a, theta_b)
+        )
+        self.perms = {group: torch.arange(spec.size(self.a, group)) for group in spec.groups} | dict(start or {})
+        self.b_now = {key: spec.permuted(self.b, key, self.perms) for key in spec.axes}
+        self.parts: dict[str, list[Part]] = {group: [] for group in spec.groups}
+        self.readers: dict[str, list[Part]] = {group: [] for group in spec.groups}
+        for group in spec.groups:
+            n = len(self.perms[group])
+            for key, axis in spec.members(group):
+                start, length = spec.span(self.a, key, axis, group)
+                a_units = unit_view(self.a[key].narrow(axis, start, length), axis, n).contiguous()
+                part = Part(group, key, axis, start, length, a_units)
+                self.parts[group].append(part)
+                for other_axis, entry in enumerate(spec.axes[key]):
+                    for other in axis_groups(entry):
+                        if (other_axis, other) != (axis, group) and part not in self.readers[other]:
+                            self.readers[other].append(part)
+
+    def set(self, group: str, perm: Tensor) -> None:
+        """Take `perm` for `group`: re-order the tensors that carry it and forget the parts that read its order."""
+        self.perms[group] = perm
+        for key in dict.fromkeys(key for key, _ in self.spec.members(group)):
+            self.b_now[key] = self.spec.permuted(self.b, key, self.perms)
+        for part in self.readers[group]:
+            part.scores = None
+
+    def changed(self, group: str) -> bool:
+        """Whether any part of the group's scores was forgotten since they were last computed (or never was)."""
+        return any(part.scores is None for part in self.parts[group])
+
+    def of(self, group: str, keys: set[str] | None = None) -> np.ndarray:
+        """(n, n) float64: entry (i, j) is the inner product of A's unit i with B's unit j over every tensor that
+        touches `group` (or those of them in `keys`), B's other axes in A's order by the current permutations."""
+        n, perm = len(self.perms[group]), self.perms[group]
+        total = np.zeros((n, n))
+        for part in self.parts[group]:
+            if keys is not None and part.key not in keys:
+                continue
+            if part.scores is None:
+                b_units = unit_view(self.b_now[part.key].narrow(part.axis, part.start, part.length), part.axis, n)
+                current = part.a_units @ b_units.T  # columns in the group's current order
+                part.scores = torch.empty_like(current)
+                part.scores[:, perm] = current
+            total += part.scores.numpy()
+        return total
+
+
+@dataclass(eq=False)
+class Part:
+    """One tensor axis's share of a group's scores: where the group lies on it, A's units there, and the scores
+    (columns in B's original order) while they hold."""
+
+    group: str
+    key: str
+    axis: int
+    start: int
+    length: int
+    a_units: Tensor
+    scores: Tensor | None = None
 
 
 def matching_settings(ctx: Context) -> dict:
@@ -88,9 +184,7 @@ def matching_settings(ctx: Context) -> dict:
 
 def weight_matching_matcher(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> tuple[dict, dict]:
     """The matching `weight-matching` uses and the settings it depends on."""
-    perms, sweeps = weight_matching(theta_a, theta_b, ctx.spec.trained(), ctx.options.seed)
-    log.info("weight matching reached its fixed point after %d sweeps", sweeps)
-    return perms, matching_settings(ctx)
+    return match_weights(theta_a, theta_b, ctx.spec.trained(), ctx.options.seed), matching_settings(ctx)
 
 
 def weight_matching_path(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> Path:

@@ -1,4 +1,5 @@
-"""Architectures, each with its Spec, built from a name and a few options.
+"""Architectures, each with its Spec, built from a name and a few options; and any other network, built from
+its reference (`lowloss.nets.references`).
 
 Adding an architecture = one nn.Module with a `spec()` method and one line in `lowloss.nets.architectures`.
 Input shapes come from the dataset: (channels, height, width).
@@ -15,6 +16,8 @@ from torch import nn
 
 from lowloss.errors import LowlossError, unknown_name
 from lowloss.nets.architectures import ARCHITECTURES
+from lowloss.nets.external import build_reference
+from lowloss.nets.references import is_reference
 from lowloss.nets.spec import Spec, conv, dense
 
 
@@ -153,7 +156,10 @@ def arch_options(arch: str, options: dict | None = None) -> dict:
 
 
 def build_model(arch: str, input_shape: tuple[int, ...], num_classes: int, options: dict | None = None) -> nn.Module:
-    """Instantiate `arch` for inputs of `input_shape` (C, H, W) and `num_classes` outputs."""
+    """Instantiate `arch` for inputs of `input_shape` (C, H, W) and `num_classes` outputs; a reference is built
+    from its arguments `options` alone (they set its classes)."""
+    if is_reference(arch):
+        return build_reference(arch, options)
     opts = {
         key: tuple(value) if isinstance(value, list) else value for key, value in arch_options(arch, options).items()
     }

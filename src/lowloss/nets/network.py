@@ -45,7 +45,7 @@ class Layer:
     name: str
     module: nn.Module
     computes: str | None
-    reads: str | None
+    reads: str | tuple[str, ...] | None
 
     @property
     def weight(self) -> str:
@@ -197,6 +197,11 @@ class Network:
         index = {group: i for i, group in enumerate(groups)}
         links = np.zeros((len(groups), len(groups)), dtype=bool)
         for layer in self.layers:
+            if isinstance(layer.reads, tuple):
+                raise LowlossError(
+                    f"{name}: layer {layer.name!r} reads several groups side by side (a concatenation); "
+                    f"the network does not cut into stages"
+                )
             if layer.reads is not None and layer.computes is not None:
                 links[index[layer.reads], index[layer.computes]] = True
         _, labels = csgraph.connected_components(links, directed=True, connection="strong")

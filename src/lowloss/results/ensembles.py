@@ -19,12 +19,21 @@ from lowloss.storage.atomic import ArtifactError, write_text_atomic
 from lowloss.storage.weights import read_meta
 from lowloss.errors import LowlossError
 from lowloss.results.figures import plot_ensemble_costs, plot_ensembles
+from lowloss.results.html import write_table_page
 
 BEST_SINGLE = "best single model"
 SCORES = ("train_acc", "test_acc", "train_loss", "test_loss")
 COLUMNS = ["experiment", "method", "label", "wa_layer", "models", *SCORES, "flops", "params", "flops_ratio",
            "params_ratio"]
 """ensembles.csv: accuracies in percent, FLOPs per sample and parameters also relative to one model."""
+PAGE_HEADINGS = {"label": "method", "models": "models", "train_acc": "train accuracy (%)",
+                 "test_acc": "test accuracy (%)", "train_loss": "train loss", "test_loss": "test loss",
+                 "flops_ratio": "inference FLOPs (× one model)", "params_ratio": "stored parameters (× one model)",
+                 "flops": "FLOPs per sample", "params": "parameters"}
+"""The columns of ensembles.html, named for people."""
+PAGE_NOTE = ("Ind (independent networks) and every WA(n) (members that share model 1's backbone, their n-th layer "
+             "from the last re-fitted), by number of models; the best single model among the members is the mark "
+             "an ensemble has to beat to be worth its cost. Click a heading to sort, type in Search to filter rows.")
 
 
 ACCURACY = {"type": "number", "minimum": 0, "maximum": 1}
@@ -136,13 +145,15 @@ def _cell(accuracy: float, ratio: float) -> str:
 
 
 def build_ensemble_report(files: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
-    """ensembles.csv and .md, fig7.{png,svg} (accuracy against the number of models) and
-    ensembles_cost.{png,svg} (accuracy against inference FLOPs) in `out_dir`."""
+    """ensembles.csv, .md and .html, fig7 (accuracy against the number of models) and ensembles_cost
+    (accuracy against inference FLOPs) as PNG, SVG and PDF in `out_dir`."""
     out_dir = Path(out_dir)
     table = ensembles_table(files)
     write_text_atomic(out_dir / "ensembles.csv", table.to_csv(index=False))
     write_text_atomic(out_dir / "ensembles.md", to_markdown(table))
-    written = [out_dir / "ensembles.csv", out_dir / "ensembles.md"]
+    page = table[["experiment", *PAGE_HEADINGS]].rename(columns=PAGE_HEADINGS)
+    write_table_page(out_dir / "ensembles.html", page, "Ensembles (§6)", PAGE_NOTE)
+    written = [out_dir / "ensembles.csv", out_dir / "ensembles.md", out_dir / "ensembles.html"]
     written += plot_ensembles(table, BEST_SINGLE, out_dir / "fig7")
     written += plot_ensemble_costs(table, BEST_SINGLE, out_dir / "ensembles_cost")
     return {"out_dir": str(out_dir), "experiments": int(table["experiment"].nunique()), "ensembles": len(files),

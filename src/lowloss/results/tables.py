@@ -7,6 +7,10 @@ deviation over pairs of the worst accuracy along the path (paper §5.1), in perc
 row is the mean ± std over every endpoint of the evaluated pairs of its accuracy, read from the same
 tables, so that it was computed on the same splits by the same evaluation as the paths.
 
+Each table is written for machines (`table1.csv`: one row per method, experiment and split, the mean
+and std as numbers), for people (`table1.md`, and `table1.html`, the page the HTML report shows) and
+for a paper (`table1.tex`).
+
 Experiments of one-hidden-layer networks make Table 1 (rows in the order the methods come); the
 others make Table 2, rows in the paper's order.
 """
@@ -27,6 +31,7 @@ from lowloss.storage.path_table import read_path_table
 from lowloss.methods.registry import ROUTE_METHODS
 from lowloss.errors import LowlossError
 from lowloss.results.figures import END_POINTS, SPLITS, plot_paths, plot_routes
+from lowloss.results.html import write_table_page
 from lowloss.nets.architectures import ARCHITECTURES
 from lowloss.nets.topology import ONE_HIDDEN
 
@@ -36,6 +41,17 @@ connector fit (each fit is one more sample of the method's row)."""
 TABLE2_ORDER = ["linear", "arc", "linear+bfly", "arc+bfly", "linear+wa", "arc+wa", "ot+bfly", "ot+wa",
                 "garipov-polychain-3"]
 """The rows of the paper's Table 2 (methods not in it follow in the order they come)."""
+SUMMARY_KEYS = ["method", "experiment", "split"]
+"""The key columns of `table1.csv` / `table2.csv`; `mean`, `std` (worst accuracy, %) and `n` follow."""
+TABLE_TITLES = {"table1": "Table 1", "table2": "Table 2"}
+TABLE_NOTE = ("Rows: connection methods and End Points; columns: experiment and split. Each value is the mean over "
+              "the evaluation pairs of the lowest accuracy (%) along the path, ± its standard deviation; End Points "
+              "is the endpoints' own accuracy. Click a heading to sort, type in Search to filter the rows.")
+WORST_POINT_HEADINGS = {"worst_acc": "worst accuracy (%)", "worst_loss": "loss there", "position": "position (leg + t)"}
+WORST_POINTS_NOTE = ("Per experiment, method, pair and split: the lowest accuracy (%) along the path, the loss at "
+                     "that point and where it lies (leg index + t); the End Points rows give each endpoint's own "
+                     "accuracy (its seed in the pair column). Tables 1 and 2 are the mean and std of these rows over "
+                     "pairs.")
 
 
 @dataclass(frozen=True)
@@ -128,18 +144,41 @@ def worst_points(runs: Sequence[PathRun], endpoints: dict[tuple[str, int], dict[
     return pd.DataFrame(rows)
 
 
-def results_table(worst: pd.DataFrame, methods: Sequence[str], experiments: Sequence[str]) -> pd.DataFrame:
-    """The paper's layout: rows = methods + End Points, columns = (experiment, split), cells `mean ± std` over the
-    pairs (and, for a learned method, over every pair's connector fits: each fit is a sample of the row)."""
-    stats = worst.groupby(["method", "experiment", "split"])["worst_acc"].agg(["mean", "std", "count"])
+def summary_table(worst: pd.DataFrame, methods: Sequence[str], experiments: Sequence[str]) -> pd.DataFrame:
+    """The machine form of a table: one row per method (End Points last), experiment and split with the
+    mean and standard deviation over pairs of the worst accuracy (%) and `n`, the number of samples they are
+    taken over: pairs (for a learned method, every pair's connector fits, each fit one sample of the row; for
+    End Points, endpoints). A single sample has no std (empty)."""
+    stats = worst.groupby(["method", "experiment", "split"], sort=False)["worst_acc"].agg(["mean", "std", "count"])
+    index = pd.MultiIndex.from_product([[*methods, END_POINTS], experiments, SPLITS], names=SUMMARY_KEYS)
+    stats = stats.reindex(index).dropna(subset=["mean"]).rename(columns={"count": "n"})
+    return stats.astype({"n": int}).reset_index()
+
+
+def paper_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The paper's layout for people: rows = methods + End Points, columns = (experiment, split), cells
+    `mean ± std` (text)."""
+    cells = summary.assign(cell=[format_cell(*row) for row in summary[["mean", "std", "n"]].itertuples(index=False)])
+    table = cells.pivot(index="method", columns=["experiment", "split"], values="cell")
     # As in the paper: experiments over train/test, "Methods" heading the row labels.
-    columns = pd.MultiIndex.from_product([experiments, SPLITS], names=[None, "Methods"])
-    index = pd.Index([*methods, END_POINTS])
-    cells = pd.DataFrame("", index=index, columns=columns)
-    for (method, experiment, split), row in stats.iterrows():
-        if method in index and experiment in experiments and split in SPLITS:
-            cells.loc[method, (experiment, split)] = format_cell(row["mean"], row["std"], int(row["count"]))
-    return cells
+    columns = pd.MultiIndex.from_tuples(dict.fromkeys(zip(summary["experiment"], summary["split"])),
+                                        names=[None, "Methods"])
+    table = table.reindex(index=list(dict.fromkeys(summary["method"])), columns=columns).fillna("")
+    table.index.name = None
+    return table
+
+
+def reading_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The layout of the report's page: the paper's rows and columns, each split's mean (%) beside its ±,
+    both numbers, so that a column sorts by value."""
+    parts = []
+    for (experiment, split), rows in summary.groupby(["experiment", "split"], sort=False):
+        values = rows.set_index("method")[["mean", "std"]]
+        values.columns = pd.MultiIndex.from_tuples([(experiment, split), (experiment, "±")])
+        parts.append(values)
+    table = pd.concat(parts, axis=1).reindex(list(dict.fromkeys(summary["method"])))
+    table.index.name = "method"
+    return table
 
 
 def format_cell(mean: float, std: float, count: int) -> str:
@@ -163,19 +202,41 @@ def to_latex(table: pd.DataFrame) -> str:
 
 
 def table_files(name: str) -> list[str]:
-    return [f"{name}.csv", f"{name}.md", f"{name}.tex"]
+    """What one table is written as: CSV for machines, Markdown and HTML for people, LaTeX for a paper."""
+    return [f"{name}.csv", f"{name}.md", f"{name}.html", f"{name}.tex"]
 
 
-def write_table(out_dir: Path, name: str, table: pd.DataFrame) -> list[Path]:
+def write_table(out_dir: Path, name: str, summary: pd.DataFrame) -> list[Path]:
+    """`summary_table`'s rows as `<name>.csv`; the paper's layout as Markdown, as the report's page and as
+    LaTeX."""
     files = [out_dir / file for file in table_files(name)]
-    for file, text in zip(files, (table.to_csv(), to_markdown(table), to_latex(table))):
-        write_text_atomic(file, text)
+    paper = paper_table(summary)
+    write_text_atomic(files[0], summary.to_csv(index=False))
+    write_text_atomic(files[1], to_markdown(paper))
+    write_table_page(files[2], reading_table(summary), f"{TABLE_TITLES[name]}: worst accuracy (%) along the path",
+                     TABLE_NOTE)
+    write_text_atomic(files[3], to_latex(paper))
+    return files
+
+
+def figure_stem(figure: str, experiment: str) -> str:
+    """`paths-<experiment>`: the file name, less its suffix, of one experiment's figure."""
+    return f"{figure}-{experiment}"
+
+
+def write_worst_points(out_dir: Path, worst: pd.DataFrame) -> list[Path]:
+    """The tidy worst points as CSV, and as the report's page with its columns named for people."""
+    files = [out_dir / "worst_points.csv", out_dir / "worst_points.html"]
+    write_text_atomic(files[0], worst.to_csv(index=False))
+    write_table_page(files[1], worst.rename(columns=WORST_POINT_HEADINGS), "The worst point of every path",
+                     WORST_POINTS_NOTE)
     return files
 
 
 def build_report(csvs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
     """Read every path table; write Table 1 (one-hidden experiments) and Table 2 (the others) as CSV,
-    Markdown and LaTeX, the tidy worst points, the path figure, and for deep experiments the route figure.
+    Markdown, HTML and LaTeX, the tidy worst points (CSV, HTML), every experiment's path figure, and for
+    deep experiments their route figure.
 
     Columns keep the order of experiments in `csvs`; Table 1's rows the order in which methods first
     appear, Table 2's the paper's. Returns the command's summary: counts and the files written.
@@ -196,13 +257,13 @@ def build_report(csvs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) 
             if name == "table2":
                 rows = sorted(rows, key=lambda m: TABLE2_ORDER.index(m) if m in TABLE2_ORDER else len(TABLE2_ORDER))
             columns = list(dict.fromkeys(run.experiment for run in chosen))
-            files += write_table(out_dir, name, results_table(worst, rows, columns))
-    write_text_atomic(out_dir / "worst_points.csv", worst.to_csv(index=False))
-    files.append(out_dir / "worst_points.csv")
-    files += plot_paths(runs, endpoints, methods, experiments, out_dir / "paths")
+            files += write_table(out_dir, name, summary_table(worst, rows, columns))
+    files += write_worst_points(out_dir, worst)
+    for experiment in experiments:  # one figure per experiment, so that the report shows all of it at once
+        files += plot_paths(runs, endpoints, methods, experiment, out_dir / figure_stem("paths", experiment))
     deep = [run for run in runs if not run.one_hidden and run.method in ROUTE_METHODS]
-    if deep:
-        files += plot_routes(deep, [m for m in TABLE2_ORDER if any(run.method == m for run in deep)],
-                             list(dict.fromkeys(run.experiment for run in deep)), out_dir / "route")
+    route_methods = [m for m in TABLE2_ORDER if any(run.method == m for run in deep)]
+    for experiment in dict.fromkeys(run.experiment for run in deep):
+        files += plot_routes(deep, route_methods, experiment, out_dir / figure_stem("route", experiment))
     return {"out_dir": str(out_dir), "experiments": len(experiments), "methods": len(methods),
             "paths": len(runs), "files": [str(f) for f in files]}

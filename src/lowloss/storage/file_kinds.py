@@ -48,6 +48,8 @@ MODEL_SET_FORMAT = "lowloss-model-set/1"
 """The `format` of a model set manifest."""
 REPORT_TABLE_NAME = re.compile(r"table\w*\.csv")
 """The report's tables are `table1.csv`, `table2.csv`, …"""
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+"""A user's PyTorch checkpoints (read with torch.load(weights_only=True) for a `--model`): never a lowloss file."""
 WEIGHTS_SUFFIX = ".safetensors"
 CHECKPOINT_SUFFIX = ".ckpt" + WEIGHTS_SUFFIX
 
@@ -103,6 +105,15 @@ def _identify_json(path: Path) -> tuple[str | None, str | None]:
     if weights.is_file():
         return SIDECAR, f"the JSON sidecar of {weights.name}"
     return None, None
+
+
+def require_not_checkpoint(path: str | os.PathLike) -> None:
+    """Stop with one line saying what to do when a user's PyTorch checkpoint is given for a lowloss weight file."""
+    if Path(path).suffix in PICKLE_SUFFIXES:
+        raise LowlossError(
+            f"{path}: a PyTorch checkpoint, not a lowloss model file: name its network with --model REF "
+            f"(from Python: load it into its nn.Module)"
+        )
 
 
 def require_kind(path: str | os.PathLike, expected: str) -> None:

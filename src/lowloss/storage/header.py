@@ -43,6 +43,8 @@ HEADER_KEY = "lowloss"
 DTYPES = {"F32": ("float32", 4), "F64": ("float64", 8), "I64": ("int64", 8)}
 """The safetensors dtypes a weight file may hold: (torch name, bytes per element). Floating tensors are float32
 or float64; int64 holds permutations (matchings, a flow's fixed permutations) and BatchNorm's batch count."""
+FLOAT_DTYPES = tuple(name for name, _ in DTYPES.values() if name.startswith("float"))
+"""The dtypes of weights: a model's floating tensors, in a lowloss file or a user's checkpoint."""
 MAX_HEADER_BYTES = 100_000_000
 """safetensors' own limit on a header; a longer one is refused before it is read."""
 MAX_DIMENSIONS = 8
@@ -88,6 +90,7 @@ SCHEMA = {
         },
         "num_classes": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
         "dataset": {"type": "string", "minLength": 1},
+        "freeze": {"type": "array", "items": {"type": "string", "minLength": 1}},
         "seed": {"type": ["integer", "null"]},
         "epochs": {"type": "integer", "minimum": 0},
         "history": {"type": "array", "items": {"type": "object"}},

@@ -84,13 +84,17 @@ SCHEMA = {
 """Every column's values; `read_path_table` checks them, then the rules that join columns and rows."""
 
 
-def write_path_table(path: str | os.PathLike, table: pd.DataFrame, arch: str) -> None:
-    """Write an evaluated table (`POINT_COLUMNS`) as a path table of networks of `arch`, atomically."""
+def path_table_frame(table: pd.DataFrame, arch: str) -> pd.DataFrame:
+    """An evaluated table (`POINT_COLUMNS`) as the path table of networks of `arch` (`COLUMNS`)."""
     missing = set(POINT_COLUMNS) - set(table.columns)
     if missing:
         raise ValueError(f"an evaluated path lacks columns {sorted(missing)}")
-    written = table.assign(arch=arch)[list(COLUMNS)]
-    write_text_atomic(path, written.to_csv(index=False))
+    return table.assign(arch=arch)[list(COLUMNS)]
+
+
+def write_path_table(path: str | os.PathLike, table: pd.DataFrame, arch: str) -> None:
+    """Write an evaluated table (`POINT_COLUMNS`) as a path table of networks of `arch`, atomically."""
+    write_text_atomic(path, path_table_frame(table, arch).to_csv(index=False))
 
 
 def is_path_table(path: str | os.PathLike) -> bool:

@@ -73,7 +73,7 @@ def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     """
     path = Path(path)
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    _check_finite(path, tensors)
+    check_finite(path, tensors)
     meta = {key: value for key, value in meta.items() if key != "checksum"}
     meta.update(
         format=FORMAT,
@@ -118,11 +118,12 @@ def _read_weights(path: Path, handle: BinaryIO, size: int) -> tuple[Header, dict
         raise ArtifactError(f"{path}: contents do not match its sidecar (hash differs: corrupt, truncated or replaced)")
     if not header.legacy and tensors_sha256(tensors) != header.meta["sha256"]:
         raise ArtifactError(f"{path}: tensors do not match the hash in its header (corrupt or altered)")
-    _check_finite(path, tensors)
+    check_finite(path, tensors)
     return header, tensors
 
 
-def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+def check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse, naming the file and the tensor, floating-point values that are NaN or Inf."""
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ArtifactError(f"{path}: tensor {name!r} contains NaN or Inf values")

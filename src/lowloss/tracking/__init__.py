@@ -1,5 +1,5 @@
 """MLflow tracking: one run per command with its tags, params, metrics, series and files, the lineage of
-its inputs, the workflow's parent run, and the store. Imports no torch.
+its inputs, the workflow's parent run, the store, and the saved views the UI opens on. Imports no torch.
 
 Imports `lowloss.results` (figures of a path) and everything below it.
 """

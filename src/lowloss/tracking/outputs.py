@@ -2,9 +2,9 @@
 
 Read back from the outputs, so that every command is tracked the same way: training curves per epoch
 from a weight file's sidecar `history`; loss and accuracy along the path from a path table, at steps
-on the report figure's own x axis; every cell of the report's `table*.csv` as a metric and its
-`table*.md` as the run's description; a path table's figure. Accuracies are fractions everywhere
-(the tables' percentages are divided by 100).
+on the report figure's own x axis; every value of the report's `table*.csv` as a metric and its
+`table*.md` as the run's description; a path table's figure. The curves hold accuracies as the files
+do (fractions); `lowloss.tracking.runs` logs every accuracy and error in percent, as the report shows them.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ CURVE_KEYS = ("history", "curve")
 curves) or per step (`curve` of connectors)."""
 PATH_AXIS_STEPS = 1000
 """A path point at x on the report figure's axis (0 = Θ^A, 1 = Θ^B) is logged at step round(1000 x)."""
-TABLE_PERCENT = 100.0  # the report's cells are percentages
 METRIC_UNSAFE = re.compile(r"[^\w./ :-]")  # what MLflow refuses in a metric name ("+" of ot+wa)
-CELL = re.compile(r"\s*(?P<mean>[-+\d.eE]+)(?:\s*±\s*(?P<std>[-+\d.eE]+))?\s*")
 
 
 def output_files(args: argparse.Namespace, summary: dict) -> list[Path]:
@@ -71,7 +69,7 @@ def _history_series(history: list) -> Iterator[tuple[str, float, int]]:
 
 
 def _path_series(path: Path) -> Iterator[tuple[str, float, int]]:
-    """`path/<split>_<acc|loss>` along the path, at step = 1000 × the report figure's x.
+    """`path/<split>_<acc|error|loss>` along the path, at step = 1000 × the report figure's x.
 
     That axis gives every leg (or stage of swap legs) an equal share, so a 21-point method and a
     300-leg `ot+wa` overlay in the MLflow UI. Where several points fall on one step (hundreds of swap
@@ -91,6 +89,7 @@ def _path_series(path: Path) -> Iterator[tuple[str, float, int]]:
         worst = rows.loc[rows.groupby("step")["acc"].idxmin()]
         for row in worst.itertuples():
             yield f"path/{split}_acc", float(row.acc), int(row.step)
+            yield f"path/{split}_error", 1 - float(row.acc), int(row.step)
             yield f"path/{split}_loss", float(row.loss), int(row.step)
 
 
@@ -102,24 +101,23 @@ def is_table(path: Path) -> bool:
 
 
 def table_metrics(path: Path) -> dict[str, float]:
-    """Every cell of a report table as `table/<experiment>/<method>/<split>_mean` (and `_std`), fractions.
+    """Every value of a report table as `table/<experiment>/<method>/<split>_mean` (and `_std`), in percent
+    as in the table.
 
-    The table has methods as rows and (experiment, split) as columns, cells `mean ± std` in percent.
-    Characters MLflow refuses in a name become `_` (`ot+wa` -> `ot_wa`).
+    The table (`lowloss.results.tables.summary_table`) has one row per method, experiment and split with
+    its `mean` and `std`; an empty std (a single pair) is left out. Characters MLflow refuses in a name
+    become `_` (`ot+wa` -> `ot_wa`).
     """
     import pandas as pd
 
-    table = pd.read_csv(path, header=[0, 1], index_col=0, dtype=str, keep_default_na=False)
+    table = pd.read_csv(path)
     metrics = {}
-    for (experiment, split), column in table.items():
-        for method, cell in column.items():
-            match = CELL.fullmatch(cell)
-            if match is None:
-                continue
-            stem = "/".join(METRIC_UNSAFE.sub("_", str(part)) for part in ("table", experiment, method, split))
-            for stat in ("mean", "std"):
-                if match[stat] is not None:
-                    metrics[f"{stem}_{stat}"] = round(float(match[stat]) / TABLE_PERCENT, 8)
+    for row in table.itertuples(index=False):
+        stem = "/".join(METRIC_UNSAFE.sub("_", str(part)) for part in ("table", row.experiment, row.method, row.split))
+        for stat in ("mean", "std"):
+            value = getattr(row, stat)
+            if pd.notna(value):
+                metrics[f"{stem}_{stat}"] = float(value)
     return metrics
 
 
@@ -130,7 +128,7 @@ def tables_markdown(files: list[Path]) -> str:
         title = re.sub(r"table(\d+)", r"Table \1", path.stem)
         parts.append(
             f"**{title}**: worst accuracy along the path, % (mean ± std over pairs); metrics "
-            f"`table/<experiment>/<method>/<split>_mean` hold the cells as fractions.\n\n"
+            f"`table/<experiment>/<method>/<split>_mean` and `_std` hold the values.\n\n"
             f"{path.read_text().strip()}\n"
         )
     return "\n".join(parts)

@@ -6,7 +6,8 @@ $LOWLOSS_MLFLOW_EXPERIMENT, which the workflow sets). The store is `--mlflow-uri
 $MLFLOW_TRACKING_URI, else `sqlite:///results/mlflow.db` with artifacts in `results/mlartifacts/`.
 
 What a run holds: the command's arguments and the integers of its summary (seeds, epochs, counts) as
-params; the summary's other numbers (accuracies as fractions, losses, seconds) as metrics; what
+params; the summary's other numbers (losses, seconds, accuracies in percent as the report shows them,
+and a path's barrier) as metrics; what
 `lowloss.tracking.outputs` reads back from the files it wrote (curves, tables, figures); its output files
 as artifacts (files above a size limit are listed by URI and hash instead of copied); and, from
 `lowloss.tracking.lineage`, the runs that made its inputs, its dataset, git commit and parent run. The files
@@ -20,6 +21,7 @@ import argparse
 import logging
 import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -40,6 +42,12 @@ MODEL_SEED = "seed"
 RENAMED_PARAMS = {"seed": "rng_seed"}
 """A command's `--seed` seeds its random choices; only for `train` is that also the model's seed."""
 NOT_PARAMS = {"run", "command", "verbose", "mlflow_experiment", "mlflow_uri", "mlflow_tag"}
+PERCENT_METRIC = re.compile(r"(^|[/_])(acc|error)$")
+"""Accuracies and errors (`test_acc`, `history/train_acc`, `path/test_error` …) are logged in percent."""
+PERCENT_DECIMALS = 4  # far below one sample of a test set, and short enough to read in the UI's table
+BARRIER = "barrier_{split}_acc"
+"""How far a path's worst accuracy falls below its lower endpoint's (`endpoint_<split>_acc` minus
+`worst_<split>_acc` of `lowloss connect`), in percentage points."""
 NAME_PARTS = ("method", "pair")
 """What tells runs of one command apart leads the run's name: `ot+wa 0-1 · connect · digits-onehidden`."""
 
@@ -103,8 +111,12 @@ def _log_run(
         tags["error"] = error[:PARAM_MAX_CHARS]
     files = tracked_outputs.output_files(args, summary)
     now_ms = int(time.time() * 1000)
-    metrics = [Metric(key, value, now_ms, 0) for key, value in summary_metrics(summary).items()]
-    metrics += [Metric(key, value, now_ms, step) for path in files for key, value, step in tracked_outputs.series(path)]
+    metrics = [Metric(key, in_percent(key, value), now_ms, 0) for key, value in summary_metrics(summary).items()]
+    metrics += [
+        Metric(key, in_percent(key, value), now_ms, step)
+        for path in files
+        for key, value, step in tracked_outputs.series(path)
+    ]
     metrics += [
         Metric(key, value, now_ms, 0)
         for path in files
@@ -117,8 +129,10 @@ def _log_run(
     with store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
         exp_id = experiment_id(client, experiment, uri)
-        producers = lineage.producing_runs(client, exp_id, lineage.input_files(args))
+        inputs = lineage.input_files(args)
+        producers = lineage.producing_runs(client, exp_id, inputs)
         tags.update(lineage.input_tags(producers))
+        tags.update(lineage.input_digest_tags(inputs))
         note = "\n".join(
             filter(None, [tracked_outputs.tables_markdown(files), lineage.inputs_markdown(exp_id, producers)])
         )
@@ -147,8 +161,9 @@ def run_tags(args: argparse.Namespace, summary: dict) -> dict[str, str]:
     """The command, TAG_KEYS found in the arguments or summary, the model's seed, then the explicit
     --mlflow-tag values."""
     tags = {"command": args.command}
+    given = {**vars(args), "dataset": lineage.dataset_name(args)}
     for key in TAG_KEYS:
-        value = summary.get(key, getattr(args, key, None))
+        value = summary.get(key, given.get(key))
         if value is not None and not isinstance(value, (dict, list)):
             tags[key] = str(value)
     if summary.get(MODEL_SEED) is not None:
@@ -195,8 +210,18 @@ def command_params(args: argparse.Namespace) -> dict[str, str]:
 
 def summary_metrics(summary: dict) -> dict[str, float]:
     """The finite non-integer numbers of a command's summary (integers are params; text and booleans
-    stay in summary.json)."""
-    return {key: float(value) for key, value in summary.items() if isinstance(value, float) and math.isfinite(value)}
+    stay in summary.json), and a path's barrier per split where the summary has both its accuracies."""
+    metrics = {key: float(value) for key, value in summary.items() if isinstance(value, float) and math.isfinite(value)}
+    for split in ("train", "test"):
+        worst, ends = metrics.get(f"worst_{split}_acc"), metrics.get(f"endpoint_{split}_acc")
+        if worst is not None and ends is not None:
+            metrics[BARRIER.format(split=split)] = ends - worst
+    return metrics
+
+
+def in_percent(key: str, value: float) -> float:
+    """An accuracy or error (a fraction in summaries and files) in percent; any other metric as it is."""
+    return round(100 * value, PERCENT_DECIMALS) if PERCENT_METRIC.search(key) else value
 
 
 def _log_file(client, run_id: str, path: Path) -> dict:

@@ -5,6 +5,10 @@ digits) needs no download and is the default. `mnist`, `fashion-mnist` and `cifa
 torchvision with an explicit `download` switch; `fashion-mnist` is also read from Debian's
 `dataset-fashion-mnist` files when they are installed. `synthetic-mnist` and `synthetic-cifar` are
 generated, learnable and tiny, for fast tests.
+
+Images are standardised per channel with the training split's statistics, unless the user gives the mean
+and deviation their networks were trained with (`Normalize`); they may also be resized (and a grey channel
+repeated) to the input size a user's network takes.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import gzip
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -62,6 +67,13 @@ class Dataset:
         )
 
 
+Normalize = tuple[float | Sequence[float], float | Sequence[float]]
+"""(mean, deviation) that images in [0, 1] are normalised with, x ↦ (x − mean) / deviation: one number for every
+channel, or one per channel."""
+Splits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""x_train, y_train, x_test, y_test: images in [0, 1] (N, C, H, W) and their labels, as read."""
+
+
 def _standardise(x_train: torch.Tensor, x_test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel standardisation with the training split's statistics."""
     dims = (0, 2, 3)
@@ -70,10 +82,48 @@ def _standardise(x_train: torch.Tensor, x_test: torch.Tensor) -> tuple[torch.Ten
     return (x_train - mean) / std, (x_test - mean) / std
 
 
-def _from_arrays(name: str, x_train, y_train, x_test, y_test, num_classes: int, augment: bool = False) -> Dataset:
-    x_train = torch.as_tensor(np.asarray(x_train), dtype=torch.float32)
-    x_test = torch.as_tensor(np.asarray(x_test), dtype=torch.float32)
-    x_train, x_test = _standardise(x_train, x_test)
+def normalised(x: torch.Tensor, normalize: Normalize) -> torch.Tensor:
+    """`x` (N, C, H, W) normalised per channel; one mean and deviation serve every channel."""
+    mean, std = (torch.as_tensor(values, dtype=x.dtype).expand(x.shape[1])[:, None, None] for values in normalize)
+    return (x - mean) / std
+
+
+def normalised_splits(
+    x_train: torch.Tensor, x_test: torch.Tensor, normalize: Normalize | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both splits normalised by `normalize`, or (None) standardised per channel with the training split's
+    statistics."""
+    if normalize is None:
+        return _standardise(x_train, x_test)
+    return normalised(x_train, normalize), normalised(x_test, normalize)
+
+
+def resized(x: torch.Tensor, input_shape: tuple[int, ...], name: str) -> torch.Tensor:
+    """Images (N, C, H, W) at `input_shape` (C', H', W'): a grey channel repeated C' times, the positions resampled
+    bilinearly (antialiased when shrinking)."""
+    channels, *size = input_shape
+    if x.shape[1] != channels:
+        if x.shape[1] != 1:
+            raise LowlossError(f"dataset {name!r} has {x.shape[1]} channels; they cannot become {channels}")
+        x = x.expand(-1, channels, -1, -1)
+    if list(x.shape[2:]) != size:
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return x.contiguous()
+
+
+def _from_arrays(
+    name: str,
+    splits: Splits,
+    num_classes: int,
+    augment: bool = False,
+    input_shape: tuple[int, ...] | None = None,
+    normalize: Normalize | None = None,
+) -> Dataset:
+    x_train, y_train, x_test, y_test = splits
+    x_train, x_test = (torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in (x_train, x_test))
+    if input_shape is not None:
+        x_train, x_test = (resized(x, tuple(input_shape), name) for x in (x_train, x_test))
+    x_train, x_test = normalised_splits(x_train, x_test, normalize)
     return Dataset(
         name,
         x_train.contiguous(),
@@ -85,17 +135,17 @@ def _from_arrays(name: str, x_train, y_train, x_test, y_test, num_classes: int, 
     )
 
 
-def _digits() -> Dataset:
+def _digits() -> Splits:
     """scikit-learn's digits, read from the file it ships (a test checks the arrays against `load_digits`)."""
     table = np.loadtxt(digits_file(), delimiter=",")
     images, labels = table[:, :-1].reshape(-1, 1, 8, 8) / 16.0, table[:, -1].astype(np.int64)
     order = np.random.default_rng(0).permutation(len(images))
     n_test = int(round(DIGITS_TEST_FRACTION * len(images)))
     test, train = order[:n_test], order[n_test:]
-    return _from_arrays("digits", images[train], labels[train], images[test], labels[test], 10)
+    return images[train], labels[train], images[test], labels[test]
 
 
-def _torchvision(source: DatasetSource, name: str, root: Path, download: bool) -> Dataset:
+def _torchvision(source: DatasetSource, name: str, root: Path, download: bool) -> Splits:
     import torchvision
 
     cls = getattr(torchvision.datasets, source.torchvision)
@@ -112,9 +162,7 @@ def _torchvision(source: DatasetSource, name: str, root: Path, download: bool) -
         data = np.asarray(split.data)
         return data[:, None] if data.ndim == 3 else data.transpose(0, 3, 1, 2)
 
-    return _from_arrays(
-        name, images(train) / 255.0, _targets(train), images(test) / 255.0, _targets(test), 10, source.augment
-    )
+    return images(train) / 255.0, _targets(train), images(test) / 255.0, _targets(test)
 
 
 def _targets(split) -> np.ndarray:
@@ -144,7 +192,7 @@ def _gunzip(source: Path, target: Path) -> None:
         shutil.copyfileobj(src, dst)
 
 
-def _synthetic(shape: tuple[int, int, int], name: str, n_train: int = 1000, n_test: int = 500) -> Dataset:
+def _synthetic(shape: tuple[int, int, int], n_train: int = 1000, n_test: int = 500) -> Splits:
     """Ten classes, each a fixed smooth random template plus noise: learnable, but not trivially."""
     gen = torch.Generator().manual_seed(1234)
     templates = torch.randn((10, *shape), generator=gen)
@@ -156,26 +204,32 @@ def _synthetic(shape: tuple[int, int, int], name: str, n_train: int = 1000, n_te
 
     x_train, y_train = sample(n_train)
     x_test, y_test = sample(n_test)
-    return _from_arrays(name, x_train, y_train, x_test, y_test, 10)
+    return x_train, y_train, x_test, y_test
 
 
 def load_dataset(
-    name: str, root: str | Path = "data", download: bool = False, device: torch.device | str = "cpu"
+    name: str,
+    root: str | Path = "data",
+    download: bool = False,
+    device: torch.device | str = "cpu",
+    input_shape: tuple[int, ...] | None = None,
+    normalize: Normalize | None = None,
 ) -> Dataset:
     """Load a dataset of the table (`lowloss.training.datasets`) onto `device`; an unknown name lists the
-    known ones."""
+    known ones. `input_shape` resizes the images, `normalize` replaces the standardisation by the training
+    split's statistics."""
     if name not in DATASETS:
         raise unknown_name("dataset", name, DATASETS)
     source, root = DATASETS[name], Path(root)
     if source.synthetic is not None:
-        data = _synthetic(source.synthetic, name)
+        splits = _synthetic(source.synthetic)
     elif source.torchvision is None:
-        data = _digits()
+        splits = _digits()
     else:
         if name == "fashion-mnist":
             install_debian_fashion_mnist(root)  # the same images; torchvision then finds them and downloads nothing
-        data = _torchvision(source, name, root, download)
-    return data.to(device)
+        splits = _torchvision(source, name, root, download)
+    return _from_arrays(name, splits, 10, source.augment, input_shape, normalize).to(device)
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -12,8 +12,10 @@ from lowloss.cli.options import (
     MAX_WA_LAYER,
     add_dataset_options,
     add_device_option,
+    add_model_options,
     add_seed_option,
     count,
+    model_inputs,
     output_path,
 )
 from lowloss.errors import LowlossError
@@ -21,9 +23,9 @@ from lowloss.storage.destinations import check_files, weights_output
 from lowloss.storage.file_kinds import ENSEMBLE, MODEL
 
 if TYPE_CHECKING:
-    from torch import nn
-
+    from lowloss.api.models import Endpoints
     from lowloss.ensemble.backbone import Ensemble
+    from lowloss.nets.network import Network
     from lowloss.storage.weights import Artifact
 
 NAME = "ensemble"
@@ -35,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "models",
         nargs="+",
         type=Path,
-        help="trained models (.safetensors) of one architecture, width and dataset; the first "
-        "is model 1, whose backbone a WA-ensemble shares",
+        help="trained models (.safetensors), or with --model checkpoints, of one architecture, width and "
+        "dataset; the first is model 1, whose backbone a WA-ensemble shares",
     )
     method = parser.add_mutually_exclusive_group(required=True)
     method.add_argument(
@@ -47,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(1: the last layer, saved as one ordinary model; at most {MAX_WA_LAYER})",
     )
     method.add_argument("--independent", action="store_true", help="Ind: the usual ensemble of the unchanged models")
-    add_dataset_options(parser)
+    add_dataset_options(parser, user_data=True)
     add_device_option(parser)
     parser.add_argument(
         "--wa-samples",
@@ -62,31 +64,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="the ensemble (.safetensors + .json sidecar; WA(1): an ordinary model file)",
     )
+    add_model_options(parser)
 
 
 def check(args: argparse.Namespace) -> None:
     if args.independent and args.wa_samples is not None:
         raise LowlossError("--wa-samples applies to WA(N) ensembles (--wa-layer N), not to --independent")
     kind = MODEL if args.wa_layer == 1 else ENSEMBLE  # WA(1) is one averaged network
-    check_files(dict.fromkeys(args.models, MODEL), [weights_output("--out", args.out, kind)])
+    check_files(model_inputs(args, args.models), [weights_output("--out", args.out, kind)])
 
 
-def load_members(paths: list[Path]) -> tuple[nn.Module, list[Artifact]]:
-    """(model 1's module, every member's artifact), checked to share architecture, width and dataset."""
-    from lowloss.storage.model_files import MODEL_KEYS, load_model
+def checked_network(models: Endpoints, wa_layer: int | None) -> Network:
+    """The members' network, checked to hold members that fit it and, for WA(n), an n-th layer to re-fit."""
+    import torch
 
-    model, first = load_model(paths[0])
-    artifacts = [first]
-    for path in paths[1:]:
-        _, artifact = load_model(path)
-        for key in MODEL_KEYS:
-            if artifact.meta.get(key) != first.meta.get(key):
-                raise LowlossError(
-                    f"{path}: {key} {artifact.meta.get(key)!r} differs from {paths[0]}'s "
-                    f"{first.meta.get(key)!r}; ensemble members must share architecture and dataset"
-                )
-        artifacts.append(artifact)
-    return model, artifacts
+    from lowloss.ensemble import backbone as ensemble
+
+    network = models.network(torch.device("cpu"))
+    ensemble.check_members(network, [artifact.tensors for artifact in models.artifacts])
+    if wa_layer is not None:
+        ensemble.split_layer(network, wa_layer)
+    return network
 
 
 def summarise(
@@ -127,22 +125,20 @@ def summarise(
 
 
 def run(args: argparse.Namespace) -> dict:
-    from lowloss.cli.options import dataset_from_args
+    from lowloss.api.models import for_data
+    from lowloss.cli.options import dataset_from_args, endpoints_from_args
     from lowloss.ensemble import backbone as ensemble
     from lowloss.methods.adjust import fitting_samples
-    from lowloss.nets.network import Network
-    from lowloss.storage.model_files import MODEL_KEYS
+    from lowloss.storage.model_files import model_meta
     from lowloss.storage.weights import save_weights
-    from lowloss.training.data import check_dataset
 
     started = time.perf_counter()
-    model, artifacts = load_members(args.models)
-    network = Network(model)
-    ensemble.check_members(network, [artifact.tensors for artifact in artifacts])  # before the data are loaded
-    if args.wa_layer is not None:
-        ensemble.split_layer(network, args.wa_layer)
-    data = dataset_from_args(args)
-    check_dataset(data, artifacts[0])
+    models = endpoints_from_args(args, args.models, "ensemble members")
+    described = "input_shape" in models.meta  # model files: checked before the data are loaded
+    network = checked_network(models, args.wa_layer) if described else None
+    models, data = for_data(models, dataset_from_args(args, models.model))
+    network = network or checked_network(models, args.wa_layer)
+    artifacts = list(models.artifacts)
     device = data.x_train.device
     network.model.to(device)
     members = [{key: value.to(device) for key, value in artifact.tensors.items()} for artifact in artifacts]
@@ -153,7 +149,7 @@ def run(args: argparse.Namespace) -> dict:
         extra["wa_samples"] = len(x)
     scores = ensemble.evaluate(ind, wa, data)
     result = {**summarise(artifacts, ind, wa, scores, data.input_shape), **extra}
-    meta = {**{key: artifacts[0].meta.get(key) for key in MODEL_KEYS}, **result}
+    meta = {**model_meta(artifacts[0].meta), **result}
     if wa is not None and wa.averages_logits:  # one network: an ordinary model file
         save_weights(args.out, wa.averaged(), {**meta, "kind": MODEL, **ensemble.flat_scores(scores["wa"])})
     else:

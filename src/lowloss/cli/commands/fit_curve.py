@@ -11,15 +11,18 @@ import argparse
 from pathlib import Path
 
 from lowloss.cli.options import (
+    ENDPOINT_HELP,
     add_dataset_options,
     add_device_option,
+    add_model_options,
     add_training_options,
-    dataset_from_args,
+    endpoints_and_data,
+    model_inputs,
     output_path,
 )
 from lowloss.methods.registry import CURVES
 from lowloss.storage.destinations import check_files, weights_output
-from lowloss.storage.file_kinds import CURVE, MODEL
+from lowloss.storage.file_kinds import CURVE
 from lowloss.training.config import TrainConfig
 
 NAME = "fit-curve"
@@ -27,8 +30,8 @@ HELP = "train a Garipov et al. polychain or Bezier curve between two endpoints"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model_a", type=Path, metavar="A", help="endpoint Θ^A (.safetensors)")
-    parser.add_argument("model_b", type=Path, metavar="B", help="endpoint Θ^B (.safetensors)")
+    parser.add_argument("model_a", type=Path, metavar="A", help=f"endpoint Θ^A: {ENDPOINT_HELP}")
+    parser.add_argument("model_b", type=Path, metavar="B", help=f"endpoint Θ^B: {ENDPOINT_HELP}")
     parser.add_argument(
         "--method",
         choices=list(CURVES),
@@ -36,26 +39,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the curve's method: family and control points including both endpoints "
         "(garipov-polychain-3 has one bend)",
     )
-    add_dataset_options(parser)
+    add_dataset_options(parser, user_data=True)
     add_device_option(parser)
     add_training_options(parser, None, "default: the paper's budget, 200 on cifar10, 60 otherwise", "on w(t)")
     parser.add_argument("--out", type=output_path, required=True, help="output curve .safetensors (sidecar beside it)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_model_options(parser)
 
 
 def check(args: argparse.Namespace) -> None:
-    check_files({args.model_a: MODEL, args.model_b: MODEL}, [weights_output("--out", args.out, CURVE, resumable=True)])
+    outputs = [weights_output("--out", args.out, CURVE, resumable=True)]
+    check_files(model_inputs(args, [args.model_a, args.model_b]), outputs)
 
 
 def run(args: argparse.Namespace) -> dict:
     from lowloss.methods.curves import fit_curve, paper_epochs
-    from lowloss.storage.model_files import load_endpoints
-    from lowloss.training.data import check_dataset
 
     family, points = CURVES[args.method]
-    _, model_a, model_b = load_endpoints(args.model_a, args.model_b)
-    data = dataset_from_args(args)
-    check_dataset(data, model_a)
+    endpoints, data = endpoints_and_data(args, [args.model_a, args.model_b])
+    model_a, model_b = endpoints.artifacts
     config = TrainConfig(
         epochs=args.epochs or paper_epochs(data.name),
         lr=args.lr,

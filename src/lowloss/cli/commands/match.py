@@ -8,22 +8,26 @@ from pathlib import Path
 
 from lowloss.cli.options import (
     BN_BATCHES_HELP,
+    ENDPOINT_HELP,
     MAX_BATCH,
     MAX_BATCHES,
     add_dataset_options,
     add_device_option,
+    add_model_options,
     add_seed_option,
     count,
-    dataset_from_args,
+    endpoints_and_data,
     given,
     method_name,
+    model_inputs,
+    options_from_args,
     output_path,
 )
 from lowloss.errors import LowlossError
 from lowloss.methods.context import OT_SOLVERS
 from lowloss.methods.registry import ROUTE_METHODS, get_method
 from lowloss.storage.destinations import check_files, weights_output
-from lowloss.storage.file_kinds import MATCHING, MODEL
+from lowloss.storage.file_kinds import MATCHING
 
 NAME = "match"
 HELP = (
@@ -32,8 +36,8 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("endpoint_a", type=Path, help="Θ^A: a trained model (.safetensors)")
-    parser.add_argument("endpoint_b", type=Path, help="Θ^B: a trained model of the same architecture")
+    parser.add_argument("endpoint_a", type=Path, help=f"Θ^A: {ENDPOINT_HELP}")
+    parser.add_argument("endpoint_b", type=Path, help=f"Θ^B: {ENDPOINT_HELP}, of the same architecture")
     parser.add_argument(
         "--method",
         type=method_name,
@@ -58,9 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser,
         "seed of the --wa-samples subset and the --bn-batches batches, and of weight-matching's order of the groups",
     )
-    add_dataset_options(parser)
+    add_dataset_options(parser, user_data=True)
     add_device_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_model_options(parser)
 
 
 def check(args: argparse.Namespace) -> None:
@@ -71,43 +76,22 @@ def check(args: argparse.Namespace) -> None:
             flag = "--" + option.replace("_", "-")
             raise LowlossError(f"{flag} applies to the route methods' matchings, not to {method.name!r}")
     outputs = [weights_output("--out", args.out, MATCHING)]
-    check_files({args.endpoint_a: MODEL, args.endpoint_b: MODEL}, outputs)
+    check_files(model_inputs(args, [args.endpoint_a, args.endpoint_b]), outputs)
 
 
 def run(args: argparse.Namespace) -> dict:
-    import torch
-
-    from lowloss.methods.context import Context, Options
+    from lowloss.api.matching import match_endpoints
     from lowloss.methods.matching import save_matching
-    from lowloss.nets.network import Network
-    from lowloss.storage.model_files import endpoint_params, load_endpoints
-    from lowloss.training.data import check_dataset
 
     started = time.perf_counter()
     method = get_method(args.method)
-    model, artifact_a, artifact_b = load_endpoints(args.endpoint_a, args.endpoint_b)
-    data = dataset_from_args(args)
-    check_dataset(data, artifact_a)
-    ctx = Context(
-        Network(model.to(data.x_train.device)),
-        data,
-        Options(
-            wa_samples=args.wa_samples,
-            bn_batches=args.bn_batches,
-            ot_solver=args.ot_solver,
-            seed=args.seed,
-            progress=not args.no_progress,
-        ),
-        (artifact_a, artifact_b),
-    )
-    method.check(ctx.network, artifact_a.meta["arch"], ctx)
-    perms, fitted = method.match(*endpoint_params(artifact_a, artifact_b, data.x_train.device), ctx)
-    save_matching(args.out, perms, method.name, (artifact_a, artifact_b), args.ot_solver, fitted)
-    moved = {group: int((perm.cpu() != torch.arange(len(perm))).sum()) for group, perm in perms.items()}
+    endpoints, data = endpoints_and_data(args, [args.endpoint_a, args.endpoint_b])
+    matching = match_endpoints(endpoints, data, method, options_from_args(args))
+    save_matching(args.out, matching.perms, method.name, endpoints.artifacts[:2], args.ot_solver, matching.fitted)
     return {
         "out": str(args.out),
         "method": method.name,
         "solver": args.ot_solver,
-        "units_moved": moved,
+        "units_moved": matching.units_moved,
         "seconds": round(time.perf_counter() - started, 3),
     }

@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out-dir",
         type=output_path,
         required=True,
-        help="folder of table1.{csv,md,tex}, worst_points.csv and paths.{png,svg}",
+        help="folder of table1 and table2 (.csv numbers, .md and .tex in the paper's layout, .html sortable), "
+        "worst_points.{csv,html} and one paths-<experiment> and route-<experiment> figure each (.png, .svg, .pdf)",
     )
 
 
