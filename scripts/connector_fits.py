@@ -8,27 +8,31 @@ worst *train* accuracy, averaged over the pairs (σ). The default is the smalles
 σ/√n is at most TOLERANCE percentage points for every method. Test accuracy is printed for information
 and plays no part in the choice.
 
-    python scripts/connector_fits.py            # the default config (config.yaml)
+    python scripts/connector_fits.py                      # 8 fits, every pair of the experiment
+    python scripts/connector_fits.py --fits 5 --pairs 2   # a smaller measurement (the first pairs)
+
+Each path is made and evaluated as `lowloss connect` does (`lowloss.api.connection.connect_endpoints`).
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 import yaml
 
-from lowloss.evaluate import evaluate_path, worst_points
-from lowloss.methods.context import Context, Options
+from lowloss.api.connection import connect_endpoints
+from lowloss.api.models import model_files
+from lowloss.methods.context import Options
 from lowloss.methods.flows.config import HIDDEN, LAYERS, FitConfig
 from lowloss.methods.flows.connector import fit_connector
 from lowloss.methods.registry import FLOWS, get_method
-from lowloss.nets.network import Network
-from lowloss.storage.model_files import load_model
 from lowloss.storage.model_set import load_model_set, write_model_set
 from lowloss.storage.weights import load_weights
 from lowloss.training.config import TrainConfig
@@ -43,6 +47,10 @@ BATCH = {"flow": 256, "bijection": 128}  # `lowloss fit-connector`'s defaults
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fits", type=int, default=FITS, help=f"connector fits per method (default {FITS})")
+    parser.add_argument("--pairs", type=int, help="the experiment's first N pairs (default all)")
+    args = parser.parse_args()
     torch.set_num_threads(2)
     experiment = yaml.safe_load(CONFIG.read_text())["experiments"][EXPERIMENT]
     data = load_dataset(experiment["dataset"])
@@ -60,38 +68,32 @@ def main() -> int:
 
         write_model_set(folder / "V.json", [model(seed) for seed in experiment["model_set_seeds"]])
         model_set = load_model_set(folder / "V.json")
-        pairs = [(model(a), model(b)) for a, b in experiment["pairs"]]
+        pairs = [model_files([model(a), model(b)]) for a, b in experiment["pairs"][: args.pairs]]
         for method in FLOWS:
             options = dict(experiment["connectors"].get(method, {}))
             layers, hidden = options.pop("layers", LAYERS), options.pop("hidden", HIDDEN)
             options.setdefault("batch_size", BATCH[FLOWS[method][1]])
-            for fit in range(FITS):
+            for fit in range(args.fits):
+                started = time.perf_counter()
                 connector = folder / f"{method}-{fit}.safetensors"
                 config = FitConfig(**{**options, "seed": options.get("seed", 0) + fit})
                 fit_connector(method, model_set, connector, layers, hidden, config, data, "cpu", progress=False)
-                for a, b in pairs:
-                    network_model, artifact_a = load_model(a)
-                    _, artifact_b = load_model(b)
-                    ctx = Context(
-                        Network(network_model),
+                for endpoints in pairs:
+                    connection = connect_endpoints(
+                        endpoints,
                         data,
+                        get_method(method),
                         Options(progress=False),
-                        (artifact_a, artifact_b),
+                        experiment["connect"]["points"],
                         connector=load_weights(connector),
                     )
-                    path = get_method(method).build(artifact_a.tensors, artifact_b.tensors, ctx)
-                    table = evaluate_path(ctx.network, path, data, experiment["connect"]["points"], progress=False)
-                    worst = worst_points(table)
+                    worst = connection.worst
+                    pair = "-".join(artifact.path.stem for artifact in endpoints.artifacts)
                     rows.append(
-                        dict(
-                            method=method,
-                            fit=fit,
-                            pair=f"{a.stem}-{b.stem}",
-                            train=100 * worst["train"]["acc"],
-                            test=100 * worst["test"]["acc"],
-                        )
-                    )
-                print(rows[-1], file=sys.stderr, flush=True)
+                        dict(method=method, fit=fit, pair=pair, train=100 * worst["train"]["acc"],
+                             test=100 * worst["test"]["acc"])
+                    )  # fmt: skip
+                print(*rows[-len(pairs) :], f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     table = pd.DataFrame(rows)
     spread = table.groupby(["method", "pair"])[["train", "test"]].std().groupby("method").mean()
     mean = table.groupby("method")[["train", "test"]].mean()
@@ -100,7 +102,7 @@ def main() -> int:
     sigma = spread["train"].max()
     needed = max(1, math.ceil((sigma / TOLERANCE) ** 2))
     print(f"largest spread over fits of the worst train accuracy: {sigma:.3f} points")
-    print(f"fits for a standard error of at most {TOLERANCE} points: {needed}")
+    print(f"fits for a standard error of at most {TOLERANCE} points: {needed} ({args.fits} fits, {len(pairs)} pairs)")
     return 0
 
 
