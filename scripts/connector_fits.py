@@ -10,6 +10,7 @@ and plays no part in the choice.
 
     python scripts/connector_fits.py                      # 8 fits, every pair of the experiment
     python scripts/connector_fits.py --fits 5 --pairs 2   # a smaller measurement (the first pairs)
+    python scripts/connector_fits.py --folder runs/fits    # keep (and reuse) the models and connectors
 
 Each path is made and evaluated as `lowloss connect` does (`lowloss.api.connection.connect_endpoints`).
 """
@@ -50,14 +51,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fits", type=int, default=FITS, help=f"connector fits per method (default {FITS})")
     parser.add_argument("--pairs", type=int, help="the experiment's first N pairs (default all)")
+    parser.add_argument("--methods", nargs="+", choices=list(FLOWS), default=list(FLOWS), help="default: all")
+    parser.add_argument(
+        "--folder", type=Path, help="where the models and connectors are kept; those already there are reused"
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     experiment = yaml.safe_load(CONFIG.read_text())["experiments"][EXPERIMENT]
     data = load_dataset(experiment["dataset"])
     train = TrainConfig(**experiment["train"])
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = args.folder or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
 
         def model(seed: int) -> Path:
             out = folder / f"seed{seed}.safetensors"
@@ -69,7 +75,7 @@ def main() -> int:
         write_model_set(folder / "V.json", [model(seed) for seed in experiment["model_set_seeds"]])
         model_set = load_model_set(folder / "V.json")
         pairs = [model_files([model(a), model(b)]) for a, b in experiment["pairs"][: args.pairs]]
-        for method in FLOWS:
+        for method in args.methods:
             options = dict(experiment["connectors"].get(method, {}))
             layers, hidden = options.pop("layers", LAYERS), options.pop("hidden", HIDDEN)
             options.setdefault("batch_size", BATCH[FLOWS[method][1]])
@@ -77,7 +83,8 @@ def main() -> int:
                 started = time.perf_counter()
                 connector = folder / f"{method}-{fit}.safetensors"
                 config = FitConfig(**{**options, "seed": options.get("seed", 0) + fit})
-                fit_connector(method, model_set, connector, layers, hidden, config, data, "cpu", progress=False)
+                if not connector.exists():
+                    fit_connector(method, model_set, connector, layers, hidden, config, data, "cpu", progress=False)
                 for endpoints in pairs:
                     connection = connect_endpoints(
                         endpoints,
