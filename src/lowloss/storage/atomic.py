@@ -52,7 +52,7 @@ def require_replaceable(path: str | os.PathLike) -> None:
     a device node, a FIFO, a socket, a folder, or a symbolic link, whose target would stay unwritten)."""
     try:
         mode = os.lstat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing there to replace (the write then says why it fails)
         return
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot be checked ({exc.strerror})") from None
