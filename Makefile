@@ -42,7 +42,7 @@ docs-tables: $(STAMP)
 	$(BIN)/python scripts/docs_tables.py $(REPORT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=20
 
 # The documentation site (mkdocs.yml, docs/) in site/; --strict fails on any warning (a broken link or
 # anchor, a docstring that does not render). NO_MKDOCS_2_WARNING silences mkdocs-material's end-of-life

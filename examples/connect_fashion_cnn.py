@@ -27,13 +27,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     parser.add_argument("--out", type=Path, default=Path("results/fashion-cnn"))
+    parser.add_argument("--points", type=int, default=21, help="evaluated points per leg")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     args = parser.parse_args()
     model_a, model_b = SmallCNN(), SmallCNN()
     model_a.load_state_dict(torch.load(args.checkpoints / "cnn-a.pt", weights_only=True))
     model_b.load_state_dict(load_file(str(args.checkpoints / "cnn-b.safetensors")))
     args.out.mkdir(parents=True, exist_ok=True)
-    for method, options in METHODS.items():
-        result = lowloss.connect(model_a, model_b, method, train="fashion-mnist", normalize=(MEAN, STD), **options)
+    for method in args.methods:
+        options = METHODS[method]
+        result = lowloss.connect(
+            model_a, model_b, method, train="fashion-mnist", normalize=(MEAN, STD), points=args.points, **options
+        )
         worst = result.worst["test"]
         print(f"{method}: worst test accuracy {worst['acc']:.4f} at position {worst['position']:.2f}")
         result.table.to_csv(args.out / f"{method}.csv", index=False)

@@ -15,7 +15,7 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # this workflow's lowloss (its method table imports no torch)
-from lowloss.methods.registry import ROUTE_METHODS, WA_METHODS, get_method  # noqa: E402
+from lowloss.methods.registry import CURVES, ROUTE_METHODS, WA_METHODS, get_method  # noqa: E402
 from lowloss.errors import LowlossError  # noqa: E402
 from lowloss.nets.architectures import ARCHITECTURES  # noqa: E402
 from lowloss.nets.references import parse_reference, possible_topologies  # noqa: E402
@@ -198,15 +198,17 @@ def one_hidden(name):
 
 
 def report_files():
-    """What `lowloss report` writes for this config: Table 1 and/or Table 2, the worst points, every
-    experiment's path figure, and the route figure of every deep experiment with route methods."""
+    """What `lowloss report` writes for this config: Table 1 and/or Table 2, the worst points, the paths' cost,
+    every experiment's path figure and chart of accuracy against cost, and the route figure of every deep
+    experiment with route methods."""
     names = config["experiments"]
     tables = [table for table, present in (("table1", any(one_hidden(n) for n in names)),
                                            ("table2", not all(one_hidden(n) for n in names))) if present]
     files = [file for table in tables for file in table_files(table)]
-    files.extend(["worst_points.csv", "worst_points.html"])
+    files.extend(["worst_points.csv", "worst_points.html", "cost.csv"])
     for name in names:
         files.extend(figure_files(figure_stem("paths", name)))
+        files.extend(figure_files(figure_stem("cost", name)))
         if not one_hidden(name) and set(methods(name)) & set(ROUTE_METHODS):
             files.extend(figure_files(figure_stem("route", name)))
     return files
@@ -233,6 +235,8 @@ REPORT_RESULTS = {
     "ensembles.csv": ("6", "Ensembles", "ensembles.rst"),
     "fig7.svg": ("7", "Ensembles by number of models (Fig. 7)", "fig7.rst"),
     "ensembles_cost.svg": ("8", "Ensembles by inference cost", "ensembles_cost.rst"),
+    "cost.svg": ("9", "Accuracy against cost", "cost.rst"),
+    "cost.csv": ("9", "Accuracy against cost", "cost.rst"),
 }
 REPORT_FORMATS = {".html": "HTML table", ".csv": "spreadsheet (CSV)", ".svg": "figure (SVG)"}
 """The report's `file` label: what clicking the result gives (the report sorts a table before its CSV)."""
@@ -407,7 +411,12 @@ def connector_args(wildcards):
 
 
 def curve_args(wildcards):
-    return flags(experiment(wildcards.exp)["curves"])
+    """The curve's training: an aligned curve's epochs are `aligned_epochs` (null: fit-curve's default for them)."""
+    settings = dict(experiment(wildcards.exp)["curves"])
+    aligned_epochs = settings.pop("aligned_epochs")
+    if CURVES[wildcards.method].align is not None:
+        settings["epochs"] = aligned_epochs
+    return flags(settings)
 
 
 def route_options(wildcards):

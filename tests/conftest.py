@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from hypothesis import settings
@@ -19,6 +20,7 @@ from lowloss.nets.models import build_model
 from lowloss.nets.network import Network
 from lowloss.nets.spec import permute
 from lowloss.storage.model_files import load_model
+from lowloss.storage.path_table import SECONDS_COLUMNS
 from lowloss.storage.weights import load_weights, save_weights, sidecar_path
 from lowloss.training.config import TrainConfig
 from lowloss.training.data import load_dataset
@@ -109,6 +111,12 @@ def copy_with_meta(source: Path, target: Path, **changes) -> Path:
     artifact = load_weights(source)
     save_weights(target, artifact.tensors, {**artifact.meta, **changes})
     return target
+
+
+def evaluated_points(table: Path | pd.DataFrame) -> pd.DataFrame:
+    """A path table's points without its seconds, which are each run's own (to compare two runs' tables)."""
+    table = pd.read_csv(table) if isinstance(table, Path) else table
+    return table.drop(columns=[column for column in SECONDS_COLUMNS if column in table.columns])
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

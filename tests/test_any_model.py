@@ -4,6 +4,7 @@ line. (A planted permutation recovered on zoo models: tests/test_inference.py.)"
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -57,10 +58,11 @@ def test_the_command_line_connects_torchvision_checkpoints(tmp_path, capsys):
             save_file(state, str(files[-1]))
     model = ["--model", "torchvision:resnet18", "--model-args", "num_classes=10", "--input-size", "3,16,16"]
     data = ["--dataset", "synthetic-cifar", "--points", "2", "--no-progress"]
-    for method, extra in (("linear", []), ("weight-matching", ["--bn-batches", "2"]), ("ot+wa", [])):
-        out = tmp_path / f"{method}.csv"
-        result = run_main(capsys, "connect", *files, *model, *data, "--method", method, *extra, "--out", out)
-        assert result.returncode == 0, result.stderr
+    # linear only: a permutation stage between random ResNet-18s has about a thousand swap legs, each a full
+    # pass; the permuting methods run on SmallCNN below, and the route on ResNet-18 in tests/test_inference.py
+    result = run_main(capsys, "connect", *files, *model, *data, "--method", "linear", "--out", tmp_path / "p.csv")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["legs"] == 1
     result = run_main(capsys, "info", files[0], *model)
     assert result.returncode == 0 and "stages" in result.stdout and "methods that apply: linear" in result.stdout
 

@@ -15,7 +15,7 @@ from lowloss.storage.model_files import load_model
 from lowloss.storage.weights import file_sha256
 from lowloss.training.train import evaluate_model
 from lowloss.training.user_data import image_folder
-from tests.conftest import USER_MODEL, assert_one_line_error, run_main
+from tests.conftest import USER_MODEL, assert_one_line_error, evaluated_points, run_main
 from tests.test_user_data import write_images
 from tests.user_models import TinyCNN
 
@@ -53,7 +53,7 @@ def test_a_saved_matching_of_checkpoints_gives_the_path_it_would_compute(user_ch
     assert result.returncode == 0, result.stderr
     connect(capsys, a, b, tmp_path / "given.csv", "--method", "weight-matching", "--matching", matching)
     connect(capsys, a, b, tmp_path / "computed.csv", "--method", "weight-matching")
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "given.csv"), pd.read_csv(tmp_path / "computed.csv"))
+    pd.testing.assert_frame_equal(evaluated_points(tmp_path / "given.csv"), evaluated_points(tmp_path / "computed.csv"))
 
 
 def test_an_imported_checkpoint_is_a_model_file_every_command_reads(user_checkpoints, digits, tmp_path, capsys):
@@ -76,7 +76,9 @@ def test_an_imported_checkpoint_is_a_model_file_every_command_reads(user_checkpo
     assert isinstance(model, TinyCNN)
     run_main(capsys, "connect", *imported, "--method", "arc", "--points", "3", "--out", tmp_path / "files.csv")
     connect(capsys, a, b, tmp_path / "checkpoints.csv", "--method", "arc")
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "files.csv"), pd.read_csv(tmp_path / "checkpoints.csv"))
+    pd.testing.assert_frame_equal(
+        evaluated_points(tmp_path / "files.csv"), evaluated_points(tmp_path / "checkpoints.csv")
+    )
 
 
 def test_an_ensemble_of_checkpoints_is_saved_and_read_back(tmp_path, capsys):

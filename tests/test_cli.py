@@ -62,7 +62,7 @@ def test_missing_subcommand_is_one_line():
         ("train", "--lr", "-0.1", "must be greater than 0"),
         ("train", "--lr", "nan", "must be a finite number"),
         ("train", "--weight-decay", "-1", "must be at least 0"),
-        ("fit-curve", "--epochs", "0", "must be at least 1, got 0"),
+        ("fit-curve", "--epochs", "-1", "must be at least 0, got -1"),
         ("fit-curve", "--batch-size", "-3", "must be at least 1, got -3"),
         ("fit-connector", "--steps", "0", "must be at least 1, got 0"),
         ("fit-connector", "--hidden", "0", "must be at least 1, got 0"),

@@ -10,12 +10,15 @@ from torch import nn
 from lowloss.evaluate import endpoint_scores, evaluate_path, evaluate_stacked, worst_points
 from lowloss.evaluate.layered import LayeredEngine
 from lowloss.evaluate.onehidden import OneHiddenForm
+from lowloss.evaluate.swaps import GroupCut, swap_scores
 from lowloss.methods.interpolate import arc_leg
 from lowloss.methods.permutation import permutation_legs
 from lowloss.methods.registry import get_method
 from lowloss.nets.network import Network
+from lowloss.nets.params import stack_params, unstack_params
 from lowloss.nets.spec import Spec, dense
 from lowloss.paths.legs import Leg, Path, interpolate
+from lowloss.paths.swaps import permutation_stage
 from tests.conftest import context, network_of, random_params
 
 
@@ -82,6 +85,36 @@ def test_the_layered_engine_equals_a_full_forward_pass(arch, method, few_digits)
     assert_same_tables(fast, full)
     if method != "arc":  # every stage of the route is there, WA's last stage too
         assert sorted(fast["stage"].unique()) == list(range(1, len(network.spec.groups) + 1 + method.endswith("wa")))
+
+
+@pytest.mark.parametrize("arch,group", [("fc3", "h1"), ("fc3", "h2"), ("conv2fc1", "c1"), ("conv2fc1", "c2")])
+def test_swap_legs_in_blocks_of_a_few_rows_equal_full_passes(arch, group, few_digits):
+    """Every leg of a stage at t = 0, 0.3, 0.5 and 1, in blocks of a few samples on two single-threaded workers:
+    a dense reader, the output layer, a conv reader and a dense one behind a flatten. Units 0 and 1 are dead
+    (their inputs to the reader are always zero): their leg changes no sample and keeps the base's scores."""
+    network = network_of(arch)
+    theta = random_params(1, arch=arch)
+    for key in network.spec.incoming(group):
+        theta[key] = theta[key].clone()
+        theta[key][:2] = 0
+    n = network.spec.size(theta, group)
+    perm = torch.cat([torch.tensor([1, 0]), 2 + torch.randperm(n - 2, generator=torch.Generator().manual_seed(0))])
+    legs = permutation_stage(theta, network.spec, group, perm).legs()
+    ts = [(0.0, 0.3, 0.5, 1.0)[i % 4] for i in range(len(legs))]
+    units = torch.tensor([leg.units for leg in legs])
+    cut = GroupCut.of(network, group, theta)
+    x, y = few_digits.split("train")
+    torch.set_num_threads(2)
+    rows = 4 * 3 * cut.read(cut.between(cut.own(cut.prefix(x[:1])))).numel() * 5  # five rows per block
+    fast = swap_scores(cut, units, torch.tensor(ts), x, y, batch=64, block_bytes=rows)
+    assert torch.get_num_threads() == 2
+    points = stack_params([unstack_params(leg.at([t]), 0) for leg, t in zip(legs, ts)])
+    full = evaluate_stacked(network.model, points, x, y, batch=256)
+    torch.testing.assert_close(fast[0], full[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast[1], full[1])
+    dead = next(i for i, leg in enumerate(legs) if set(leg.units) == {0, 1})
+    base = evaluate_stacked(network.model, {key: value[None] for key, value in theta.items()}, x, y, batch=256)
+    torch.testing.assert_close((fast[0][dead], fast[1][dead]), (base[0][0], base[1][0]), rtol=1e-5, atol=1e-5)
 
 
 def test_the_vmapped_engine_of_gpus_equals_the_loop_of_cpus(digits):

@@ -30,8 +30,9 @@ WRITES_NOTHING = {"info"}
 """Commands without an --out."""
 BAD = ["-1", "-0.5", "1e9", "9" * 30, str(2**64), "1e400", "nan", "inf", "-inf", "text", "", "0x10", "1;5"]
 """Refused by every numeric option."""
-ZERO_ALLOWED = {"--seed", "--weight-decay"}
-"""The options whose range starts at 0; every other one refuses 0 as well."""
+ZERO_ALLOWED = {"--seed", "--weight-decay", "fit-curve --epochs"}
+"""The options (or command and option) whose range starts at 0, where 0 leaves a curve's bends where they start;
+every other one refuses 0 as well."""
 BAD_IN_A_LIST = {
     "--widths": ["64,0", "64,-1", "64,70000", "64,nan", "64,"],
     "--channels": ["8,0", "8,5000", "8,1e3"],
@@ -79,7 +80,7 @@ def test_every_command_that_takes_numbers_is_covered():
 @pytest.mark.parametrize("command,option", OPTIONS, ids=[f"{c} {o}" for c, o in OPTIONS])
 def test_every_numeric_option_refuses_what_lies_outside_its_range(command, option, tmp_path, capsys, no_data):
     before = hashes(tmp_path)
-    values = [*BAD, *([] if option in ZERO_ALLOWED else ["0"]), *BAD_IN_A_LIST.get(option, [])]
+    values = [*BAD, *([] if {option, f"{command} {option}"} & ZERO_ALLOWED else ["0"]), *BAD_IN_A_LIST.get(option, [])]
     out = [] if command in WRITES_NOTHING else ["--out", tmp_path / "x.safetensors"]
     for value in values:
         result = run_main(capsys, command, *REQUIRED[command], option, value, *out)

@@ -219,7 +219,7 @@ def test_the_figures_have_one_panel_per_method_titled_and_sharing_their_y_axis(r
     drawn = {}
     monkeypatch.setattr(figures, "save_figure", lambda fig, stem: drawn.setdefault(stem.name, fig) and [])
     build_report([*csvs, *deep_results(tmp_path)], out)
-    assert list(drawn) == ["paths-exp", "paths-deep", "route-deep"]  # one figure per experiment
+    assert list(drawn) == ["cost-exp", "cost-deep", "paths-exp", "paths-deep", "route-deep"]  # one per experiment
     for name, methods in (("paths-exp", ["linear", "ot"]), ("paths-deep", ["linear", "ot+wa", "arc+bfly", GARIPOV])):
         fig = drawn[name]
         panels = [ax for ax in fig.get_axes() if ax.axison]
@@ -305,7 +305,9 @@ def test_cli_prints_its_summary_last(results):
     out, csvs = results
     result = run_cli("report", *csvs, "--out-dir", out, check=True)
     summary = json.loads(result.stdout.splitlines()[-1])
-    assert summary["paths"] == 4 and len(summary["files"]) == 9  # table1 x 4, worst points x 2, paths x 3
+    assert (
+        summary["paths"] == 4 and len(summary["files"]) == 13
+    )  # table1 x 4, worst points x 2, cost, paths x 3, cost x 3
 
 
 def test_a_table_outside_the_results_layout_is_a_one_line_error(tmp_path):
@@ -363,3 +365,27 @@ def test_the_legend_holds_the_methods_of_every_panel_once():
     plt.close(fig)
     assert labels == ["ot", "linear+bfly", END_POINTS]
     assert handles[1].get_label() == "linear+bfly"
+
+
+def test_the_cost_chart_holds_one_mark_per_path_and_marks_the_pareto_front(results):
+    out, csvs = results
+    seconds = {"linear/0-1": (0, 1, 2), "linear/2-3": (0, 1, 2), "ot/0-1": (12, 3, 5), "ot/2-3": (8, 3, 4)}
+    for csv in csvs:
+        table = pd.read_csv(csv)
+        fit, build, evaluate = seconds[f"{csv.parent.name}/{csv.stem}"]
+        table.assign(fit_seconds=fit, build_seconds=build, evaluate_seconds=evaluate).to_csv(csv, index=False)
+    build_report(csvs, out)
+    cost = pd.read_csv(out / "cost.csv").set_index(["method", "pair"])
+    assert cost.loc[("ot", "0-1"), "seconds"] == 20 and cost.loc[("linear", "2-3"), "seconds"] == 3
+    assert cost.loc[("ot", "2-3"), "worst_acc"] == pytest.approx(84)  # the test split's worst point
+    # linear 2-3 is the cheapest best; ot 2-3 is better still; linear 0-1 and ot 0-1 are beaten at their cost
+    assert set(cost.index[cost["pareto"]]) == {("linear", "2-3"), ("ot", "2-3")}
+    svg = (out / "cost-exp.svg").read_text()
+    assert ">Pareto front<" in svg and ">linear<" in svg and ">ot<" in svg
+
+
+def test_tables_that_record_no_seconds_leave_the_cost_chart_empty_and_say_so(results):
+    out, csvs = results
+    build_report(csvs, out)
+    assert pd.read_csv(out / "cost.csv").empty
+    assert "no path of this experiment records its seconds" in (out / "cost-exp.svg").read_text()

@@ -30,11 +30,20 @@ EXPERIMENT, DEEP = "digits-tiny", "digits-fc3-tiny"
 FITS = yaml.safe_load(TINY.read_text())["experiments"][EXPERIMENT]["connector_fits"]
 REPORT = Path("results/report/test-tiny")
 MLFLOW_EXPERIMENT = "lowloss-test-tiny"
-FIGURES = [f"paths-{EXPERIMENT}", f"paths-{DEEP}", f"route-{DEEP}", "fig7", "ensembles_cost"]
+FIGURES = [
+    f"paths-{EXPERIMENT}",
+    f"paths-{DEEP}",
+    f"route-{DEEP}",
+    f"cost-{EXPERIMENT}",
+    f"cost-{DEEP}",
+    "fig7",
+    "ensembles_cost",
+]
 REPORT_FILES = [
     *(f"{table}.{suffix}" for table in ("table1", "table2") for suffix in ("csv", "md", "html", "tex")),
     "worst_points.csv",
     "worst_points.html",
+    "cost.csv",
     "ensembles.csv",
     "ensembles.md",
     "ensembles.html",
@@ -248,6 +257,8 @@ def test_every_job_logged_one_mlflow_run_with_tags_metrics_and_files(workflow):
         assert report.data.metrics[f"{key}_mean"] == pytest.approx(row.mean)
         assert report.data.metrics[f"{key}_std"] == pytest.approx(row.std)
     assert "| End Points" in report.data.tags["mlflow.note.content"]
+    logged = {Path(a.path).name for a in client.list_artifacts(report.info.run_id, "outputs")}
+    assert {f"cost-{EXPERIMENT}.png", f"cost-{DEEP}.svg", "cost.csv"} <= logged  # accuracy against cost
 
 
 def test_the_parent_run_holds_the_config_the_commit_and_a_link_to_the_report(workflow):
@@ -321,6 +332,8 @@ def test_the_html_report_shows_the_tables_as_tables_and_every_figure(workflow):
         "Ensembles",
         "Ensembles by number of models (Fig. 7)",
         "Ensembles by inference cost",
+        f"Accuracy against cost: {DEEP}",
+        f"Accuracy against cost: {EXPERIMENT}",
     ]
     link = r'<li><a class=\\"reference external\\" href=\\"javascript:app.showResultInfo[^"]*\\">([^<]+)</a>'
     listed = re.findall(link, text)  # the description is a JSON string: its quotes are escaped
@@ -398,6 +411,17 @@ def test_adding_a_method_runs_only_its_jobs_and_the_report(workflow, tmp_path):
     config = write_config(tmp_path / "more.yaml", lambda c: c["methods"].append("ot+wa"))
     # ot+wa matches what it moves (first-layer rows): its own matchings, its two path tables, the report.
     assert planned_jobs(workdir, config) == Counter(match=2, connect=2, report=1, all=1)
+
+
+def test_a_curve_between_aligned_networks_trains_its_own_epochs(tmp_path):
+    def change(config):
+        config["experiments"][DEEP]["methods"].append("ot+wa+polychain-3")
+        config["experiments"][DEEP]["curves"] = {"epochs": 7, "aligned_epochs": 0}
+
+    output = snakemake(tmp_path, "--dry-run", config=write_config(tmp_path / "aligned.yaml", change)).stdout
+    fits = {re.search(r"--method (\S+)", line)[1]: line for line in output.splitlines() if " fit-curve " in line}
+    assert set(fits) == {"garipov-polychain-3", "ot+wa+polychain-3"}
+    assert "--epochs 0 " in fits["ot+wa+polychain-3"] and "--epochs 2 " in fits["garipov-polychain-3"]
 
 
 def test_changing_the_training_epochs_reruns_everything_downstream(workflow, tmp_path):

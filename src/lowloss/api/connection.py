@@ -29,7 +29,7 @@ from lowloss.nets.network import Network
 from lowloss.nets.params import on_device, unstack_params
 from lowloss.paths.legs import Path as ConnectionPath
 from lowloss.results.figures import plot_path, save_figure
-from lowloss.storage.path_table import path_table_frame
+from lowloss.storage.path_table import SECONDS_COLUMNS, path_table_frame
 from lowloss.storage.weights import Artifact, load_weights
 from lowloss.training.data import Dataset, Normalize
 from lowloss.training.user_data import UserSplit
@@ -41,7 +41,8 @@ class Connection:
 
     `evaluated` holds one row per evaluated point and split (leg, t, position = leg + t, loss, accuracy as a
     fraction); `fixes` are what was done to every point before it was evaluated (BatchNorm statistics
-    measured on it, REPAIR), and `model_at` does the same.
+    measured on it, REPAIR), and `model_at` does the same. The seconds: those the fitted files the method read
+    record (`fit_seconds`), of building the path and of evaluating it, and of the whole call.
     """
 
     method: Method
@@ -50,13 +51,20 @@ class Connection:
     evaluated: pd.DataFrame
     arch: str
     fixes: dict[str, PointFix]
+    fit_seconds: float
     build_seconds: float
+    evaluate_seconds: float
     seconds: float
+
+    @property
+    def cost(self) -> dict[str, float]:
+        """The path's cost in seconds, as the path table records it (`SECONDS_COLUMNS`)."""
+        return {column: round(getattr(self, column), 3) for column in SECONDS_COLUMNS}
 
     @property
     def table(self) -> pd.DataFrame:
         """The path table, as `lowloss connect` writes it (`lowloss.storage.path_table`)."""
-        return path_table_frame(self.evaluated, self.arch)
+        return path_table_frame(self.evaluated, self.arch, self.cost)
 
     @property
     def worst(self) -> dict[str, dict]:
@@ -105,7 +113,7 @@ class Connection:
         result.update({f"endpoint_{split}_acc": min(ends[split].values()) for split in splits})
         result.update(legs=len(self.path), points=int((self.evaluated["split"] == last).sum()))
         result.update({f"{name}_samples": fix.samples for name, fix in self.fixes.items()})
-        result.update(build_seconds=round(self.build_seconds, 3), seconds=round(self.seconds, 3))
+        result.update(self.cost, seconds=round(self.seconds, 3))
         return result
 
 
@@ -125,7 +133,7 @@ def connect_endpoints(
     data: Dataset,
     method: Method,
     options: Options,
-    points: int = POINTS,
+    points: int | str = POINTS,
     repair_batches: int | None = None,
     connector: Artifact | None = None,
     curve: Artifact | None = None,
@@ -140,14 +148,26 @@ def connect_endpoints(
     ctx = Context(endpoints.network(device), data, options, endpoints.artifacts, connector, curve, matching)
     method.check(ctx.network, endpoints.arch, ctx)
     fixes = point_fixes_for(method, ctx.network, data, options.seed, options.bn_batches, repair_batches)
-    path = method.build(*endpoints.params(device), ctx)
+    theta_a, theta_b = endpoints.params(device)
+    building = time.perf_counter()
+    path = method.build(theta_a, theta_b, ctx)
     built = time.perf_counter()
     splits = ("train", "test") if len(data.y_test) else ("train",)
     evaluated = evaluate_path(
         ctx.network, path, data, points, splits, progress=options.progress, fixes=list(fixes.values())
     )
+    evaluated_at = time.perf_counter()
     return Connection(
-        method, path, ctx.network, evaluated, endpoints.arch, fixes, built - started, time.perf_counter() - started
+        method,
+        path,
+        ctx.network,
+        evaluated,
+        endpoints.arch,
+        fixes,
+        ctx.fitted_seconds,
+        built - building,
+        evaluated_at - built,
+        evaluated_at - started,
     )
 
 
@@ -158,7 +178,7 @@ def connect(
     *,
     train: DataInput,
     test: UserSplit | None = None,
-    points: int = POINTS,
+    points: int | str = POINTS,
     freeze: Sequence[str] = (),
     bn_batches: int | None = None,
     repair_batches: int | None = None,
@@ -184,7 +204,8 @@ def connect(
         train: a named dataset (`digits`, `fashion-mnist`, …), a lowloss `Dataset`, or the user's training
             split as a torch Dataset, a DataLoader or (x, y) tensors. Route methods fit on it.
         test: the user's test split, in the same forms (none: only the training split is evaluated).
-        points: evaluated points per leg.
+        points: evaluated points per leg, or `auto`: a coarse grid, then a search of each split's worst point
+            (`lowloss.evaluate.adaptive`).
         freeze: modules whose units stay in place (for a model whose spec is inferred).
         bn_batches: measure BatchNorm's statistics at every point on this many training batches of 128.
         repair_batches: `*+repair` methods: the training batches REPAIR measures channel statistics on.

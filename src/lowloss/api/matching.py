@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,13 +30,15 @@ from lowloss.training.user_data import UserSplit
 @dataclass(frozen=True)
 class Matching:
     """A method's matching of B's units onto A's: `perms[group][i]` is the unit of B that takes A's unit i's
-    place; `fitted` is what it depends on besides the endpoints (a route's data), None for the endpoints alone."""
+    place; `fitted` is what it depends on besides the endpoints (a route's data), None for the endpoints alone;
+    `seconds`: what finding it took."""
 
     method: Method
     perms: dict[str, Tensor]
     fitted: dict | None
     network: Network
     theta_b: Params
+    seconds: float
 
     @property
     def spec(self) -> Spec:
@@ -61,8 +64,9 @@ def match_endpoints(endpoints: Endpoints, data: Dataset | None, method: Method, 
     ctx = Context(endpoints.network(device), data, options, endpoints.artifacts)
     method.check(ctx.network, endpoints.arch, ctx)
     theta_a, theta_b = endpoints.params(device)
+    started = time.perf_counter()
     perms, fitted = method.match(theta_a, theta_b, ctx)
-    return Matching(method, perms, fitted, ctx.network, theta_b)
+    return Matching(method, perms, fitted, ctx.network, theta_b, time.perf_counter() - started)
 
 
 def match(

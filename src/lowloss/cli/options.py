@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from lowloss.errors import LowlossError, unknown_name
+from lowloss.evaluate.adaptive import AUTO
 from lowloss.methods.context import ALL
 from lowloss.nets.architectures import ARCHITECTURES, NORMS
 from lowloss.nets.references import (
@@ -286,14 +287,21 @@ BN_BATCHES_HELP = (
 
 
 def add_training_options(
-    parser: argparse.ArgumentParser, epochs: int | None, epochs_help: str, weight_decay_help: str | None = None
+    parser: argparse.ArgumentParser,
+    epochs: int | None,
+    epochs_help: str,
+    weight_decay_help: str | None = None,
+    min_epochs: int = 1,
 ) -> None:
     """Seed, epochs, learning rate, batch size and weight decay of SGD training (`train`, `fit-curve`)."""
     from lowloss.training.config import TrainConfig
 
     add_seed_option(parser, "seed of the initialisation, the shuffles and every other random choice", TrainConfig.seed)
     parser.add_argument(
-        "--epochs", type=count(1, MAX_EPOCHS), default=epochs, help=f"{epochs_help} (1 to {MAX_EPOCHS})"
+        "--epochs",
+        type=count(min_epochs, MAX_EPOCHS),
+        default=epochs,
+        help=f"{epochs_help} ({min_epochs} to {MAX_EPOCHS})",
     )
     parser.add_argument(
         "--lr", type=positive_float(MAX_LR), default=TrainConfig.lr, help=f"initial learning rate (0 < lr ≤ {MAX_LR:g})"
@@ -343,6 +351,16 @@ def count(minimum: int = 1, maximum: int | None = None):
 def seed(text: str) -> int:
     """argparse type: a seed in [0, MAX_SEED]."""
     return count(0, MAX_SEED)(text)
+
+
+def points_per_leg(text: str) -> int | str:
+    """argparse type of `--points`: evenly spaced t per leg (1 … MAX_POINTS), or `auto`, the adaptive grid."""
+    if text == AUTO:
+        return AUTO
+    try:
+        return _in_range(int(text), 1, MAX_POINTS)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or {AUTO!r}, got {_shown(text)}") from None
 
 
 def positive_float(maximum: float):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 OUT_KEYS = ("out", "out_dir")
-LEFT_OUT = {"files", "seconds", "build_seconds"}
+LEFT_OUT = {"files", "seconds", "fit_seconds", "build_seconds", "evaluate_seconds", "match_seconds"}
 
 
 def human_summary(command: str, summary: dict, seconds: float) -> str:

@@ -5,10 +5,13 @@ never sampled). Three strategies share the work, picked per leg:
 
 * one-hidden-layer networks: `OneHiddenForm`'s low-rank first layer and rank-one swap legs;
 * chains of dense and conv layers: `LayeredEngine`, which runs the layers a chunk of points shares
-  once and only the changing ones per point, and evaluates swap legs from the base's activations;
+  once and only the changing ones per point, and `swap_scores`, which evaluates swap legs from the
+  base's activations (a rank-four update of the reading layer, the rest only where it changes);
 * anything else (a residual network, `Network.is_chain` false): the stacked parameters of a chunk go
   through `torch.func.functional_call` under `vmap`, one data batch at a time; the midpoints of many
   swap legs share a chunk.
+
+`points="auto"` evaluates a coarse grid, then searches the lowest bracket of each split (`adaptive`).
 
 Chunk sizes come from a memory budget and the model's per-sample activation size. Point fixes (BatchNorm
 statistics measured on each point, REPAIR) change each point's tensors before it is evaluated; with any of
@@ -24,15 +27,18 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from lowloss.evaluate.adaptive import AUTO, COARSE_POINTS, golden_search, search_steps
 from lowloss.evaluate.fixes import PointFix
 from lowloss.evaluate.layered import LayeredEngine
 from lowloss.evaluate.onehidden import OneHiddenForm
-from lowloss.evaluate.scores import MEMORY_BUDGET, Scores, activation_elements, chunk_sizes, evaluate_stacked, low_rank
+from lowloss.evaluate.scores import MEMORY_BUDGET, Scores, chunk_sizes, evaluate_stacked, low_rank
+from lowloss.evaluate.swaps import BLOCK_BYTES as SWAP_BLOCK_BYTES
+from lowloss.evaluate.swaps import GroupCut, swap_scores
 from lowloss.nets.network import Network
 from lowloss.nets.params import Params, on_device, stack_params, unstack_params
 from lowloss.paths.legs import Leg, Path
-from lowloss.paths.swaps import SwapLeg
-from lowloss.storage.path_table import POINT_COLUMNS
+from lowloss.paths.swaps import PermutationStage, SwapLeg
+from lowloss.storage.path_table import POINT_COLUMNS, worst_row
 from lowloss.training.data import Dataset
 
 SWAP_CHECK_SAMPLES = 64
@@ -80,8 +86,9 @@ class Evaluator:
         )
         self.layered = LayeredEngine(network, batched=self.device.type == "cuda") if fast and network.is_chain else None
         self.points_per_chunk, self.batch = chunk_sizes(network.model, data.input_shape, points, budget)
-        self.per_sample = 4 * 3 * activation_elements(network.model, data.input_shape)
+        self.block_bytes = SWAP_BLOCK_BYTES if self.device.type == "cpu" else budget
         self._swap_ok: dict[int, bool] = {}
+        self._cut: tuple[PermutationStage, GroupCut] | None = None
 
     def points(self, leg: Leg, ts: list[float], splits: Sequence[str]) -> dict[str, Scores]:
         """Scores of the leg's points at `ts` on every split; whatever a strategy prepares is shared by the splits."""
@@ -122,8 +129,14 @@ class Evaluator:
             return self.form.evaluate_swaps(base, units, t, x, y, self.batch, per_chunk)
         if self.layered is None or not self._layered_swaps_exact(legs[0], base):
             return None
-        per_chunk = max(1, self.budget // (self.per_sample * self.batch))
-        return self.layered.swaps(base, swaps.group, units, t, x, y, self.batch, per_chunk)
+        return swap_scores(self.group_cut(swaps, base), units, t, x, y, self.batch, self.block_bytes)
+
+    def group_cut(self, swaps: PermutationStage, base: Params) -> GroupCut:
+        """The network cut around the stage's group with the stage's base (the last stage's is kept: its splits
+        and its exactness check share it)."""
+        if self._cut is None or self._cut[0] is not swaps:
+            self._cut = (swaps, GroupCut.of(self.network, swaps.group, base))
+        return self._cut[1]
 
     def swap_points(self, legs: Sequence[SwapLeg], ts: Sequence[float], splits: Sequence[str]) -> dict[str, Scores]:
         """Scores of swap legs on every split: incrementally where a fast strategy applies, else by full passes."""
@@ -154,7 +167,7 @@ class Evaluator:
             x, y = (part[:SWAP_CHECK_SAMPLES] for part in self.data.split("train"))
             units = torch.tensor([leg.units], device=self.device)
             t = torch.tensor([0.5], device=self.device)
-            fast = self.layered.swaps(base, leg.swaps.group, units, t, x, y, len(x), 1)
+            fast = swap_scores(self.group_cut(leg.swaps, base), units, t, x, y, len(x))
             full = evaluate_stacked(self.network.model, on_device(leg.at([0.5]), self.device), x, y, len(x))
             self._swap_ok[key] = all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(fast, full))
         return self._swap_ok[key]
@@ -164,7 +177,7 @@ def evaluate_path(
     network: Network,
     path: Path,
     data: Dataset,
-    points: int = 21,
+    points: int | str = 21,
     splits: Sequence[str] = ("train", "test"),
     progress: bool = True,
     budget: int = MEMORY_BUDGET,
@@ -175,16 +188,38 @@ def evaluate_path(
 
     Rows run along the path (by leg, then t; splits in the order given). `position` is leg index + t,
     so leg k spans [k, k + 1] (as in the paper's Fig. 5); `stage` is the route stage of the leg.
-    `fast=False` evaluates every point by the generic vmapped functional call (the reference). `fixes`
-    change every point before it is evaluated (BatchNorm statistics measured on it, REPAIR).
+    `points`: evenly spaced t per leg, or `auto` (`lowloss.evaluate.adaptive`: a coarse grid, then a search of
+    each split's worst point; the table holds every point evaluated). `fast=False` evaluates every point by
+    the generic vmapped functional call (the reference). `fixes` change every point before it is evaluated
+    (BatchNorm statistics measured on it, REPAIR).
     """
     network.model.to(data.x_train.device).eval()
-    grids = path_grids(path, points)
+    adaptive = points == AUTO
+    grids = path_grids(path, COARSE_POINTS if adaptive else points)
     evaluator = Evaluator(network, data, path.theta_a, budget, fast, max(len(g) for g in grids), fixes)
+    searched = len(splits) * (search_steps() + 1) if adaptive else 0
+    with progress_bar(path, sum(len(g) for g in grids) + searched, progress) as bar:
+        rows = grid_rows(evaluator, path, grids, splits, bar)
+        if adaptive:
+            rows += searched_rows(evaluator, path, rows, splits, bar)
+        return path_table(rows)
+
+
+def progress_bar(path: Path, points: int, progress: bool) -> tqdm:
+    """A bar counting the path's evaluated points (off when `progress` is false)."""
+    return tqdm(total=points, desc=f"evaluating {path.method or 'path'}", unit="pt", disable=not progress)
+
+
+def path_table(rows: list[dict]) -> pd.DataFrame:
+    """The evaluated points as a table along the path (by leg, then t)."""
+    return pd.DataFrame(rows, columns=list(POINT_COLUMNS)).sort_values(["leg", "t"], kind="stable", ignore_index=True)
+
+
+def grid_rows(
+    evaluator: Evaluator, path: Path, grids: list[list[float]], splits: Sequence[str], bar: tqdm
+) -> list[dict]:
+    """Rows of every leg's grid on every split; a run of swap legs of one stage is evaluated together."""
     rows = []
-    bar = tqdm(
-        total=sum(len(g) for g in grids), desc=f"evaluating {path.method or 'path'}", unit="pt", disable=not progress
-    )
     for indices in swap_runs(path):
         legs = [path.legs[i] for i in indices]
         point_legs = [(index, leg) for index, leg in zip(indices, legs) for _ in grids[index]]
@@ -199,12 +234,46 @@ def evaluate_path(
             grid = grids[index]
             for begin in range(0, len(grid), evaluator.points_per_chunk):
                 t_chunk = grid[begin : begin + evaluator.points_per_chunk]
-                scores = evaluator.points(leg, t_chunk, splits)
-                for split, (loss, acc) in scores.items():
-                    rows += table_rows(path.method, [(index, leg)] * len(t_chunk), t_chunk, split, loss, acc)
+                rows += leg_rows(evaluator, path.method, index, leg, t_chunk, splits)
                 bar.update(len(t_chunk))
-    bar.close()
-    return pd.DataFrame(rows, columns=list(POINT_COLUMNS)).sort_values(["leg", "t"], kind="stable", ignore_index=True)
+    return rows
+
+
+def searched_rows(evaluator: Evaluator, path: Path, rows: list[dict], splits: Sequence[str], bar: tqdm) -> list[dict]:
+    """Rows of the points a golden-section search adds, split by split, between the neighbours of the split's
+    lowest point so far on a leg of its own grid (a swap leg's one point is where it is); each point is
+    evaluated on every split."""
+    keys = {(row["leg"], row["t"], row["split"]): (row["acc"], -row["loss"]) for row in rows}
+    added: list[dict] = []
+    for split in splits:
+        searchable = [row for row in rows + added if row["split"] == split and path.legs[row["leg"]].eval_ts is None]
+        if not searchable:
+            continue
+        worst = min(searchable, key=lambda row: keys[row["leg"], row["t"], split])
+        index = worst["leg"]
+        ts = sorted({row["t"] for row in searchable if row["leg"] == index})
+        at = ts.index(worst["t"])
+
+        def key(t: float, index: int = index, split: str = split) -> tuple[float, float]:
+            if (index, t, split) not in keys:
+                new = leg_rows(evaluator, path.method, index, path.legs[index], [t], splits)
+                keys.update({(index, t, row["split"]): (row["acc"], -row["loss"]) for row in new})
+                added.extend(new)
+                bar.update(1)
+            return keys[index, t, split]
+
+        golden_search(key, ts[max(at - 1, 0)], worst["t"], ts[min(at + 1, len(ts) - 1)])
+    return added
+
+
+def leg_rows(
+    evaluator: Evaluator, method: str, index: int, leg: Leg, ts: list[float], splits: Sequence[str]
+) -> list[dict]:
+    """Rows of points `ts` of leg `index` on every split."""
+    rows = []
+    for split, (loss, acc) in evaluator.points(leg, ts, splits).items():
+        rows += table_rows(method, [(index, leg)] * len(ts), ts, split, loss, acc)
+    return rows
 
 
 def table_rows(
@@ -242,10 +311,10 @@ def swap_runs(path: Path) -> list[list[int]]:
 
 
 def worst_points(table: pd.DataFrame) -> dict[str, dict]:
-    """Per split, the row of lowest accuracy (the paper's metric is this accuracy)."""
+    """Per split, the worst point (`worst_row`: the paper's metric is its accuracy)."""
     worst = {}
     for split, rows in table.groupby("split"):
-        row = rows.loc[rows["acc"].idxmin()]
+        row = worst_row(rows)
         worst[split] = {
             "acc": float(row["acc"]),
             "loss": float(row["loss"]),

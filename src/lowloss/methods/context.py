@@ -84,6 +84,12 @@ class Context:
         return self.network.spec
 
     @property
+    def fitted_seconds(self) -> float:
+        """The seconds recorded in the fitted files given (0 for a file that records none)."""
+        files = (self.connector, self.curve, self.matching)
+        return sum(file.meta.get("seconds") or 0.0 for file in files if file is not None)
+
+    @property
     def device(self) -> torch.device:
         import torch
 

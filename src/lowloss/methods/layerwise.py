@@ -177,15 +177,30 @@ def build(method: str, theta_a: Params, theta_b: Params, ctx: Context) -> Path:
     if first == "ot" and ctx.matching is not None:  # checked before any fitting
         perms = load_matching(ctx.matching, method, ctx, theta_b, fitted(ctx))
     route = Route(method, theta_a, theta_b, ctx, perms)
+    stages = stage_legs(route)
+    if first == "ot":  # B' -> Θ^B, within the last stage: it ends where Θ^B's units take their own order
+        stages[-1] += permutation_legs(theta_b, ctx.spec, route.perms)
+    return Path([leg for s, stage in enumerate(stages) for leg in in_stage(stage, s + 1)])
+
+
+def stage_legs(route: Route) -> list[list[Leg]]:
+    """The route's legs stage by stage, from Θ^A to its target (Θ^B, or for the OT methods B', Θ^B matched)."""
     stages = [
         wa_stage(route, s, start, end) if route.adjustment == "wa" else bfly_stage(route, s, start, end)
         for s, (start, end) in enumerate(zip(route.points, route.ends))
     ]
     if route.adjustment == "wa":
         stages.append([Leg(route.points[-1], route.target, "last-layer")])
-    if first == "ot":  # B' -> Θ^B, within the last stage: it ends where Θ^B's units take their own order
-        stages[-1] += permutation_legs(theta_b, ctx.spec, route.perms)
-    return Path([leg for s, stage in enumerate(stages) for leg in in_stage(stage, s + 1)])
+    return stages
+
+
+def matched_route(method: str, theta_a: Params, theta_b: Params, ctx: Context, perms: dict[str, Tensor]) -> list[Leg]:
+    """The legs of an OT route method from Θ^A to Θ^B matched by `perms` (another method's matching may do), without
+    the permutation stage: where an aligned curve's bends start."""
+    first, _ = split_name(method)
+    if first != "ot":
+        raise LowlossError(f"{method} does not run to a matched Θ^B; an aligned curve starts on an ot+* route")
+    return [leg for s, stage in enumerate(stage_legs(Route(method, theta_a, theta_b, ctx, perms))) for leg in stage]
 
 
 def route_matching(

@@ -92,9 +92,10 @@ def save_matching(
     endpoints: tuple[Artifact, Artifact],
     solver: str,
     fitted: dict | None = None,
+    seconds: float | None = None,
 ) -> None:
-    """Write the permutations with the method they are for, the endpoints' hashes, and for route methods
-    what their route was fitted on (dataset, samples, seed)."""
+    """Write the permutations with the method they are for, the endpoints' hashes, for route methods
+    what their route was fitted on (dataset, samples, seed), and the seconds the matching took."""
     save_weights(
         path,
         {PREFIX + group: perm for group, perm in perms.items()},
@@ -106,6 +107,7 @@ def save_matching(
             "fitted": fitted,
             "endpoint_a_sha256": endpoints[0].meta.get("sha256"),
             "endpoint_b_sha256": endpoints[1].meta.get("sha256"),
+            "seconds": seconds,
         },
     )
 

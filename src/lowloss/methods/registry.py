@@ -28,12 +28,31 @@ OPTIONS = ("wa_breakpoints", "wa_samples", "allow_seen", "repair_batches")
 """Options of `lowloss connect` that only some methods read (each method's `options` say which): given to
 another method they are refused, never ignored."""
 
+
+@dataclass(frozen=True)
+class CurveKind:
+    """A Garipov et al. curve: its family and control points (both endpoints included); `align`, the method whose
+    matching first puts Θ^B's units in Θ^A's order (None: Θ^B as it is; the path then ends with that matching's
+    permutation stage, as the OT methods' do); `start`, the path between Θ^A and that Θ^B on whose points the
+    bends start (`straight`: Garipov et al.'s start, `arc`, or an OT route method)."""
+
+    family: str
+    points: int
+    align: str | None = None
+    start: str = "straight"
+
+
 CURVES = {
-    "garipov-polychain-3": ("polychain", 3),
-    "garipov-polychain-5": ("polychain", 5),
-    "garipov-bezier-3": ("bezier", 3),
+    "garipov-polychain-3": CurveKind("polychain", 3),
+    "garipov-polychain-5": CurveKind("polychain", 5),
+    "garipov-bezier-3": CurveKind("bezier", 3),
+    "aligned-polychain-3": CurveKind("polychain", 3, align="ot+wa"),
+    "ot+wa+polychain-3": CurveKind("polychain", 3, align="ot+wa", start="ot+wa"),
 }
-"""Garipov et al.'s curves: method -> (curve family, control points)."""
+"""Curve methods -> their kind: Garipov et al.'s baselines, then curves between aligned networks (Tatro et al.
+2020), started on the straight segment or on the `ot+wa` route."""
+CURVE_STARTS = ("straight", "arc")
+"""Starts of a curve's bends besides the OT route methods."""
 
 FLOWS = {
     "realnvp-flow": ("realnvp", "flow"),
@@ -55,7 +74,9 @@ FIRST_LAYERS = {
 @dataclass(frozen=True)
 class Method:
     """A connection method. `needs` are files it cannot do without; `accepts` files it computes itself
-    when not given (an OT matching); `options` the OPTIONS it reads."""
+    when not given (an OT matching); `matcher` computes that matching, `settings` (a function of the
+    context) says what it depends on besides the endpoints, as its file records it; `options` the OPTIONS it
+    reads."""
 
     name: str
     description: str
@@ -64,6 +85,7 @@ class Method:
     needs: tuple[str, ...] = ()
     accepts: tuple[str, ...] = ()
     matcher: str | None = None
+    settings: str | None = None
     repair: bool = False
     options: tuple[str, ...] = ()
 
@@ -120,6 +142,10 @@ class Method:
                 f"{', '.join(name for name, m in METHODS.items() if m.matcher)})"
             )
 
+    def matching_settings(self, context: Context) -> dict | None:
+        """What the method's matching depends on besides the endpoints (None: nothing), as its file records it."""
+        return None if self.settings is None else _function(self.settings)(context)
+
 
 def _function(reference: str):
     """The function named by 'module:function', imported now."""
@@ -154,10 +180,19 @@ def _catalogue() -> dict[str, Method]:
             ANY,
             accepts=("matching",),
             matcher="lowloss.methods.weight_matching:weight_matching_matcher",
+            settings="lowloss.methods.weight_matching:matching_settings",
         ),
     ]
     for first, how in FIRST_LAYERS.items():
-        ot = {"accepts": ("matching",), "matcher": "lowloss.methods.layerwise:route_matching"} if first == "ot" else {}
+        ot = (
+            {
+                "accepts": ("matching",),
+                "matcher": "lowloss.methods.layerwise:route_matching",
+                "settings": "lowloss.methods.layerwise:fitted",
+            }
+            if first == "ot"
+            else {}
+        )
         fitted = ("wa_samples",)  # the route's least squares (deep networks' bfly stages too)
         methods.append(
             Method(
@@ -198,21 +233,32 @@ def _catalogue() -> dict[str, Method]:
                 options=("allow_seen",),
             )
         )
-    for name, (family, points) in CURVES.items():
+    for name, kind in CURVES.items():
         methods.append(
             Method(
                 name,
-                f"Garipov et al.'s {family} curve with {points} control points, trained (the baseline)",
+                curve_description(kind),
                 "lowloss.methods.curves:curve_path",
+                STAGED if kind.align in ROUTE_METHODS or kind.start in ROUTE_METHODS else ANY,
                 needs=("curve",),
             )
         )
     return {method.name: method for method in methods}
 
 
-METHODS: dict[str, Method] = _catalogue()
+def curve_description(kind: CurveKind) -> str:
+    what = f"Garipov et al.'s {kind.family} curve with {kind.points} control points, trained"
+    if kind.align is None:
+        return f"{what} (the baseline)"
+    return (
+        f"{what} between Θ^A and Θ^B aligned by {kind.align}'s matching, its bends started on the "
+        f"{'straight segment' if kind.start == 'straight' else kind.start + ' path'}; then the permutation stage"
+    )
+
+
 ROUTE_METHODS = tuple(f"{first}+{adjustment}" for adjustment in ("wa", "bfly") for first in FIRST_LAYERS)
 """The layer-wise methods of §4.1 (their paths run through the route points Θ_k^AB)."""
+METHODS: dict[str, Method] = _catalogue()
 WA_METHODS = ROUTE_METHODS[: len(FIRST_LAYERS)]
 
 

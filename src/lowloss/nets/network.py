@@ -18,6 +18,7 @@ of later stages only.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -301,3 +302,10 @@ class Segment:
 
     def __call__(self, params: Params, x: Tensor) -> Tensor:
         return functional_call(self.module, {key: params[key] for key in self.keys}, (x,))
+
+    def bound(self, params: Params) -> nn.Module:
+        """The stretch as a module of its own holding `params`: callable from several threads at once (a functional
+        call swaps tensors in and out of the one shared module while it runs)."""
+        module = copy.deepcopy(self.module)
+        module.load_state_dict({key: params[key] for key in self.keys}, assign=True)
+        return module

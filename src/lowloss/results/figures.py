@@ -1,5 +1,5 @@
 """Figures of a report: accuracy along every method's path, the layer-wise route like the paper's Fig. 5, and
-the ensembles' Fig. 7 and cost; each as PNG, SVG and PDF in one colour-blind-safe style."""
+the ensembles' Fig. 7 and cost, and each method's accuracy against its seconds; each as PNG, SVG and PDF in one colour-blind-safe style."""
 
 from __future__ import annotations
 
@@ -303,6 +303,31 @@ def _mark_endpoints(ax, runs: Sequence, endpoints: dict[tuple[str, int], dict[st
         a = np.mean([endpoints[experiment, s[0]][split] for s in seeds])
         b = np.mean([endpoints[experiment, s[1]][split] for s in seeds])
         ax.plot([0, 1], [a, b], "o", color="black", markersize=4, label=END_POINTS, zorder=5)
+
+
+def plot_costs(points: pd.DataFrame, methods: Sequence[str], experiment: str, out_stem: Path) -> list[Path]:
+    """Worst test accuracy against a path's seconds (fit + build + evaluate, log axis), one mark per pair in its
+    method's colour; the Pareto front (no path cheaper and better) as a black step line through ringed marks."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    drawn = [method for method in methods if (points["method"] == method).any()]
+    for method, color in zip(drawn, colors() * (len(drawn) // len(colors()) + 1)):
+        rows = points[points["method"] == method]
+        ax.plot(rows["seconds"], rows["worst_acc"], "o", color=color, label=method, markersize=5)
+    front = points[points["pareto"]].sort_values("seconds")
+    if len(front):
+        ax.step(front["seconds"], front["worst_acc"], where="post", color="black", linewidth=1, label="Pareto front")
+        ax.plot(front["seconds"], front["worst_acc"], "o", markersize=9, markerfacecolor="none", color="black")
+        ax.set_xscale("log")
+    else:
+        ax.text(0.5, 0.5, "no path of this experiment records its seconds", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("seconds per path (fit + build + evaluate, log scale)")
+    ax.set_ylabel(f"worst {points['split'].iloc[0] if len(points) else 'test'} accuracy (%)")
+    ax.set_title(experiment)
+    ax.grid(alpha=0.3)
+    if drawn:
+        fig.legend(loc="outside right upper", frameon=False)
+    return save_figure(fig, out_stem)
 
 
 def plot_ensembles(table: pd.DataFrame, best_label: str, out_stem: Path) -> list[Path]:

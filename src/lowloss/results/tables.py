@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 
 from lowloss.storage.atomic import write_text_atomic
-from lowloss.storage.path_table import read_path_table
+from lowloss.storage.path_table import SECONDS_COLUMNS, path_seconds, read_path_table, worst_row
 from lowloss.methods.registry import ROUTE_METHODS
 from lowloss.errors import LowlossError
-from lowloss.results.figures import END_POINTS, SPLITS, plot_paths, plot_routes
+from lowloss.results.figures import END_POINTS, SPLITS, plot_costs, plot_paths, plot_routes
 from lowloss.results.html import write_table_page
 from lowloss.nets.architectures import ARCHITECTURES
 from lowloss.nets.topology import ONE_HIDDEN
@@ -47,6 +47,8 @@ TABLE_TITLES = {"table1": "Table 1", "table2": "Table 2"}
 TABLE_NOTE = ("Rows: connection methods and End Points; columns: experiment and split. Each value is the mean over "
               "the evaluation pairs of the lowest accuracy (%) along the path, ± its standard deviation; End Points "
               "is the endpoints' own accuracy. Click a heading to sort, type in Search to filter the rows.")
+COST_COLUMNS = ("experiment", "method", "pair", *SECONDS_COLUMNS, "seconds", "split", "worst_acc", "pareto")
+"""`cost.csv`: one row per path."""
 WORST_POINT_HEADINGS = {"worst_acc": "worst accuracy (%)", "worst_loss": "loss there", "position": "position (leg + t)"}
 WORST_POINTS_NOTE = ("Per experiment, method, pair and split: the lowest accuracy (%) along the path, the loss at "
                      "that point and where it lies (leg index + t); the End Points rows give each endpoint's own "
@@ -133,7 +135,7 @@ def worst_points(runs: Sequence[PathRun], endpoints: dict[tuple[str, int], dict[
     rows = []
     for run in runs:
         for split, points in run.table.groupby("split"):
-            worst = points.loc[points["acc"].idxmin()]
+            worst = worst_row(points)
             rows.append(dict(experiment=run.experiment, method=run.method, pair=run.sample, split=split,
                              worst_acc=100 * float(worst["acc"]), worst_loss=float(worst["loss"]),
                              position=float(worst["position"])))
@@ -233,10 +235,50 @@ def write_worst_points(out_dir: Path, worst: pd.DataFrame) -> list[Path]:
     return files
 
 
+def cost_points(runs: Sequence[PathRun]) -> pd.DataFrame:
+    """Per experiment, method and pair: the path's seconds (`SECONDS_COLUMNS` and their total, what the files it
+    read record of their fits, building it and evaluating it), its worst test accuracy (%; train where there is no
+    test split) and whether it is on the experiment's Pareto front. Paths whose tables record no seconds (written
+    before they were recorded) are left out."""
+    rows = []
+    for run in runs:
+        seconds = path_seconds(run.table)
+        if seconds is None:
+            continue
+        split = "test" if (run.table["split"] == "test").any() else "train"
+        worst = worst_row(run.table[run.table["split"] == split])
+        rows.append(dict(experiment=run.experiment, method=run.method, pair=run.sample, **seconds,
+                         seconds=sum(seconds.values()), split=split, worst_acc=100 * float(worst["acc"])))
+    points = pd.DataFrame(rows, columns=COST_COLUMNS[:-1])
+    return points.assign(pareto=on_pareto_front(points))
+
+
+def on_pareto_front(points: pd.DataFrame) -> pd.Series:
+    """Whether each path is on its experiment's Pareto front: no other path costs fewer seconds for a higher
+    worst accuracy (of equal accuracies, the cheaper one)."""
+    front = pd.Series(False, index=points.index, dtype=bool)
+    for _, rows in points.groupby("experiment"):
+        best = -np.inf
+        for index, acc in rows.sort_values(["seconds", "worst_acc"], ascending=[True, False])["worst_acc"].items():
+            if acc > best:
+                front[index], best = True, acc
+    return front
+
+
+def write_costs(out_dir: Path, points: pd.DataFrame, methods: Sequence[str], experiments: Sequence[str]) -> list[Path]:
+    """The cost of every path as `cost.csv` and, per experiment, the chart of worst accuracy against seconds."""
+    files = [out_dir / "cost.csv"]
+    write_text_atomic(files[0], points.to_csv(index=False))
+    for experiment in experiments:
+        chosen = points[points["experiment"] == experiment]
+        files += plot_costs(chosen, methods, experiment, out_dir / figure_stem("cost", experiment))
+    return files
+
+
 def build_report(csvs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
     """Read every path table; write Table 1 (one-hidden experiments) and Table 2 (the others) as CSV,
-    Markdown, HTML and LaTeX, the tidy worst points (CSV, HTML), every experiment's path figure, and for
-    deep experiments their route figure.
+    Markdown, HTML and LaTeX, the tidy worst points (CSV, HTML), every path's cost (CSV) and each experiment's
+    chart of accuracy against cost, every experiment's path figure, and for deep experiments their route figure.
 
     Columns keep the order of experiments in `csvs`; Table 1's rows the order in which methods first
     appear, Table 2's the paper's. Returns the command's summary: counts and the files written.
@@ -259,6 +301,7 @@ def build_report(csvs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) 
             columns = list(dict.fromkeys(run.experiment for run in chosen))
             files += write_table(out_dir, name, summary_table(worst, rows, columns))
     files += write_worst_points(out_dir, worst)
+    files += write_costs(out_dir, cost_points(runs), methods, experiments)
     for experiment in experiments:  # one figure per experiment, so that the report shows all of it at once
         files += plot_paths(runs, endpoints, methods, experiment, out_dir / figure_stem("paths", experiment))
     deep = [run for run in runs if not run.one_hidden and run.method in ROUTE_METHODS]

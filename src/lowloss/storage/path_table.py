@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 COLUMNS = ("method", "arch", "leg", "leg_name", "stage", "t", "position", "split", "loss", "acc")
-"""The columns of a path table file, in order."""
+"""The columns every path table file has, in order."""
 POINT_COLUMNS = tuple(column for column in COLUMNS if column != "arch")
 """What the evaluator records of every point; `arch`, the networks the path connects, is added on writing."""
 SPLITS = ("train", "test")
@@ -82,19 +82,46 @@ SCHEMA = {
     "acc": Column(minimum=0, maximum=1),
 }
 """Every column's values; `read_path_table` checks them, then the rules that join columns and rows."""
+SECONDS_COLUMNS = ("fit_seconds", "build_seconds", "evaluate_seconds")
+"""The path's cost, the same on every row, after `COLUMNS` (tables written before they were recorded lack them):
+the seconds recorded in the fitted files the method read (a matching, a curve, a connector; each file's own
+count includes the files it was made from), of building the path, and of evaluating it."""
+OPTIONAL_SCHEMA = dict.fromkeys(SECONDS_COLUMNS, Column(minimum=0))
+"""The optional columns' values, checked when a table has them."""
 
 
-def path_table_frame(table: pd.DataFrame, arch: str) -> pd.DataFrame:
-    """An evaluated table (`POINT_COLUMNS`) as the path table of networks of `arch` (`COLUMNS`)."""
+def path_table_frame(table: pd.DataFrame, arch: str, seconds: dict[str, float] | None = None) -> pd.DataFrame:
+    """An evaluated table (`POINT_COLUMNS`) as the path table of networks of `arch` (`COLUMNS`), with the path's
+    `seconds` (keys `SECONDS_COLUMNS`) when given."""
     missing = set(POINT_COLUMNS) - set(table.columns)
     if missing:
         raise ValueError(f"an evaluated path lacks columns {sorted(missing)}")
-    return table.assign(arch=arch)[list(COLUMNS)]
+    if seconds is not None and set(seconds) != set(SECONDS_COLUMNS):
+        raise ValueError(f"a path's seconds are {list(SECONDS_COLUMNS)}, got {sorted(seconds)}")
+    framed = table.assign(arch=arch)[list(COLUMNS)]
+    if seconds is not None:
+        framed = framed.assign(**{column: seconds[column] for column in SECONDS_COLUMNS})
+    return framed
 
 
-def write_path_table(path: str | os.PathLike, table: pd.DataFrame, arch: str) -> None:
-    """Write an evaluated table (`POINT_COLUMNS`) as a path table of networks of `arch`, atomically."""
-    write_text_atomic(path, path_table_frame(table, arch).to_csv(index=False))
+def write_path_table(
+    path: str | os.PathLike, table: pd.DataFrame, arch: str, seconds: dict[str, float] | None = None
+) -> None:
+    """Write an evaluated table (`POINT_COLUMNS`) as a path table of networks of `arch`, atomically, with the
+    path's `seconds` when given (`path_table_frame`)."""
+    write_text_atomic(path, path_table_frame(table, arch, seconds).to_csv(index=False))
+
+
+def path_seconds(table: pd.DataFrame) -> dict[str, float] | None:
+    """A read path table's cost (`SECONDS_COLUMNS`), or None for a table written before costs were recorded."""
+    if not set(SECONDS_COLUMNS) <= set(table.columns):
+        return None
+    return {column: float(table[column].iloc[0]) for column in SECONDS_COLUMNS}
+
+
+def worst_row(rows: pd.DataFrame) -> pd.Series:
+    """The row of lowest accuracy (the paper's worst point); of rows of equal accuracy, the one of highest loss."""
+    return rows.sort_values(["acc", "loss"], ascending=[True, False], kind="stable").iloc[0]
 
 
 def is_path_table(path: str | os.PathLike) -> bool:
@@ -123,7 +150,8 @@ def read_path_table(path: str | os.PathLike) -> pd.DataFrame:
     missing = [column for column in COLUMNS if column not in table.columns]
     if missing or table.empty:
         raise LowlossError(f"{path}: not a path table (missing columns {missing} or no rows)")
-    for name, column in SCHEMA.items():
+    optional = [(name, column) for name, column in OPTIONAL_SCHEMA.items() if name in table.columns]
+    for name, column in [*SCHEMA.items(), *optional]:
         values, bad = column.values(table[name])
         rows = bad.to_numpy().nonzero()[0]
         if len(rows):

@@ -26,8 +26,10 @@ from lowloss.cli.options import (
     model_inputs,
     options_from_args,
     output_path,
+    points_per_leg,
     wa_breakpoints,
 )
+from lowloss.evaluate.adaptive import COARSE_POINTS, TOLERANCE
 from lowloss.methods.context import DEFAULT_BREAKPOINTS, OT_SOLVERS
 from lowloss.methods.registry import FILE_INPUTS, OPTIONS, get_method
 from lowloss.storage.destinations import check_files, file_output, folder_output
@@ -51,9 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_option(parser)
     parser.add_argument(
         "--points",
-        type=count(1, MAX_POINTS),
+        type=points_per_leg,
         default=POINTS,
-        help=f"evaluated points per leg (default {POINTS}, at most {MAX_POINTS})",
+        metavar="N|auto",
+        help=f"evaluated points per leg (default {POINTS}, at most {MAX_POINTS}), or auto: {COARSE_POINTS} per leg, "
+        f"then a golden-section search of each split's worst point to {TOLERANCE} in t",
     )
     parser.add_argument("--out", type=output_path, required=True, help="output CSV: one row per leg, t and split")
     parser.add_argument("--save-path", type=output_path, help="folder for the path's breakpoints (safetensors)")
@@ -162,5 +166,5 @@ def run(args: argparse.Namespace) -> dict:
     )
     if args.save_path is not None:
         save_breakpoints(args.save_path, connection.path, model_meta(endpoints.meta))
-    write_path_table(args.out, connection.evaluated, connection.arch)
+    write_path_table(args.out, connection.evaluated, connection.arch, connection.cost)
     return {**connection.summary(), "out": str(args.out)}

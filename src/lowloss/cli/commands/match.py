@@ -87,11 +87,20 @@ def run(args: argparse.Namespace) -> dict:
     method = get_method(args.method)
     endpoints, data = endpoints_and_data(args, [args.endpoint_a, args.endpoint_b])
     matching = match_endpoints(endpoints, data, method, options_from_args(args))
-    save_matching(args.out, matching.perms, method.name, endpoints.artifacts[:2], args.ot_solver, matching.fitted)
+    save_matching(
+        args.out,
+        matching.perms,
+        method.name,
+        endpoints.artifacts[:2],
+        args.ot_solver,
+        matching.fitted,
+        round(matching.seconds, 3),
+    )
     return {
         "out": str(args.out),
         "method": method.name,
         "solver": args.ot_solver,
         "units_moved": matching.units_moved,
+        "match_seconds": round(matching.seconds, 3),
         "seconds": round(time.perf_counter() - started, 3),
     }

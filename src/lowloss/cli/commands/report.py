@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=output_path,
         required=True,
         help="folder of table1 and table2 (.csv numbers, .md and .tex in the paper's layout, .html sortable), "
-        "worst_points.{csv,html} and one paths-<experiment> and route-<experiment> figure each (.png, .svg, .pdf)",
+        "worst_points.{csv,html}, cost.csv and one paths-<experiment>, cost-<experiment> (worst accuracy against "
+        "seconds) and route-<experiment> figure each (.png, .svg, .pdf)",
     )
 
 

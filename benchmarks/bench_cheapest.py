@@ -1,0 +1,174 @@
+"""The cheapest good path: what a permutation-stage leg costs, what the route costs against a trained curve, what
+the adaptive worst-point search saves, and how the curves' worst accuracy grows with their fitting budget.
+
+1. One group's permutation stage on FC3, Conv2FC1 and VGG16 (random weights and a random stand-in for CIFAR-10,
+   reduced widths on a CPU): every swap leg incrementally against a full forward pass per leg (`fast=False`,
+   timed on `BASELINE_LEGS` legs), seconds per leg.
+2. On the default config's digits networks (onehidden 256, fc3 256-128; endpoints of 30 epochs, one pair):
+   `ot+wa`'s construction (matching + route) against fitting garipov-polychain-3 for the paper's MNIST budget.
+3. The same paths by `--points auto` against 21 points per leg: evaluations and the worst test accuracy.
+4. The budget table: worst train and test accuracy of the cold curve (garipov-polychain-3), the aligned one
+   (aligned-polychain-3) and the route-started one (ot+wa+polychain-3) after 0, 1, 2, 5, 10, 20 epochs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from benchmarks.bench_deep import setup
+from benchmarks.bench_evaluate import best_time
+from lowloss.evaluate import evaluate_path, worst_points
+from lowloss.methods.context import Context, Options
+from lowloss.methods.curves import fit_method_curve, paper_epochs
+from lowloss.methods.permutation import permutation_legs
+from lowloss.methods.registry import get_method
+from lowloss.nets.network import Network
+from lowloss.paths.legs import Path as ConnectionPath
+from lowloss.storage.model_files import load_model
+from lowloss.storage.weights import load_weights
+from lowloss.training.config import TrainConfig
+from lowloss.training.data import load_dataset
+from lowloss.training.device import pick_device
+from lowloss.training.train import train_endpoint
+
+STAGES = {  # arch: (options on a CPU, samples, group)
+    "fc3": ({"widths": [1024, 512]}, 2048, "h1"),
+    "conv2fc1": ({"channels": [16, 32]}, 1024, "c2"),
+    "vgg16": ({"width_multiplier": 0.125}, 256, "c7"),
+}
+BASELINE_LEGS = 12
+DIGITS = {"onehidden": {"width": 256}, "fc3": {"widths": [256, 128]}}  # config.yaml's networks
+ENDPOINT_EPOCHS = 30
+METHODS = ("linear", "arc", "ot", "ot+wa", "linear+wa")
+CURVES = ("garipov-polychain-3", "aligned-polychain-3", "ot+wa+polychain-3")
+BUDGETS = (0, 1, 2, 5, 10, 20)
+
+
+def stage_row(arch: str) -> dict:
+    options, samples, group = STAGES[arch]
+    network, _, theta_b, data = setup(arch, options, samples)
+    perm = torch.randperm(network.spec.size(theta_b, group), generator=torch.Generator().manual_seed(1))
+    legs = permutation_legs(theta_b, network.spec, {group: perm})
+    incremental = best_time(lambda: evaluate_path(network, ConnectionPath(legs, "ot"), data, progress=False), 1)
+    sample = ConnectionPath(legs[:: max(1, len(legs) // BASELINE_LEGS)][:BASELINE_LEGS], "ot")
+    full = best_time(lambda: evaluate_path(network, sample, data, progress=False, fast=False), 1)
+    per_leg, baseline_per_leg = incremental / len(legs), full / len(sample)
+    return {
+        "name": f"{arch} {options}: swap legs of group {group}, incremental ({len(legs)} legs)",
+        "baseline": "full forward pass per leg",
+        "value": per_leg,
+        "baseline_value": baseline_per_leg,
+        "ratio": baseline_per_leg / per_leg,
+        "target": 50.0,
+        "note": f"seconds per leg, train+test, {samples} samples of 3x32x32; stage {incremental:.1f} s; baseline "
+        f"timed on {len(sample)} legs",
+    }
+
+
+def endpoints(arch: str, data, folder: Path) -> Context:
+    ends = [folder / f"{arch}-{seed}.safetensors" for seed in (0, 1)]
+    for seed, out in enumerate(ends):
+        train_endpoint(arch, DIGITS[arch], data, TrainConfig(epochs=ENDPOINT_EPOCHS, seed=seed), out, progress=False)
+    (model, art_a), (_, art_b) = load_model(ends[0]), load_model(ends[1])
+    return Context(Network(model.to(data.x_train.device)), data, Options(progress=False), (art_a, art_b))
+
+
+def worst(ctx: Context, method: str, points) -> tuple[dict, int]:
+    """(worst points by split, evaluations per split) of `method`'s path."""
+    path = get_method(method).build(*(artifact.tensors for artifact in ctx.endpoints), ctx)
+    table = evaluate_path(ctx.network, path, ctx.data, points, progress=False)
+    return worst_points(table), int((table["split"] == "test").sum())
+
+
+def fitted(ctx: Context, method: str, epochs: int, folder: Path) -> tuple[Context, float]:
+    """The context with `method`'s curve fitted for `epochs`, and the seconds the fit took."""
+    out = folder / f"{method}-{epochs}.safetensors"
+    start = time.perf_counter()
+    fit_method_curve(method, *ctx.endpoints, ctx.data, TrainConfig(epochs=epochs), out, ctx.options, progress=False)
+    return replace(ctx, curve=load_weights(out)), time.perf_counter() - start
+
+
+def digits_rows(arch: str, data, folder: Path) -> list[dict]:
+    ctx = endpoints(arch, data, folder)
+    start = time.perf_counter()
+    path = get_method("ot+wa").build(*(artifact.tensors for artifact in ctx.endpoints), ctx)
+    build_s = time.perf_counter() - start
+    epochs = paper_epochs(data.name)
+    curve_ctx, fit_s = fitted(ctx, "garipov-polychain-3", epochs, folder)
+    rows = [
+        {
+            "name": f"digits {arch}: ot+wa construction (matching + route, {len(path)} legs)",
+            "baseline": f"garipov-polychain-3 fit, {epochs} epochs",
+            "value": build_s,
+            "baseline_value": fit_s,
+            "ratio": fit_s / build_s,
+            "target": 50.0,
+            "note": f"seconds; {DIGITS[arch]}, endpoints of {ENDPOINT_EPOCHS} epochs",
+        }
+    ]
+    contexts = {method: ctx for method in METHODS} | {"garipov-polychain-3": curve_ctx}
+    for method, method_ctx in contexts.items():
+        (grid, grid_n), (auto, auto_n) = worst(method_ctx, method, 21), worst(method_ctx, method, "auto")
+        rows.append(
+            {
+                "name": f"digits {arch}: {method}, --points auto (evaluations per split)",
+                "baseline": "21 points per leg",
+                "value": auto_n,
+                "baseline_value": grid_n,
+                "ratio": grid_n / auto_n,
+                "target": 2.0,
+                "note": f"worst test accuracy {percent(auto, 'test')} (grid {percent(grid, 'test')}), "
+                f"worst train {percent(auto, 'train')} (grid {percent(grid, 'train')})",
+            }
+        )
+    return rows + budget_rows(arch, ctx, folder)
+
+
+def percent(found: dict, split: str) -> str:
+    return f"{100 * found[split]['acc']:.2f} %"
+
+
+def budget_rows(arch: str, ctx: Context, folder: Path) -> list[dict]:
+    """Per curve method: the worst accuracies after each budget, and the epochs it needs to reach the cold curve's
+    worst test accuracy at the largest budget."""
+    table = {}
+    for method in CURVES:
+        for epochs in BUDGETS:
+            curve_ctx, seconds = fitted(ctx, method, epochs, folder)
+            table[method, epochs] = (worst(curve_ctx, method, 21)[0], seconds)
+    target = table[CURVES[0], BUDGETS[-1]][0]["test"]["acc"]
+    rows = []
+    for method in CURVES:
+        reached = [epochs for epochs in BUDGETS if table[method, epochs][0]["test"]["acc"] >= target]
+        needed = reached[0] if reached else None
+        cells = "; ".join(
+            f"{epochs}: {100 * found['train']['acc']:.2f}/{100 * found['test']['acc']:.2f} ({seconds:.1f} s)"
+            for epochs in BUDGETS
+            for found, seconds in [table[method, epochs]]
+        )
+        rows.append(
+            {
+                "name": f"digits {arch}: {method}, epochs to the cold curve's worst test accuracy at {BUDGETS[-1]}",
+                "baseline": f"garipov-polychain-3: {BUDGETS[-1]} epochs",
+                "value": needed,
+                "baseline_value": BUDGETS[-1],
+                "ratio": None if needed is None else BUDGETS[-1] / needed if needed else float("inf"),
+                "target": 10.0,
+                "note": f"target {100 * target:.2f} %; worst train/test accuracy (%) after epochs: {cells}",
+            }
+        )
+    return rows
+
+
+def run() -> list[dict]:
+    rows = [stage_row(arch) for arch in STAGES]
+    data = load_dataset("digits", device=pick_device())
+    with tempfile.TemporaryDirectory() as folder:
+        for arch in DIGITS:
+            rows += digits_rows(arch, data, Path(folder))
+    return rows
