@@ -8,7 +8,7 @@ folder, the package version and the git commit), so a page includes it instead o
     python scripts/docs_tables.py results/report/default            # after `make run`
     python scripts/docs_tables.py results/report/default --check    # exit 1 when the docs differ
 
-The page then includes `docs/results/default/table1.md` (MkDocs' snippets: `--8<-- "results/default/table1.md"`).
+The page then includes `docs/results/default/table1.md` (MkDocs' snippets: `--8<-- "docs/results/default/table1.md"`).
 """
 
 from __future__ import annotations
