@@ -17,7 +17,7 @@ rule connect:
     conda:
         "../envs/lowloss.yaml"
     shell:
-        "python -m lowloss {params.tags} --mlflow-tag rule={rule} connect {input.a} {input.b} --method {wildcards.method} "
+        "python -m lowloss {params.tags} --mlflow-tag rule=connect connect {input.a} {input.b} --method {wildcards.method} "
         "{params.data} {params.options} --out {output} --no-progress > {log} 2>&1"
 
 
