@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run report ui test bench docs install clean
+.PHONY: run report ui test bench docs install clean docs-tables
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ UI_STORE := sqlite:///results/mlflow.db
 ui: $(STAMP)
 	@$(BIN)/python -c "from lowloss.tracking.store import ui_links; print('\n'.join(ui_links('$(UI_STORE)', 'http://127.0.0.1:$(UI_PORT)')))"
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri $(UI_STORE)
+
+# The tables of a finished run's report copied into docs/results/<name>/ (what the docs pages include), e.g.
+# `make docs-tables REPORT=results/report/fashion-mnist`; scripts/docs_tables.py --check tells when they drift.
+REPORT ?= results/report/default
+docs-tables: $(STAMP)
+	$(BIN)/python scripts/docs_tables.py $(REPORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest --durations=20

@@ -30,7 +30,7 @@ SRC = Path(workflow.basedir) / "src"
 # Where the fitted files a method reads (`lowloss methods`: needs/takes) are made, relative to
 # results/{exp}/; the registry says which method reads which. A new method is one line in the registry.
 INPUT_FILES = {
-    "connector": "connectors/{method}.safetensors",
+    "connector": "connectors/{method}/fit{fit}.safetensors",
     "curve": "curves/{method}/{pair}.safetensors",
     "matching": "matchings/{method}/{pair}.safetensors",
 }
@@ -296,10 +296,21 @@ def output_folder(wildcards, output):
     return os.path.dirname(output[0])
 
 
+def learned(method):
+    """Whether `method` reads a fitted connector (its paths are made once per connector fit)."""
+    return "connector" in get_method(method).inputs
+
+
+def fitted_path_table(name, method, pair, fit):
+    return f"results/{name}/paths/{method}/{pair}.fit{fit}.csv"
+
+
 def report_paths(wildcards):
-    """Every path table of the run, experiments in config order, methods in table order."""
-    return [path_table(name, method, pair) for name in config["experiments"]
-            for method in methods(name) for pair in pairs(name)]
+    """Every path table of the run, experiments in config order, methods in table order; a learned method's
+    table once per connector fit."""
+    return [fitted_path_table(name, method, pair, fit) if learned(method) else path_table(name, method, pair)
+            for name in config["experiments"] for method in methods(name) for pair in pairs(name)
+            for fit in (range(experiment(name)["connector_fits"]) if learned(method) else [None])]
 
 
 def first_seed_model(wildcards):
@@ -338,10 +349,13 @@ def ensemble_models(wildcards):
 
 
 def method_inputs(wildcards):
-    """The fitted files (connector, curve, matching) that method `wildcards.method` reads for the pair."""
+    """The fitted files (connector, curve, matching) that method `wildcards.method` reads for the pair (a
+    connector: the one of fit `wildcards.fit`)."""
     method = get_method(wildcards.method)  # a +repair variant reads the files made for its method
-    return {need: os.path.join("results", wildcards.exp,
-                               INPUT_FILES[need].format(method=method.base_name, pair=wildcards.pair))
+    if learned(method.name) and "fit" not in wildcards.keys():
+        raise WorkflowError(f"{wildcards.method}: a learned method's path table is <pair>.fit<k>.csv, one per fit")
+    return {need: os.path.join("results", wildcards.exp, INPUT_FILES[need].format(
+                method=method.base_name, pair=wildcards.pair, fit=wildcards.get("fit")))
             for need in method.inputs}
 
 
@@ -391,7 +405,9 @@ def train_args(wildcards):
 
 
 def connector_args(wildcards):
-    return flags(experiment(wildcards.exp)["connectors"].get(wildcards.method, {}))
+    """The method's connector options; fit k is fitted with seed + k."""
+    options = experiment(wildcards.exp)["connectors"].get(wildcards.method, {})
+    return flags({**options, "seed": options.get("seed", 0) + int(wildcards.fit)})
 
 
 def curve_args(wildcards):
@@ -532,6 +548,7 @@ wildcard_constraints:
     exp=r"[a-z0-9][a-z0-9._-]*",
     seed=r"\d+",
     pair=r"\d+-\d+",
+    fit=r"\d+",
     method=r"[a-z0-9][a-z0-9+-]*",
     ensemble=r"ind|wa\d+",
     size=r"\d+",

@@ -1,4 +1,5 @@
-# Stage 6: every configured method on every pair, evaluated along its path on train and test.
+# Stage 6: every configured method on every pair, evaluated along its path on train and test; a learned
+# method once per connector fit (connect_fit).
 
 
 rule connect:
@@ -18,3 +19,10 @@ rule connect:
     shell:
         "python -m lowloss {params.tags} --mlflow-tag rule=connect connect {input.a} {input.b} --method {wildcards.method} "
         "{params.data} {params.options} --out {output} --no-progress > {log} 2>&1"
+
+
+use rule connect as connect_fit with:
+    output:
+        "results/{exp}/paths/{method}/{pair}.fit{fit}.csv",
+    log:
+        "logs/{exp}/paths/{method}/{pair}.fit{fit}.log",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -10,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from hypothesis import settings
 
 from lowloss.cli.main import main
 from lowloss.methods.context import Context, Options
@@ -127,6 +130,30 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
     assert lines[0].startswith("lowloss: error:"), lines[0]
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def hashes(folder: Path) -> dict[str, str]:
+    """Every entry under `folder`: a file by the hash of its bytes, anything else by what it is."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        name = str(path.relative_to(folder))
+        if path.is_symlink():
+            found[name] = f"link to {os.readlink(path)}"
+        elif path.is_file():
+            found[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            found[name] = "folder" if path.is_dir() else f"mode {path.lstat().st_mode:o}"
+    return found
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Loading a dataset fails the test: every refusal here comes before any data is loaded."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("data were loaded before the refusal")
+
+    monkeypatch.setattr("lowloss.training.data.load_dataset", refuse)
 
 
 @pytest.fixture(scope="session")
@@ -265,3 +292,8 @@ def user_checkpoints(tmp_path_factory, digits):
     torch.save({"epoch": 8, "state_dict": {f"module.{k}": v for k, v in models[0].state_dict().items()}}, a)
     save_file(models[1].state_dict(), str(b))
     return a, b, models
+
+
+settings.register_profile("lowloss", derandomize=True, max_examples=40, deadline=None)
+settings.load_profile("lowloss")
+"""Hypothesis' examples are derandomized (every run tries the same ones) and few, so the suite stays quick."""

@@ -147,11 +147,14 @@ def test_connect_records_the_seconds_of_the_curve_it_read(pairs, digits, tmp_pat
     "args,fragment",
     [
         (["--method", "ot+wa+polychain-3", "--epochs", "-1"], "argument --epochs: must be at least 0, got -1"),
-        (["--method", "aligned-polychain-3", "--wa-breakpoints", "1"], "--wa-breakpoints must be an integer of at"),
+        (
+            ["--method", "aligned-polychain-3", "--wa-breakpoints", "1"],
+            "argument --wa-breakpoints: must be at least 2, got 1",
+        ),
         (["--method", "ot+wa+polychain-9"], "invalid choice: 'ot+wa+polychain-9'"),
         (["--method", "aligned-polychain-3", "--wa-samples", "0"], "argument --wa-samples: must be at least 1"),
         (["--method", "garipov-polychain-3", "--matching", "MATCHING"], "--matching applies to aligned curves"),
-        (["--method", "ot+wa+polychain-3", "--matching", "A"], "not an OT matching"),
+        (["--method", "ot+wa+polychain-3", "--matching", "A"], "but an OT matching (from `lowloss match`) is expected"),
         (["--method", "aligned-polychain-3", "--ot-solver", "exact"], "argument --ot-solver: invalid choice: 'exact'"),
     ],
 )

@@ -13,9 +13,8 @@ from safetensors import safe_open
 from safetensors.torch import save, save_file
 
 from lowloss.storage.atomic import ArtifactError
+from lowloss.storage.header import HEADER_KEY, LEGACY_FORMAT, meta_checksum
 from lowloss.storage.weights import (
-    HEADER_KEY,
-    LEGACY_FORMAT,
     file_sha256,
     load_weights,
     read_meta,
@@ -82,6 +81,11 @@ def test_earlier_sidecar_files_stay_readable(tmp_path):
             {
                 "format": LEGACY_FORMAT,
                 "kind": "model",
+                "arch": "onehidden",
+                "arch_options": {"width": 2},
+                "input_shape": [3],
+                "num_classes": 2,
+                "dataset": "digits",
                 "sha256": file_sha256(path),
                 "tensors": {"a": {"shape": [2, 3]}, "b": {"shape": [4]}},
             }
@@ -112,7 +116,7 @@ def test_a_failed_write_names_the_file_and_leaves_nothing_behind(saved):
     blocked = saved.parent / "file"
     blocked.write_text("a file, not a folder")
     with pytest.raises(ArtifactError, match="file/w.safetensors: cannot write"):
-        save_weights(blocked / "w.safetensors", TENSORS, {})
+        save_weights(blocked / "w.safetensors", TENSORS, {"kind": "test"})
     assert sorted(p.name for p in saved.parent.iterdir()) == ["file", "w.json", "w.safetensors"]
 
 
@@ -129,6 +133,7 @@ def _flip_a_weight(path):
 def _nan_weights(path):
     tensors = {"a": torch.full((2, 3), float("nan")), "b": torch.ones(4)}
     meta = {**read_meta(path), "sha256": tensors_sha256(tensors)}
+    meta["checksum"] = meta_checksum(meta)  # a whole new header: only the tensors tell
     path.write_bytes(save(tensors, metadata={HEADER_KEY: json.dumps(meta)}))
 
 

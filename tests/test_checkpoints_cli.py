@@ -155,6 +155,12 @@ def bad_checkpoints(user_checkpoints, tmp_path_factory):
     torch.save({**state, "head.weight": torch.zeros(2)}, folder / "extra.pt")
     save_file({**state, "fc.weight": torch.zeros(3, 8)}, str(folder / "shape.safetensors"))
     save_file({**state, "fc.bias": torch.full((10,), float("inf"))}, str(folder / "inf.safetensors"))
+    torch.save({**state, "conv2.bias": torch.full((8,), float("nan"))}, folder / "nan.pt")
+    torch.save(
+        {key: value.half() if value.is_floating_point() else value for key, value in state.items()}, folder / "half.pt"
+    )
+    save_file({**state, "fc.weight": state["fc.weight"].round().long()}, str(folder / "int.safetensors"))
+    torch.save({**state, "bn1.weight": state["bn1.weight"].bfloat16()}, folder / "bf16.pt")
     return folder
 
 
@@ -188,6 +194,10 @@ def bad_checkpoints(user_checkpoints, tmp_path_factory):
             "tensor 'fc.weight' has shape [3, 8], tests.user_models:TinyCNN needs [10, 32]",
         ),
         ("match", "inf.safetensors", MODEL, "tensor 'fc.bias' contains NaN or Inf values"),
+        ("import", "nan.pt", MODEL, "nan.pt: tensor 'conv2.bias' contains NaN or Inf values"),
+        ("connect", "half.pt", MODEL, "half.pt: tensor 'conv1.weight' is float16; lowloss reads weights in float32 or"),
+        ("import", "int.safetensors", MODEL, "int.safetensors: tensor 'fc.weight' is int64; lowloss reads weights in"),
+        ("ensemble", "bf16.pt", MODEL, "bf16.pt: tensor 'bn1.weight' is bfloat16; lowloss reads weights in"),
         (
             "connect",
             "a",
@@ -213,7 +223,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
     out.mkdir()
     target = out / ("x.csv" if command == "connect" else "x.safetensors")
     endpoints = [first] if command in ("import", "info") else [first, b]
-    extra = {"connect": ["--method", "linear"], "info": []}.get(command, [])
+    extra = {"connect": ["--method", "linear"], "ensemble": ["--independent"]}.get(command, [])
     written = [] if command == "info" else ["--out", target]
     result = run_main(capsys, command, *endpoints, *options, *extra, *written)
     assert_one_line_error(result, fragment)

@@ -98,3 +98,57 @@ def test_a_file_of_the_wrong_kind_is_named(digits_endpoints, tmp_path, capsys):
     for wrong, fragment in cases:
         result = run_main(capsys, "connect", wrong, other, "--method", "linear", "--out", tmp_path / "p.csv")
         assert_one_line_error(result, f"{wrong}: {fragment}, but a trained model (from `lowloss train`) is expected")
+
+
+REFUSED = """
+import sys, time
+from lowloss.cli.main import main
+started = time.perf_counter()
+code = main({argv!r})
+print("SECONDS", time.perf_counter() - started)
+print("CODE", code)
+heavy = sorted(name for name in ("torch", "torchvision", "mlflow", "sklearn", "pandas") if name in sys.modules)
+print("HEAVY", ",".join(heavy))
+"""
+
+
+@pytest.mark.parametrize(
+    "case,fragment",
+    [
+        ("unknown method", "argument --method: unknown method 'lineer' (did you mean `linear`?)"),
+        ("missing file", "missing.safetensors: file not found"),
+        ("bad option value", "argument --epochs: must be at least 1, got 0"),
+        ("option the method does not read", "--wa-breakpoints applies to linear+wa, arc+wa, ot+wa"),
+        ("file of the wrong kind", "this is the JSON sidecar of a.safetensors, but a trained model"),
+        ("output that is an input", "--out {a}: is input {a}"),
+        ("bad header", "metadata does not match its checksum"),
+    ],
+)
+def test_data_free_errors_are_refused_before_any_heavy_import(case, fragment, digits_endpoints, tmp_path):
+    """Names, files and option values are checked before torch (or pandas, or MLflow) is imported: each such
+    mistake is refused in well under a second of the command's own time."""
+    a, b = (
+        copy_model(digits_endpoints(16, seed, 1), tmp_path / f"{name}.safetensors") for seed, name in enumerate("ab")
+    )
+    connect = ["connect", str(a), str(b), "--method", "linear", "--out", str(tmp_path / "p.csv")]
+    argv = {
+        "unknown method": [*connect[:4], "lineer", *connect[5:]],
+        "missing file": ["connect", str(tmp_path / "missing.safetensors"), *connect[2:]],
+        "bad option value": ["train", "--epochs", "0", "--out", str(tmp_path / "m.safetensors")],
+        "option the method does not read": [*connect, "--wa-breakpoints", "3"],
+        "file of the wrong kind": ["connect", str(a.with_suffix(".json")), *connect[2:]],
+        "output that is an input": [*connect[:-1], str(a)],
+        "bad header": connect,
+    }[case]
+    if case == "bad header":
+        data = bytearray(a.read_bytes())
+        data[data.index(b'seed\\":') + 7] ^= 1  # the seed's first digit: still JSON, another value
+        a.write_bytes(bytes(data))
+    result = subprocess.run(
+        [sys.executable, "-c", REFUSED.format(argv=argv)], capture_output=True, text=True, timeout=60
+    )
+    lines = dict(line.split(" ", 1) if " " in line else (line, "") for line in result.stdout.splitlines()[-3:])
+    assert lines["CODE"] == "2", result.stderr
+    assert result.stderr.count("lowloss: error:") == 1 and fragment.format(a=a) in result.stderr, result.stderr
+    assert lines["HEAVY"] == ""
+    assert float(lines["SECONDS"]) < 0.5, lines

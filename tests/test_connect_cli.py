@@ -88,13 +88,31 @@ def test_connect_json_line_and_saved_breakpoints(pair, tmp_path):
         assert all(torch.equal(saved.tensors[k], v) for k, v in load_weights(endpoint).tensors.items())
 
 
-def test_methods_lists_every_method_with_its_description(capsys):
-    result = run_main(capsys, "methods")
-    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line}
-    for method in METHODS:
-        assert len(lines[method].split()) > 3
-    assert "networks that cut into stages" in lines["ot+wa"] and "one hidden layer" in lines["realnvp-flow"]
-    assert "+repair after its name" in result.stdout.splitlines()[-1]
+def test_methods_lists_every_method_in_a_table_wrapped_to_the_terminal(capsys, monkeypatch):
+    from lowloss.methods.registry import METHODS as REGISTERED
+
+    monkeypatch.setenv("COLUMNS", "100")
+    lines = run_main(capsys, "methods").stdout.splitlines()
+    assert max(map(len, lines)) <= 100
+    starts = [i for i, line in enumerate(lines) if line.split(" ", 1)[0] in REGISTERED]
+    assert [lines[i].split()[0] for i in starts] == sorted(REGISTERED)  # one row each, names in the first column
+    header = next(line for line in lines if "what it does" in line)
+    edges = [header.index(title) for title in ("what it does", "applies to", "also reads")] + [None]
+    column = edges[0]
+    for i, line in enumerate(lines[starts[0] : starts[-1]], start=starts[0]):  # wrapped within their columns
+        assert line[:column].strip() == (line.split()[0] if i in starts else ""), line
+    assert all(lines[i][column] != " " for i in starts)  # every description starts in the second column
+
+    def cell(method: str, index: int) -> str:
+        """Column `index` (0: what it does) of the method's row, its wrapped lines joined."""
+        i = starts[sorted(REGISTERED).index(method)]
+        end = next((j for j in starts if j > i), len(lines) - 2)
+        return " ".join(" ".join(line[edges[index] : edges[index + 1]] for line in lines[i:end]).split())
+
+    assert cell("ot+wa", 1).startswith("networks that cut into stages") and "--wa-breakpoints" in cell("ot+wa", 2)
+    assert cell("realnvp-flow", 1) == "networks with one hidden layer" and "--connector" in cell("realnvp-flow", 2)
+    assert cell("linear", 0) == REGISTERED["linear"].description
+    assert "+repair after its name" in " ".join(lines[-3:])
 
 
 def test_bad_input_is_one_line_and_writes_nothing(pair, odd_endpoints, tmp_path, capsys):
@@ -108,8 +126,8 @@ def test_bad_input_is_one_line_and_writes_nothing(pair, odd_endpoints, tmp_path,
             "method 'realnvp-flow' applies to networks with one hidden layer, not to 'fc3'",
         ),
         ([*pair, "--method", "linear", "--dataset", "synthetic-mnist"], "expects inputs [1, 8, 8]"),
-        ([*pair, "--method", "ot+wa", "--wa-breakpoints", "1"], "--wa-breakpoints must be an integer of at least 2"),
-        ([*pair, "--method", "ot+wa", "--wa-breakpoints", "0"], "--wa-breakpoints must be an integer of at least 2"),
+        ([*pair, "--method", "ot+wa", "--wa-breakpoints", "1"], "argument --wa-breakpoints: must be at least 2, got 1"),
+        ([*pair, "--method", "ot+wa", "--wa-breakpoints", "0"], "argument --wa-breakpoints: must be at least 2, got 0"),
         ([*pair, "--method", "ot", "--matching", tmp_path / "none.safetensors"], "file not found"),
     ]
     for args, fragment in cases:

@@ -206,7 +206,7 @@ def test_bad_input_is_one_line_and_writes_nothing(models, odd_endpoints, tmp_pat
         ((models[0], narrow, "--wa-layer", "1"), ("narrow.safetensors: arch_options {'width': 32} differs",)),
         ((models[0], other_data, "--independent"), ("mnist.safetensors: dataset 'mnist' differs",)),
         ((*models, "--wa-layer", "2"), ("--wa-layer 2 is out of range for OneHidden", "allow 1 (the last layer) to 1")),
-        ((fc3, fc3, "--wa-layer", "0"), ("--wa-layer 0 is out of range for FC3",)),
+        ((fc3, fc3, "--wa-layer", "0"), ("argument --wa-layer: must be at least 1, got 0",)),
         ((models[0], "--independent"), ("an ensemble needs at least two models, got 1",)),
         ((*models, "--independent", "--wa-layer", "1"), ("not allowed with argument",)),
         ((*models, "--wa-layer", "1", "--wa-samples", "0"), ("--wa-samples: must be at least 1, got 0",)),

@@ -83,7 +83,7 @@ def test_saved_matching_round_trips_and_refuses_other_methods_endpoints_fits_and
     network = network_of(width=WIDTH)
     theta_a, theta_b = random_params(0, WIDTH), random_params(1, WIDTH)
     perms = sequential_matching(theta_a, theta_b, network.spec)
-    endpoints = (fake_endpoint("a", "aa"), fake_endpoint("b", "bb"))
+    endpoints = (fake_endpoint("a", "a" * 64), fake_endpoint("b", "b" * 64))
     fitted = {"dataset": "digits", "wa_samples": None, "seed": 0}
     save_matching(tmp_path / "m.safetensors", perms, "ot+wa", endpoints, "emd", fitted)
     saved = load_weights(tmp_path / "m.safetensors")

@@ -52,6 +52,9 @@ def test_input_size_is_three_positive_integers():
     for text in ("3,32", "3,0,32", "a,b,c"):
         with pytest.raises(LowlossError, match="expected C,H,W"):
             parse_input_size(text)
+    for text in ("3,32,4097", "1025,32,32"):
+        with pytest.raises(LowlossError, match="at most 1024 channels and 4096 pixels a side"):
+            parse_input_size(text)
 
 
 def test_references_are_told_from_built_in_names():

@@ -332,7 +332,7 @@ def _set_cell(csv: Path, row: int, column: str, value) -> None:
         (lambda csv: _set_cell(csv, 3, "acc", np.nan), "line 5: acc nan"),
         (lambda csv: _set_cell(csv, 0, "acc", 1.7), "line 2: acc 1.7"),
         (lambda csv: _set_cell(csv, 2, "acc", -0.1), "line 4: acc -0.1"),
-        (lambda csv: _set_cell(csv, 1, "loss", np.nan), "line 3: acc 0.95, loss nan"),
+        (lambda csv: _set_cell(csv, 1, "loss", np.nan), "line 3: loss nan: must be a finite number"),
         (lambda csv: csv.write_bytes(b""), "empty file, not a path table"),
         (lambda csv: csv.write_bytes(b'leg,t\n"1,2\n'), "not a readable CSV"),
         (lambda csv: csv.write_bytes(b"\xff\xfe\x00binary"), "not a readable CSV"),

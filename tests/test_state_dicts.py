@@ -44,8 +44,23 @@ def test_every_common_form_gives_the_models_tensors(tmp_path, model, name, wrap)
     assert list(fitted) == list(state) and all(torch.equal(fitted[key], state[key]) for key in state)
 
 
-def test_half_precision_tensors_take_the_models_dtype(tmp_path, model):
-    path = saved(tmp_path, "half.pt", {key: value.half() for key, value in model.state_dict().items()})
+def test_weights_of_another_precision_than_float32_or_float64_are_refused(tmp_path, model):
+    """Half precision, bfloat16 and integers are named, never converted in silence; float64 weights take the
+    model's dtype, and BatchNorm's batch count stays an integer."""
+    for dtype in (torch.float16, torch.bfloat16, torch.int32):
+        state = {
+            key: value.to(dtype) if value.is_floating_point() else value for key, value in model.state_dict().items()
+        }
+        path = saved(tmp_path, f"{dtype}.pt", state)
+        with pytest.raises(
+            LowlossError, match=f"^{path}: tensor 'conv1.weight' is {str(dtype).removeprefix('torch.')};"
+        ):
+            fitted_state_dict(path, read_state_dict(path), model, "TinyCNN")
+    path = saved(
+        tmp_path,
+        "double.pt",
+        {key: value.double() if value.is_floating_point() else value for key, value in model.state_dict().items()},
+    )
     fitted = fitted_state_dict(path, read_state_dict(path), model, "TinyCNN")
     assert fitted["conv1.weight"].dtype == torch.float32 and fitted["bn1.num_batches_tracked"].dtype == torch.int64
 

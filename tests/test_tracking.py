@@ -158,10 +158,11 @@ def test_a_run_names_the_runs_that_made_its_inputs_and_its_parent(store, tmp_pat
                 stage=0,
                 t=0.0,
                 position=0.0,
-                split="test",
+                split=split,
                 loss=1.0,
                 acc=0.5,
             )
+            for split in ("train", "test")  # a path table holds every point on both splits
         ]
     ).to_csv(csv, index=False)
     args = namespace(

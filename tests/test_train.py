@@ -4,7 +4,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lowloss.storage.checkpoints import UNTRUSTED_SUFFIX, checkpoint_path
+from lowloss.storage.checkpoints import checkpoint_path
+from lowloss.storage.weights import read_meta
 from lowloss.training.config import TrainConfig
 from lowloss.training.train import learning_rate, train_endpoint
 
@@ -70,11 +71,16 @@ def test_interrupted_run_resumes_to_the_same_weights(digits, tmp_path):
     assert not checkpoint_path(resumed).exists()
 
 
-def test_a_stale_checkpoint_of_another_configuration_is_discarded(digits, tmp_path):
+def test_a_stale_checkpoint_of_another_configuration_is_set_aside(digits, tmp_path, caplog):
     out = tmp_path / "changed.safetensors"
     with pytest.raises(KeyboardInterrupt):
         _train(digits, out, epochs=4, interrupt_after=2)
+    stale = checkpoint_path(out).read_bytes()
     meta = _train(digits, out, epochs=3)  # the configuration changed after the interruption
+    asides = list(tmp_path.glob("changed.ckpt.*.safetensors"))
+    assert len(asides) == 1 and asides[0].read_bytes() == stale  # kept, under the identity of its configuration
+    assert asides[0].name == f"changed.ckpt.{read_meta(asides[0])['identity']}.safetensors"
+    assert f"set aside as {asides[0].name}, starting afresh" in caplog.text
     assert [row["epoch"] for row in meta["history"]] == [1, 2, 3]
     reference = tmp_path / "reference.safetensors"
     _train(digits, reference, epochs=3)
@@ -91,13 +97,13 @@ def test_a_checkpoint_that_cannot_be_trusted_is_set_aside_and_training_starts_af
     data[-1] ^= 1  # one flipped bit in the last weight: the hash in the header no longer matches
     ckpt.write_bytes(bytes(data))
     meta = _train(digits, out)
-    assert "set aside as m.ckpt.safetensors.untrusted, starting afresh" in caplog.text
+    assert "set aside as m.ckpt.untrusted.safetensors, starting afresh" in caplog.text
     assert [row["epoch"] for row in meta["history"]] == [1, 2, 3, 4]
     reference = tmp_path / "reference.safetensors"
     _train(digits, reference)
     a, b = load_file(out), load_file(reference)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert ckpt.with_name(ckpt.name + UNTRUSTED_SUFFIX).exists() and not ckpt.exists()
+    assert ckpt.with_name("m.ckpt.untrusted.safetensors").read_bytes() == bytes(data) and not ckpt.exists()
 
 
 @pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="thread-independent products need MKL (x86 builds)")

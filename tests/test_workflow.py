@@ -27,6 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "test-tiny.yaml"
 EXPERIMENT, DEEP = "digits-tiny", "digits-fc3-tiny"
+FITS = yaml.safe_load(TINY.read_text())["experiments"][EXPERIMENT]["connector_fits"]
 REPORT = Path("results/report/test-tiny")
 MLFLOW_EXPERIMENT = "lowloss-test-tiny"
 FIGURES = [
@@ -123,10 +124,11 @@ def test_every_stage_runs_and_every_output_exists(workflow):
     assert plan == Counter(
         train=6 + 2,
         model_set=1,
-        fit_connector=1,
+        fit_connector=FITS,
         match=2 + 1,
         fit_curve=2,
-        connect=2 * len(config["methods"]) + len(deep),
+        connect=2 * (len(config["methods"]) - 1) + len(deep),
+        connect_fit=2 * FITS,  # realnvp-flow, once per connector fit
         report=1,
         ensemble=len(ENSEMBLES),
         ensemble_report=1,
@@ -137,13 +139,16 @@ def test_every_stage_runs_and_every_output_exists(workflow):
         assert (results / "models" / f"seed{seed}.safetensors").is_file()
         assert not (results / "models" / f"seed{seed}.ckpt.safetensors").exists()
     assert (results / "V.json").is_file()
-    assert (results / "connectors" / "realnvp-flow.safetensors").is_file()
+    for fit in range(FITS):
+        assert (results / "connectors" / "realnvp-flow" / f"fit{fit}.safetensors").is_file()
     for pair in pairs:  # fitted files live in folders named after the method that reads them
         assert (results / "matchings" / "ot" / f"{pair}.safetensors").is_file()
         assert (results / "curves" / "garipov-polychain-3" / f"{pair}.safetensors").is_file()
         for method in config["methods"]:
-            assert (results / "paths" / method / f"{pair}.csv").is_file()
-            assert (workdir / "logs" / EXPERIMENT / "paths" / method / f"{pair}.log").is_file()
+            names = [f"{pair}.fit{fit}" for fit in range(FITS)] if method == "realnvp-flow" else [pair]
+            for name in names:
+                assert (results / "paths" / method / f"{name}.csv").is_file()
+                assert (workdir / "logs" / EXPERIMENT / "paths" / method / f"{name}.log").is_file()
     assert (workdir / "results" / DEEP / "matchings" / "ot+wa" / "0-1.safetensors").is_file()
     for method in deep:
         assert (workdir / "results" / DEEP / "paths" / method / "0-1.csv").is_file()
@@ -166,7 +171,7 @@ def test_tables_have_every_method_and_end_points_in_percent(workflow):
     worst = pd.read_csv(workdir / REPORT / "worst_points.csv")
     assert worst["worst_acc"].between(0, 100).all()
     ours = worst[worst["experiment"] == EXPERIMENT]
-    assert len(ours) == (len(methods) * 2 + 4) * 2  # (methods × pairs + the 4 endpoints) × splits
+    assert len(ours) == ((len(methods) - 1 + FITS) * 2 + 4) * 2  # (paths × pairs + the 4 endpoints) × splits
     assert "| End Points" in (workdir / REPORT / "table1.md").read_text()
     deep = report_table(workdir, "table2")
     assert list(dict.fromkeys(deep["method"])) == [*config["experiments"][DEEP]["methods"], "End Points"]  # paper's

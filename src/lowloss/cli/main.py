@@ -1,6 +1,8 @@
 """The `lowloss` command: one subcommand per module in `lowloss.cli.commands`.
 
-A subcommand's `run(args)` returns a summary dict (or None); it is printed as the LAST line of stdout,
+A subcommand's `check(args)`, where it has one, runs first: every check that needs no data (names, files,
+outputs, options a method does not read), before torch or the data are loaded, so such a mistake is
+refused at once. Its `run(args)` returns a summary dict (or None); it is printed as the LAST line of stdout,
 one JSON object, which scripts and the workflow read. Every error reaches the user as one line,
 `lowloss: error: …`, and exit status 2; set LOWLOSS_DEBUG=1 to see the traceback instead.
 With `--mlflow-experiment` (or $LOWLOSS_MLFLOW_EXPERIMENT) every command is logged as one MLflow run
@@ -52,13 +54,15 @@ COMMANDS = [
     info,
 ]
 """The subcommands, in the order `lowloss --help` lists them."""
+COMMANDS_BY_NAME = {command.NAME: command for command in COMMANDS}
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing usage, so usage errors are one line too."""
+    """argparse that raises instead of printing usage, so usage errors are one line too (under the one
+    `lowloss: error:` prefix, without the program's name again)."""
 
     def error(self, message: str):
-        raise LowlossError(f"{self.prog}: {message}")
+        raise LowlossError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
         )
+        check = getattr(COMMANDS_BY_NAME[args.command], "check", None)
+        if check is not None:
+            check(args)
         summary = args.run(args)
         tracking.log_command(args, summary, start)
         if summary is not None:

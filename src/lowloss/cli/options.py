@@ -18,8 +18,18 @@ from typing import TYPE_CHECKING, TypeVar
 
 from lowloss.errors import LowlossError, unknown_name
 from lowloss.evaluate.adaptive import AUTO
+from lowloss.methods.context import ALL
 from lowloss.nets.architectures import ARCHITECTURES, NORMS
-from lowloss.nets.references import FORMS, ModelRef, parse_input_size, parse_model_args, parse_reference
+from lowloss.nets.references import (
+    FORMS,
+    MAX_INPUT_CHANNELS,
+    MAX_INPUT_SIDE,
+    ModelRef,
+    parse_input_size,
+    parse_model_args,
+    parse_reference,
+)
+from lowloss.storage.file_kinds import MODEL, require_not_checkpoint
 from lowloss.training.datasets import DATASETS
 
 if TYPE_CHECKING:
@@ -69,18 +79,18 @@ def add_dataset_options(parser: argparse.ArgumentParser, user_data: bool = False
     )
     parser.add_argument(
         "--input-size",
-        type=argument_type(parse_input_size),
+        type=input_size,
         metavar="C,H,W",
-        help="the input size of the networks: images are resized to it (a grey channel repeated); default: the "
-        "dataset's own, or a timm model's pretrained config for an image folder",
+        help=f"the input size of the networks: images are resized to it (a grey channel repeated); default: the "
+        f"dataset's own, or a timm model's pretrained config for an image folder ({INPUT_SIZE_RANGE})",
     )
     parser.add_argument(
         "--normalize",
         type=normalization,
         metavar="MEAN,STD",
         help="normalise images in [0, 1] as (x - MEAN) / STD: two numbers for every channel, or C means then C "
-        "deviations; default: standardised with the training split's statistics (an image folder of a timm "
-        "model: its pretrained config's)",
+        "deviations (means in [0, 1], deviations in (0, 1]); default: standardised with the training split's "
+        "statistics (an image folder of a timm model: its pretrained config's)",
     )
 
 
@@ -120,6 +130,16 @@ def model_ref_from_args(args: argparse.Namespace) -> ModelRef | None:
     return ModelRef(args.model, args.model_args or {}, tuple(args.freeze or ()))
 
 
+def model_inputs(args: argparse.Namespace, paths: list[Path]) -> dict[Path, str | None]:
+    """The files the command line names as models, each with the kind `check_files` expects of it: lowloss model
+    files, or with `--model` the user's checkpoints (no lowloss kind; their tensors are checked when read)."""
+    if model_ref_from_args(args) is not None:
+        return dict.fromkeys(paths, None)
+    for path in paths:
+        require_not_checkpoint(path)
+    return dict.fromkeys(paths, MODEL)
+
+
 def endpoints_from_args(args: argparse.Namespace, paths: list[Path], what: str = "endpoints") -> Endpoints:
     """The models the command line names (`what` they are, for messages): lowloss model files, or with `--model`
     the user's checkpoints."""
@@ -141,13 +161,15 @@ def endpoints_and_data(
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
-    """The method options the command line gives; those a command does not take keep their defaults."""
+    """The method options the command line gives; those it leaves out or a command does not take keep their
+    defaults."""
     from dataclasses import fields
 
     from lowloss.methods.context import Options
 
-    given = {field.name: getattr(args, field.name) for field in fields(Options) if hasattr(args, field.name)}
-    return Options(**given, progress=not args.no_progress)
+    names = tuple(field.name for field in fields(Options))
+    stated = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    return Options(**stated, progress=not args.no_progress)
 
 
 def argument_type(parse: Callable[[str], T]) -> Callable[[str], T]:
@@ -163,14 +185,22 @@ def argument_type(parse: Callable[[str], T]) -> Callable[[str], T]:
     return parsed
 
 
+input_size = argument_type(parse_input_size)
+"""argparse type of `--input-size`: C,H,W in the ranges of `lowloss.nets.references.parse_input_size`."""
+INPUT_SIZE_RANGE = f"at most {MAX_INPUT_CHANNELS} channels and {MAX_INPUT_SIDE} pixels a side"
+
+
 def normalization(text: str) -> Normalize:
-    """argparse type of `--normalize`: `MEAN,STD` for every channel, or C means then C deviations (each > 0)."""
+    """argparse type of `--normalize`: `MEAN,STD` for every channel, or C means then C deviations. Images are
+    normalised from [0, 1], so a mean lies in [0, 1] and a deviation in (0, 1] (1: no scaling)."""
     values = [_float(part) for part in text.split(",")]
     if len(values) % 2:
         raise argparse.ArgumentTypeError(f"expected MEAN,STD or C means then C deviations, got {len(values)} numbers")
     means, stds = tuple(values[: len(values) // 2]), tuple(values[len(values) // 2 :])
-    if min(stds) <= 0:
-        raise argparse.ArgumentTypeError(f"deviations must be greater than 0, got {text}")
+    if not all(0 < std <= 1 for std in stds):
+        raise argparse.ArgumentTypeError(f"deviations must be greater than 0 and at most 1, got {_shown(text)}")
+    if not all(0 <= mean <= 1 for mean in means):
+        raise argparse.ArgumentTypeError(f"means must lie in [0, 1] (images are in [0, 1]), got {_shown(text)}")
     return means, stds
 
 
@@ -212,13 +242,96 @@ def dataset_from_args(args: argparse.Namespace, model: nn.Module | None = None) 
     return data
 
 
+# The range of every numeric option. A value outside it is refused while the arguments are parsed; each bound
+# says why it lies where it does (far beyond any useful setting, well before one that cannot run).
+MAX_SEED = 2**32 - 1
+"""Seeds lie in [0, 2^32 − 1], NumPy's range: the per-epoch and per-step seeds drawn from one
+(seed · 1000003 + epoch · 101 + salt) then stay far inside the 64-bit range torch's generators accept."""
+MAX_EPOCHS = 10_000
+"""50 times the paper's longest budget (200 epochs of curve fitting on CIFAR-10)."""
+MAX_STEPS = 1_000_000
+"""Optimiser steps of a connector: 1000 times the default."""
+MAX_BATCH = 65_536
+"""Training samples in a batch, or fitted on (--wa-samples): more than the largest training split (60000,
+MNIST and Fashion-MNIST), so every meaningful value is allowed and the whole split is one batch."""
+MAX_BATCHES = 1000
+"""Batches of 128 that BatchNorm's or REPAIR's statistics are measured on: 128000 samples, twice the largest
+training split."""
+MAX_WIDTH = 65_536
+"""Units of a dense hidden layer: ten times the paper's widest (6144); a one-hidden-layer network that wide
+already has 200 million parameters on CIFAR-10's inputs, and every evaluated point of a path is a copy."""
+MAX_CHANNELS = 4096
+"""Channels of a conv layer: eight times VGG's widest (512); a 3x3 conv that wide has 150 million weights."""
+MAX_WIDTH_MULTIPLIER = 8.0
+"""The factor on vgg16's and resnet20's widths that reaches MAX_CHANNELS (8 x 512)."""
+MAX_LR = 10.0
+"""A learning rate above 10 diverges at once with SGD and Adam on every network here (the defaults are
+0.01 to 0.1)."""
+MAX_WEIGHT_DECAY = 1.0
+"""At weight decay 1 a step of learning rate 1 removes the whole weight; more only flips signs."""
 MAX_POINTS = 1000
 """Upper bound of `connect --points`: every point is one evaluation of the network on both splits,
-per leg (the default is 21; 1000 already costs ~50 times as much)."""
+per leg (the default is 21; 1000 already costs ~50 times as much). `--wa-breakpoints` shares it: more
+re-fits per stage than evaluated points would re-fit between points that are never evaluated."""
+MAX_FLOW_LAYERS = 64
+"""Coupling or autoregressive layers of a connector ν (the default is 6)."""
+MAX_FLOW_HIDDEN = 4096
+"""Hidden width of ν's conditioners (the default is 128)."""
+MAX_WA_LAYER = 1000
+"""WA(n) of an ensemble: n counts weight layers from the last; the members' own network (a built-in architecture
+has at most 22, a torchvision or timm model a few hundred) is checked once they are read."""
 BN_BATCHES_HELP = (
     "recompute BatchNorm's running statistics at every point from N fixed training batches of 128 "
     "(networks with BatchNorm only); the route methods fit on points so measured"
 )
+
+
+def add_training_options(
+    parser: argparse.ArgumentParser,
+    epochs: int | None,
+    epochs_help: str,
+    weight_decay_help: str | None = None,
+    min_epochs: int = 1,
+) -> None:
+    """Seed, epochs, learning rate, batch size and weight decay of SGD training (`train`, `fit-curve`)."""
+    from lowloss.training.config import TrainConfig
+
+    add_seed_option(parser, "seed of the initialisation, the shuffles and every other random choice", TrainConfig.seed)
+    parser.add_argument(
+        "--epochs",
+        type=count(min_epochs, MAX_EPOCHS),
+        default=epochs,
+        help=f"{epochs_help} ({min_epochs} to {MAX_EPOCHS})",
+    )
+    parser.add_argument(
+        "--lr", type=positive_float(MAX_LR), default=TrainConfig.lr, help=f"initial learning rate (0 < lr ≤ {MAX_LR:g})"
+    )
+    parser.add_argument(
+        "--batch-size", type=count(1, MAX_BATCH), default=TrainConfig.batch_size, help=f"minibatch (1 to {MAX_BATCH})"
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=non_negative_float(MAX_WEIGHT_DECAY),
+        default=TrainConfig.weight_decay,
+        help=f"{weight_decay_help or 'L2 weight decay'} (0 to {MAX_WEIGHT_DECAY:g})",
+    )
+
+
+def add_count_option(
+    parser: argparse.ArgumentParser, flag: str, maximum: int, help: str, default: int | None = None
+) -> None:
+    """An integer option in [1, maximum], its help ending with its default and its bound."""
+    shown = f"default {default}, at most {maximum}" if default is not None else f"at most {maximum}"
+    parser.add_argument(flag, type=count(1, maximum), default=default, help=f"{help} ({shown})")
+
+
+def add_seed_option(parser: argparse.ArgumentParser, help: str, default: int = 0) -> None:
+    parser.add_argument("--seed", type=seed, default=default, help=f"{help} (0 to 2^32 - 1, default {default})")
+
+
+def given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    """Which of the options `names` the command line gave (not left at None or False)."""
+    return [name for name in names if getattr(args, name, None) not in (None, False)]
 
 
 def count(minimum: int = 1, maximum: int | None = None):
@@ -228,10 +341,16 @@ def count(minimum: int = 1, maximum: int | None = None):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected an integer, got {_shown(text)}") from None
         return _in_range(value, minimum, maximum)
 
+    parse.__name__ = "integer"
     return parse
+
+
+def seed(text: str) -> int:
+    """argparse type: a seed in [0, MAX_SEED]."""
+    return count(0, MAX_SEED)(text)
 
 
 def points_per_leg(text: str) -> int | str:
@@ -241,39 +360,76 @@ def points_per_leg(text: str) -> int | str:
     try:
         return _in_range(int(text), 1, MAX_POINTS)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or {AUTO!r}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected an integer or {AUTO!r}, got {_shown(text)}") from None
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0 (learning rates, width multipliers)."""
-    value = _float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
+def positive_float(maximum: float):
+    """argparse type: a finite number in (0, maximum] (learning rates, width multipliers)."""
+
+    def parse(text: str) -> float:
+        value = _float(text)
+        if not 0 < value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be greater than 0 and at most {maximum:g}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0 (weight decay)."""
-    value = _float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
-    return value
+def non_negative_float(maximum: float):
+    """argparse type: a finite number in [0, maximum] (weight decay)."""
+
+    def parse(text: str) -> float:
+        value = _float(text)
+        if not 0 <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be at least 0 and at most {maximum:g}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
-def int_list(text: str) -> list[int]:
-    """Parse '6144,2000' into [6144, 2000]; every entry is a width, so at least 1."""
+def int_list(maximum: int):
+    """argparse type: '6144,2000' -> [6144, 2000]; every entry is a width in [1, maximum]."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(part) for part in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {_shown(text)}") from None
+        return [_in_range(value, 1, maximum) for value in values]
+
+    parse.__name__ = "list"
+    return parse
+
+
+def wa_breakpoints(text: str) -> int | str:
+    """argparse type of `--wa-breakpoints`: 'all', or an integer K in [2, MAX_POINTS]."""
+    return ALL if text == ALL else count(2, MAX_POINTS)(text)
+
+
+def method_name(text: str) -> str:
+    """argparse type: a method of the method table, or its REPAIR variant (the closest name suggested)."""
+    from lowloss.methods.registry import get_method
+
     try:
-        values = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    return [_in_range(value, 1, None) for value in values]
+        return get_method(text).name
+    except LowlossError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def output_path(text: str) -> Path:
+    """argparse type of a file or folder a command writes: any name but the empty one (which would be `.`)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} names no file")
+    return Path(text)
 
 
 def _in_range(value: int, minimum: int, maximum: int | None) -> int:
     if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {_shown(str(value), quote=False)}")
     if maximum is not None and value > maximum:
-        raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
+        raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {_shown(str(value), quote=False)}")
     return value
 
 
@@ -281,10 +437,16 @@ def _float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number, got {_shown(text)}") from None
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {_shown(text)}")
     return value
+
+
+def _shown(text: str, limit: int = 40, quote: bool = True) -> str:
+    """A value as a message quotes it: a number of 5000 digits is cut."""
+    shown = text if len(text) <= limit else text[: limit - 1] + "…"
+    return repr(shown) if quote else shown
 
 
 ARCH_OPTION_FLAGS = {
@@ -304,10 +466,22 @@ def add_arch_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help=f"one of {', '.join(ARCHITECTURES)} (default: onehidden)",
     )
-    parser.add_argument("--width", type=count(1), help="onehidden: hidden units (default 2000)")
-    parser.add_argument("--widths", type=int_list, help="fc3: hidden widths, e.g. 6144,2000")
-    parser.add_argument("--channels", type=int_list, help="conv2fc1: conv channels, e.g. 32,64")
-    parser.add_argument("--width-multiplier", type=positive_float, help="vgg16, resnet20: scale every layer's width")
+    parser.add_argument(
+        "--width", type=count(1, MAX_WIDTH), help=f"onehidden: hidden units (default 2000, at most {MAX_WIDTH})"
+    )
+    parser.add_argument(
+        "--widths", type=int_list(MAX_WIDTH), help=f"fc3: hidden widths, e.g. 6144,2000 (each at most {MAX_WIDTH})"
+    )
+    parser.add_argument(
+        "--channels",
+        type=int_list(MAX_CHANNELS),
+        help=f"conv2fc1: conv channels, e.g. 32,64 (each at most {MAX_CHANNELS})",
+    )
+    parser.add_argument(
+        "--width-multiplier",
+        type=positive_float(MAX_WIDTH_MULTIPLIER),
+        help=f"vgg16, resnet20: scale every layer's width (greater than 0, at most {MAX_WIDTH_MULTIPLIER:g})",
+    )
     parser.add_argument(
         "--norm",
         type=choice("norm", NORMS),

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 FILE_INPUTS = ("connector", "curve", "matching")
 """Fitted files a method can read besides its endpoints, each made by its own command."""
+OPTIONS = ("wa_breakpoints", "wa_samples", "allow_seen", "repair_batches")
+"""Options of `lowloss connect` that only some methods read (each method's `options` say which): given to
+another method they are refused, never ignored."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,8 @@ FIRST_LAYERS = {
 class Method:
     """A connection method. `needs` are files it cannot do without; `accepts` files it computes itself
     when not given (an OT matching); `matcher` computes that matching, `settings` (a function of the
-    context) says what it depends on besides the endpoints, as its file records it."""
+    context) says what it depends on besides the endpoints, as its file records it; `options` the OPTIONS it
+    reads."""
 
     name: str
     description: str
@@ -83,6 +87,7 @@ class Method:
     matcher: str | None = None
     settings: str | None = None
     repair: bool = False
+    options: tuple[str, ...] = ()
 
     @property
     def base_name(self) -> str:
@@ -93,6 +98,15 @@ class Method:
     def inputs(self) -> tuple[str, ...]:
         """Every fitted file the method reads (the workflow makes them all)."""
         return self.needs + self.accepts
+
+    def refuse_unused(self, given: list[str]) -> None:
+        """Raise a one-line error for the first of `given` (OPTIONS and FILE_INPUTS) the method does not read."""
+        for option in given:
+            if option not in self.options + self.inputs:
+                readers = [m.name for m in METHODS.values() if option in m.options + m.inputs]
+                where = ", ".join(readers) if readers else f"*{REPAIR} methods"
+                flag = "--" + option.replace("_", "-")
+                raise LowlossError(f"{flag} applies to {where}; method {self.name!r} does not read it")
 
     def applies(self, topology: str) -> bool:
         """Whether the method runs on a network of `topology` (ANY, STAGED, LAYERED or ONE_HIDDEN)."""
@@ -117,12 +131,16 @@ class Method:
 
     def match(self, theta_a: Params, theta_b: Params, context: Context) -> tuple[dict, dict | None]:
         """The OT matching the method uses ({group: perm}) and what it depends on besides the endpoints."""
+        self.require_matcher()
+        return _function(self.matcher)(self.base_name, theta_a, theta_b, context)
+
+    def require_matcher(self) -> None:
+        """Raise a one-line error when the method uses no matching (naming those that do)."""
         if self.matcher is None:
             raise LowlossError(
                 f"method {self.name!r} uses no matching (methods that do: "
                 f"{', '.join(name for name, m in METHODS.items() if m.matcher)})"
             )
-        return _function(self.matcher)(self.base_name, theta_a, theta_b, context)
 
     def matching_settings(self, context: Context) -> dict | None:
         """What the method's matching depends on besides the endpoints (None: nothing), as its file records it."""
@@ -175,6 +193,7 @@ def _catalogue() -> dict[str, Method]:
             if first == "ot"
             else {}
         )
+        fitted = ("wa_samples",)  # the route's least squares (deep networks' bfly stages too)
         methods.append(
             Method(
                 f"{first}+wa",
@@ -183,6 +202,7 @@ def _catalogue() -> dict[str, Method]:
                 f"eq. (10)",
                 layerwise,
                 STAGED,
+                options=("wa_breakpoints", *fitted),
                 **ot,
             )
         )
@@ -193,6 +213,7 @@ def _catalogue() -> dict[str, Method]:
                 f"a layer (or a residual stage) and the layers reading it ({how})",
                 layerwise,
                 STAGED,
+                options=fitted,
                 **ot,
             )
         )
@@ -209,6 +230,7 @@ def _catalogue() -> dict[str, Method]:
                 "lowloss.methods.flows.connector:learned_path",
                 ONE_HIDDEN,
                 needs=("connector",),
+                options=("allow_seen",),
             )
         )
     for name, kind in CURVES.items():
@@ -250,5 +272,9 @@ def get_method(name: str) -> Method:
     if base == name:
         return method
     return replace(
-        method, name=name, repair=True, description=f"{method.description}; every point renormalised by REPAIR"
+        method,
+        name=name,
+        repair=True,
+        description=f"{method.description}; every point renormalised by REPAIR",
+        options=(*method.options, "repair_batches"),
     )

@@ -24,6 +24,11 @@ ZOOS = (TORCHVISION, TIMM)
 ZOO_TOPOLOGIES = (ANY, STAGED, LAYERED)
 """What a zoo model may be: deep networks of every kind, never one hidden layer (no zoo holds such an MLP)."""
 FORMS = "torchvision:NAME, timm:NAME or package.module:ClassOrFactory"
+MAX_INPUT_CHANNELS = 1024
+"""Channels of an input image: far beyond RGB, multispectral and hyperspectral bands (a few hundred)."""
+MAX_INPUT_SIDE = 4096
+"""Height or width of an input image: one 3×4096×4096 image is 200 MB in float32, eight times a 1024-pixel side;
+the datasets here are 8 to 224 pixels wide."""
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _JSON_WORDS = {"true": True, "false": False, "null": None}
 
@@ -113,13 +118,18 @@ def _literal(name: str, node: ast.expr):
 
 
 def parse_input_size(text: str) -> tuple[int, int, int]:
-    """`3,32,32` as (channels, height, width), each at least 1."""
+    """`3,32,32` as (channels, height, width): channels in [1, MAX_INPUT_CHANNELS], sides in [1, MAX_INPUT_SIDE]."""
+    shown = text if len(text) <= 40 else text[:39] + "…"
     try:
         size = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise LowlossError(f"input size {text!r}: expected C,H,W (three integers)") from None
+        raise LowlossError(f"input size {shown!r}: expected C,H,W (three integers)") from None
     if len(size) != 3 or min(size) < 1:
-        raise LowlossError(f"input size {text!r}: expected C,H,W (three integers of at least 1)")
+        raise LowlossError(f"input size {shown!r}: expected C,H,W (three integers of at least 1)")
+    if size[0] > MAX_INPUT_CHANNELS or max(size[1:]) > MAX_INPUT_SIDE:
+        raise LowlossError(
+            f"input size {shown!r}: at most {MAX_INPUT_CHANNELS} channels and {MAX_INPUT_SIDE} pixels a side"
+        )
     return size
 
 

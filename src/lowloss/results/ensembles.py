@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import jsonschema
 import pandas as pd
 
 from lowloss.storage.atomic import ArtifactError, write_text_atomic
@@ -35,6 +36,34 @@ PAGE_NOTE = ("Ind (independent networks) and every WA(n) (members that share mod
              "an ensemble has to beat to be worth its cost. Click a heading to sort, type in Search to filter rows.")
 
 
+ACCURACY = {"type": "number", "minimum": 0, "maximum": 1}
+LOSS = {"type": "number", "minimum": 0}
+COST = {"type": "number", "exclusiveMinimum": 0}
+SCORED = {"type": "object", "required": list(SCORES), "properties": {score: ACCURACY if score.endswith("acc")
+                                                                       else LOSS for score in SCORES}}
+ENSEMBLE_SCHEMA = {
+    "type": "object",
+    "required": ["method", "wa_layer", "size", "members", "single_flops", "single_params"],
+    "properties": {
+        "method": {"type": "string", "minLength": 1},
+        "wa_layer": {"type": ["integer", "null"], "minimum": 1},
+        "size": {"type": "integer", "minimum": 1},
+        "members": {"type": "array", "minItems": 1, "items": SCORED},
+        "single_flops": COST,
+        "single_params": COST,
+    },
+    "allOf": [
+        {"if": {"properties": {"wa_layer": {"type": "null"}}},
+         "then": {"required": [f"ind_{key}" for key in (*SCORES, "flops", "params")]},
+         "else": {"required": [f"wa_{key}" for key in (*SCORES, "flops", "params")]}},
+    ],
+    "patternProperties": {"^(ind|wa)_\\w+_acc$": ACCURACY, "^(ind|wa)_\\w+_loss$": LOSS,
+                          "^(ind|wa)_(flops|params)$": COST},
+}
+"""What the ensembles' report reads of an ensemble file's metadata (`lowloss ensemble` writes it)."""
+ENSEMBLE_VALIDATOR = jsonschema.Draft202012Validator(ENSEMBLE_SCHEMA)
+
+
 def method_label(wa_layer: int | None) -> str:
     """`Ind` or `WA(2)`, as in the paper's Fig. 7."""
     return "Ind" if wa_layer is None else f"WA({wa_layer})"
@@ -46,15 +75,17 @@ def ensemble_rows(path: str | os.PathLike) -> list[dict]:
     if path.parent.parent.name != "ensembles":
         raise LowlossError(f"{path}: expected an ensemble at <experiment>/ensembles/<method>/<name>.safetensors")
     meta = read_meta(path)
-    wa_layer = meta.get("wa_layer")
+    error = jsonschema.exceptions.best_match(ENSEMBLE_VALIDATOR.iter_errors(meta))
+    if error is not None:
+        key = ".".join(map(str, error.absolute_path)) or "(top level)"
+        message = error.message if len(error.message) < 120 else error.message[:119] + "…"
+        raise ArtifactError(f"{path}: not an ensemble of `lowloss ensemble` (metadata key {key}: {message})")
+    wa_layer = meta["wa_layer"]
     prefix = "ind" if wa_layer is None else "wa"
-    try:
-        size, single = int(meta["size"]), meta["members"][0]
-        ensemble = {score: meta[f"{prefix}_{score}"] for score in SCORES}
-        costs = {kind: (meta[f"{prefix}_{kind}"], meta[f"single_{kind}"]) for kind in ("flops", "params")}
-        best = max(meta["members"], key=lambda member: member["test_acc"])
-    except (KeyError, IndexError, TypeError) as exc:
-        raise ArtifactError(f"{path}: not an ensemble of `lowloss ensemble` (sidecar lacks {exc})") from None
+    size, single = meta["size"], meta["members"][0]
+    ensemble = {score: meta[f"{prefix}_{score}"] for score in SCORES}
+    costs = {kind: (meta[f"{prefix}_{kind}"], meta[f"single_{kind}"]) for kind in ("flops", "params")}
+    best = max(meta["members"], key=lambda member: member["test_acc"])
     base = {"experiment": path.parent.parent.parent.name, "method": meta["method"], "label": method_label(wa_layer),
             "wa_layer": wa_layer}
     rows = [{**base, "models": size, **ensemble, **{kind: value for kind, (value, _) in costs.items()}},

@@ -35,7 +35,9 @@ from lowloss.results.html import write_table_page
 from lowloss.nets.architectures import ARCHITECTURES
 from lowloss.nets.topology import ONE_HIDDEN
 
-PATH_NAME = re.compile(r"(?P<a>\d+)-(?P<b>\d+)\.csv")
+PATH_NAME = re.compile(r"(?P<a>\d+)-(?P<b>\d+)(\.fit(?P<fit>\d+))?\.csv")
+"""`<seed A>-<seed B>.csv`, or `<seed A>-<seed B>.fit<k>.csv` for the path through a learned method's k-th
+connector fit (each fit is one more sample of the method's row)."""
 TABLE2_ORDER = ["linear", "arc", "linear+bfly", "arc+bfly", "linear+wa", "arc+wa", "ot+bfly", "ot+wa",
                 "garipov-polychain-3"]
 """The rows of the paper's Table 2 (methods not in it follow in the order they come)."""
@@ -56,17 +58,24 @@ WORST_POINTS_NOTE = ("Per experiment, method, pair and split: the lowest accurac
 
 @dataclass(frozen=True)
 class PathRun:
-    """One evaluated path: which experiment, method, architecture and pair of seeds, and its table."""
+    """One evaluated path: which experiment, method, architecture and pair of seeds (and connector fit), and
+    its table."""
 
     experiment: str
     method: str
     arch: str
     seeds: tuple[int, int]
     table: pd.DataFrame
+    fit: int | None = None
 
     @property
     def pair(self) -> str:
         return f"{self.seeds[0]}-{self.seeds[1]}"
+
+    @property
+    def sample(self) -> str:
+        """The pair, and the connector fit of a learned method's path (`0-1`, `0-1.fit2`)."""
+        return self.pair if self.fit is None else f"{self.pair}.fit{self.fit}"
 
     @property
     def one_hidden(self) -> bool:
@@ -79,10 +88,30 @@ def load_path_run(csv: str | os.PathLike) -> PathRun:
     csv = Path(csv)
     match = PATH_NAME.fullmatch(csv.name)
     if match is None or csv.parent.parent.name != "paths":
-        raise LowlossError(f"{csv}: expected a path table at <experiment>/paths/<method>/<seedA>-<seedB>.csv")
+        raise LowlossError(f"{csv}: expected a path table at <experiment>/paths/<method>/<seedA>-<seedB>.csv "
+                           f"(or <seedA>-<seedB>.fit<k>.csv for a learned method's k-th connector)")
     table = read_path_table(csv)
+    if table["method"].iloc[0] != csv.parent.name:
+        raise LowlossError(f"{csv}: holds a path of method {table['method'].iloc[0]!r}, but lies in the folder of "
+                           f"{csv.parent.name!r}")
+    fit = None if match["fit"] is None else int(match["fit"])
     return PathRun(experiment=csv.parent.parent.parent.name, method=csv.parent.name, arch=str(table["arch"].iloc[0]),
-                   seeds=(int(match["a"]), int(match["b"])), table=table)
+                   seeds=(int(match["a"]), int(match["b"])), table=table, fit=fit)
+
+
+def load_path_runs(csvs: Sequence[str | os.PathLike]) -> list[PathRun]:
+    """Every path table (`load_path_run`), each path once: a table given twice, or two tables of the same
+    experiment, method, pair and fit, are refused naming both."""
+    runs, seen = [], {}
+    for csv in csvs:
+        run = load_path_run(csv)
+        key = (run.experiment, run.method, run.sample)
+        if key in seen:
+            raise LowlossError(f"{csv}: the path of {run.method} between {run.pair} in {run.experiment} again "
+                               f"(already read from {seen[key]}); give every path table once")
+        seen[key] = csv
+        runs.append(run)
+    return runs
 
 
 def endpoint_accuracies(runs: Sequence[PathRun]) -> dict[tuple[str, int], dict[str, float]]:
@@ -107,7 +136,7 @@ def worst_points(runs: Sequence[PathRun], endpoints: dict[tuple[str, int], dict[
     for run in runs:
         for split, points in run.table.groupby("split"):
             worst = worst_row(points)
-            rows.append(dict(experiment=run.experiment, method=run.method, pair=run.pair, split=split,
+            rows.append(dict(experiment=run.experiment, method=run.method, pair=run.sample, split=split,
                              worst_acc=100 * float(worst["acc"]), worst_loss=float(worst["loss"]),
                              position=float(worst["position"])))
     for (experiment, seed), accuracy in sorted(endpoints.items()):
@@ -119,8 +148,9 @@ def worst_points(runs: Sequence[PathRun], endpoints: dict[tuple[str, int], dict[
 
 def summary_table(worst: pd.DataFrame, methods: Sequence[str], experiments: Sequence[str]) -> pd.DataFrame:
     """The machine form of a table: one row per method (End Points last), experiment and split with the
-    mean and standard deviation over pairs of the worst accuracy (%) and `n`, the number of pairs (for
-    End Points, of endpoints) they are taken over. A single pair has no std (empty)."""
+    mean and standard deviation over pairs of the worst accuracy (%) and `n`, the number of samples they are
+    taken over: pairs (for a learned method, every pair's connector fits, each fit one sample of the row; for
+    End Points, endpoints). A single sample has no std (empty)."""
     stats = worst.groupby(["method", "experiment", "split"], sort=False)["worst_acc"].agg(["mean", "std", "count"])
     index = pd.MultiIndex.from_product([[*methods, END_POINTS], experiments, SPLITS], names=SUMMARY_KEYS)
     stats = stats.reindex(index).dropna(subset=["mean"]).rename(columns={"count": "n"})
@@ -217,7 +247,7 @@ def cost_points(runs: Sequence[PathRun]) -> pd.DataFrame:
             continue
         split = "test" if (run.table["split"] == "test").any() else "train"
         worst = worst_row(run.table[run.table["split"] == split])
-        rows.append(dict(experiment=run.experiment, method=run.method, pair=run.pair, **seconds,
+        rows.append(dict(experiment=run.experiment, method=run.method, pair=run.sample, **seconds,
                          seconds=sum(seconds.values()), split=split, worst_acc=100 * float(worst["acc"])))
     points = pd.DataFrame(rows, columns=COST_COLUMNS[:-1])
     return points.assign(pareto=on_pareto_front(points))
@@ -256,7 +286,7 @@ def build_report(csvs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) 
     if not csvs:
         raise LowlossError("no path tables given")
     out_dir = Path(out_dir)
-    runs = [load_path_run(csv) for csv in csvs]
+    runs = load_path_runs(csvs)
     endpoints = endpoint_accuracies(runs)
     methods = list(dict.fromkeys(run.method for run in runs))
     experiments = list(dict.fromkeys(run.experiment for run in runs))

@@ -1,5 +1,6 @@
-"""Files: atomic writes, weight files (safetensors whose header holds the metadata), resumable checkpoints,
-what kind of lowloss file a path is, trained model files as networks, model sets and the path table.
+"""Files: atomic writes, weight files (safetensors whose header holds the metadata, checked without torch in
+`header`), resumable checkpoints, what kind of lowloss file a path is, where a command may write
+(`destinations`), trained model files as networks, model sets and the path table.
 
 Imports `lowloss.nets`, `lowloss.errors` and the package version only.
 """
@@ -31,7 +32,7 @@ __getattr__, __dir__ = lazy_exports(
         "Artifact": "weights",
         "save_weights": "weights",
         "load_weights": "weights",
-        "read_meta": "weights",
+        "read_meta": "header",
         "load_model": "model_files",
         "load_endpoints": "model_files",
         "ModelSet": "model_set",

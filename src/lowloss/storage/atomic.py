@@ -3,7 +3,8 @@
 Every write goes to a temp file in the target's folder (`.x.*.tmp`), flushed to disk, then renamed over
 the target, and the folder is flushed too. The writer holds a lock on its temp file while it lives, so
 the next write to the same target can tell leftovers of killed runs (nobody holds them) from writes in
-progress, and removes the leftovers.
+progress, and removes the leftovers. Only a regular file is ever replaced: a device, a FIFO, a folder or
+a symbolic link at the target is refused, checked before the write and again just before the rename.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import glob
 import json
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +47,34 @@ def require_file(path: str | os.PathLike) -> None:
         raise ArtifactError(f"{path}: cannot be read ({reason})") from None
 
 
+def require_replaceable(path: str | os.PathLike) -> None:
+    """Raise one clear error when `path` exists and is not a regular file (what `os.replace` would destroy:
+    a device node, a FIFO, a socket, a folder, or a symbolic link, whose target would stay unwritten)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # nothing there to replace (the write then says why it fails)
+        return
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot be checked ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise ArtifactError(f"{path}: is {file_type(mode)}, not a regular file; it is never replaced")
+
+
+def file_type(mode: int) -> str:
+    """`a folder`, `a symbolic link`, `a device`, … for an lstat mode."""
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "a regular file" if stat.S_ISREG(mode) else "not a regular file"
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Atomically replace `path` by `data`."""
     with _temp_file(Path(path)) as (fd, _):
@@ -67,7 +97,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj: dict) -> None:
     """Atomically write a JSON file, pretty-printed."""
-    write_text_atomic(path, json_text(obj))
+    try:
+        text = json_text(obj)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
+    write_text_atomic(path, text)
 
 
 @contextmanager
@@ -78,6 +112,7 @@ def _temp_file(path: Path) -> Iterator[tuple[int, Path]]:
     (a full disk, a read-only folder) becomes one error naming `path`, and the temp file goes.
     """
     fd, tmp = -1, None
+    require_replaceable(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_leftovers(path)
@@ -85,6 +120,7 @@ def _temp_file(path: Path) -> Iterator[tuple[int, Path]]:
         yield fd, tmp
         os.fsync(fd)
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared like any other file
+        require_replaceable(path)
         os.replace(tmp, path)
         tmp = None
         _fsync_folder(path.parent)
@@ -148,5 +184,9 @@ def _umask() -> int:
 
 
 def json_text(obj: dict) -> str:
-    """JSON as lowloss writes it: indented, keys sorted, a final newline."""
-    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    """JSON as lowloss writes it: indented, keys sorted, a final newline; NaN and Infinity, which are not
+    JSON, are refused."""
+    try:
+        return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    except ValueError as exc:
+        raise ArtifactError(f"not written: {exc} (every number lowloss writes is finite)") from None

@@ -1,12 +1,17 @@
 """Resumable runs: run identities, per-step random generators, and the checkpoint beside an output.
 
-Endpoint training, curve fitting and connector fitting all save a checkpoint while they run and
-resume from it when run again with the same configuration (`identity`). A checkpoint that cannot be
-trusted never blocks a rerun: it is set aside with a warning and the run starts afresh.
+Endpoint training, curve fitting and connector fitting all save a checkpoint `x.ckpt.safetensors` while
+they run towards `x.safetensors` and resume from it when run again with the same configuration. A
+checkpoint carries the identity of its final output: the output's name (`output`) and the hash of the
+configuration that makes it (`identity`, the output's `config_hash`). Nothing here deletes a file that is
+not this run's own checkpoint: a checkpoint of another configuration or output, or one that does not load,
+is set aside under a name of its own, with a warning that says where; a file of another kind at the
+checkpoint's name is refused (the commands refuse it before they start, `lowloss.storage.destinations`).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -15,13 +20,24 @@ from pathlib import Path
 
 import torch
 
+from lowloss.errors import LowlossError
 from lowloss.storage.atomic import ArtifactError
-from lowloss.storage.file_kinds import CHECKPOINT
+from lowloss.storage.file_kinds import CHECKPOINT, checkpoint_output, checkpoint_path, describe
+from lowloss.storage.header import read_consistent, read_header, read_meta
 from lowloss.storage.weights import Artifact, load_weights, sidecar_path
+
+__all__ = [
+    "checkpoint_path",
+    "config_hash",
+    "discard_checkpoint",
+    "epoch_generator",
+    "resumable_checkpoint",
+    "set_aside",
+]
 
 logger = logging.getLogger(__name__)
 
-UNTRUSTED_SUFFIX = ".untrusted"
+UNTRUSTED = "untrusted"
 
 
 def config_hash(payload: dict) -> str:
@@ -34,42 +50,90 @@ def epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 101 + salt)
 
 
-def checkpoint_path(out: Path) -> Path:
-    """Where the resumable checkpoint of `out` lives while its run goes on."""
-    return out.with_name(out.stem + ".ckpt.safetensors")
-
-
 def resumable_checkpoint(path: Path, identity: str) -> Artifact | None:
-    """The checkpoint at `path` when it was written by this very run (same `identity`), else None.
+    """The checkpoint at `path` when it was written by this very run (same output, same `identity`), else None.
 
-    A checkpoint left by a run of another configuration (say, the epochs changed after an
-    interruption) cannot be resumed; it is discarded with a warning and the run starts afresh, which
-    is what re-running a changed configuration means. A checkpoint that does not load (corrupt,
-    unreadable) is renamed to `<name>.untrusted` for inspection, with a warning, and the run starts
-    afresh too.
+    A checkpoint of another configuration (say, the epochs changed after an interruption) or of another
+    output cannot be resumed: it is set aside as `x.ckpt.<its identity>.safetensors` and the run starts
+    afresh. One that does not load (corrupt, unreadable) is set aside as `x.ckpt.untrusted.safetensors`.
+    A checkpoint that vanishes while it is read (an identical run just finished) means a fresh start too.
     """
+    path = Path(path)
     if not os.path.lexists(path):
         return None
     try:
         artifact = load_weights(path)
     except ArtifactError as exc:
-        aside = path.with_name(path.name + UNTRUSTED_SUFFIX)
-        os.replace(path, aside)
-        sidecar_path(path).unlink(missing_ok=True)
-        logger.warning("%s; set aside as %s, starting afresh", exc, aside.name)
+        if not os.path.lexists(path):
+            return None
+        aside = set_aside(path, UNTRUSTED)
+        logger.warning("%s; set aside as %s, starting afresh", exc, aside.name if aside else "(gone meanwhile)")
         return None
-    if artifact.meta.get("kind") == CHECKPOINT and artifact.meta.get("identity") == identity:
+    meta = artifact.meta
+    if meta["kind"] != CHECKPOINT:
+        raise LowlossError(f"{path}: is {describe(meta['kind'])}, not a checkpoint; move it to run this command")
+    output = checkpoint_output(path).name
+    if meta.get("output", output) == output and meta["identity"] == identity:
         return artifact
-    logger.warning("%s: checkpoint of another configuration, starting afresh", path)
-    _remove(path)
+    aside = set_aside(path, meta["identity"])
+    logger.warning(
+        "%s: checkpoint of another configuration%s; set aside as %s, starting afresh",
+        path,
+        "" if meta.get("output", output) == output else f" (for {meta['output']})",
+        aside.name if aside else "(gone meanwhile)",
+    )
     return None
 
 
+def set_aside(path: Path, label: str) -> Path | None:
+    """Move weight file `path` and its sidecar to `<stem>.<label>.safetensors` (or `…-2`, `-3` … when that is
+    taken: nothing is overwritten); the new name, or None when `path` vanished meanwhile."""
+    stem = path.name.removesuffix(path.suffix)
+    for number in range(1, 1000):
+        aside = path.with_name(f"{stem}.{label}{'' if number == 1 else f'-{number}'}{path.suffix}")
+        if os.path.lexists(aside) or os.path.lexists(sidecar_path(aside)):
+            continue
+        try:
+            _move_without_replacing(path, aside)
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ArtifactError(f"{path}: cannot be set aside as {aside.name} ({exc.strerror})") from None
+        if sidecar_path(path).exists():
+            os.replace(sidecar_path(path), sidecar_path(aside))
+        return aside
+    raise ArtifactError(f"{path}: cannot be set aside (999 earlier copies beside it)")
+
+
+def _move_without_replacing(source: Path, target: Path) -> None:
+    """Rename `source` to `target` unless `target` exists (a hard link fails rather than replace a file that
+    appeared meanwhile; where the file system has none, a rename after the check)."""
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+            raise
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, "exists", str(target)) from None
+        os.rename(source, target)
+        return
+    source.unlink(missing_ok=True)
+
+
 def discard_checkpoint(out: Path) -> None:
-    """Remove the checkpoint of `out` (and its sidecar) once `out` itself is written."""
-    _remove(checkpoint_path(out))
-
-
-def _remove(path: Path) -> None:
-    path.unlink(missing_ok=True)
-    sidecar_path(path).unlink(missing_ok=True)
+    """Remove the checkpoint of `out` (and its sidecar) once `out` itself is written, when it is the
+    checkpoint of the run that wrote `out` (its identity is `out`'s `config_hash`); anything else stays."""
+    path = checkpoint_path(out)
+    try:
+        header, _ = read_consistent(path, read_header)
+        made_by = read_meta(out).get("config_hash")
+    except ArtifactError:
+        return
+    meta = header.meta
+    if meta["kind"] == CHECKPOINT and meta["identity"] == made_by and meta.get("output", Path(out).name) == out.name:
+        path.unlink(missing_ok=True)
+        sidecar_path(path).unlink(missing_ok=True)
+    else:
+        logger.warning("%s: not the checkpoint of this run of %s; left as it is", path, out)

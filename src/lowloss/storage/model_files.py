@@ -1,5 +1,9 @@
 """Model files as networks: a weight file rebuilt as its nn.Module, a user's checkpoint read for a model
-reference, pairs of endpoints that must share architecture and dataset, and a model's network with its spec."""
+reference, pairs of endpoints that must share architecture and dataset, and a model's network with its spec.
+
+The network a header describes is first built on torch's `meta` device, which allocates nothing, and
+compared with the tensors the header lists: a header that names a network other than its tensors (a width
+of 10^7 beside a small file, say) is refused before any memory is spent on it."""
 
 from __future__ import annotations
 
@@ -17,14 +21,15 @@ from lowloss.nets.network import Network
 from lowloss.nets.params import Params
 from lowloss.nets.references import ModelRef
 from lowloss.storage.atomic import ArtifactError
-from lowloss.storage.file_kinds import MODEL, require_kind
-from lowloss.storage.state_dicts import PICKLE_SUFFIXES, fitted_state_dict, read_state_dict
+from lowloss.storage.file_kinds import MODEL, require_kind, require_not_checkpoint
+from lowloss.storage.header import MODEL_KEYS
+from lowloss.storage.state_dicts import fitted_state_dict, read_state_dict
 from lowloss.storage.weights import Artifact, file_sha256, load_weights, tensors_sha256
 
-MODEL_KEYS = ("arch", "arch_options", "input_shape", "num_classes", "dataset")
-"""Metadata that models must share to be connected, ensembled or put in one model set."""
 FREEZE_KEY = "freeze"
 """Metadata of a model whose spec leaves some modules' units in place (recorded only when it does)."""
+# MODEL_KEYS (from the header's schema): the metadata models must share to be connected, ensembled or put in
+# one model set.
 
 
 def model_meta(meta: dict) -> dict:
@@ -32,30 +37,34 @@ def model_meta(meta: dict) -> dict:
     return {key: meta.get(key) for key in MODEL_KEYS} | ({FREEZE_KEY: meta[FREEZE_KEY]} if FREEZE_KEY in meta else {})
 
 
+def check_fits_architecture(path: Path, meta: dict) -> None:
+    """Stop with one line unless the network `meta` describes has exactly the tensors `meta["tensors"]` lists:
+    names, shapes, and dtypes of their kind (float32 or float64 for floating ones, int64 for counters).
+    Built on the meta device: nothing is allocated, however large the network the header claims."""
+    try:
+        with torch.device("meta"):
+            model = build_model(meta["arch"], meta["input_shape"], meta["num_classes"], meta.get("arch_options"))
+    except KeyError as exc:
+        raise ArtifactError(f"{path}: metadata lacks {exc.args[0]!r}; is this a trained model?") from None
+    except (LowlossError, TypeError, ValueError, RuntimeError) as exc:
+        raise ArtifactError(f"{path}: metadata describes no network ({' '.join(str(exc).split())})") from None
+    expected = {key: (list(t.shape), t.is_floating_point()) for key, t in model.state_dict().items()}
+    found = {key: (entry["shape"], entry.get("dtype", "float32") != "int64") for key, entry in meta["tensors"].items()}
+    if expected != found:
+        differ = sorted(key for key in expected.keys() | found.keys() if expected.get(key) != found.get(key))
+        raise ArtifactError(
+            f"{path}: tensors do not fit architecture {meta['arch']!r} with options {meta.get('arch_options')} "
+            f"(first difference: {differ[0]!r})"
+        )
+
+
 def model_from_artifact(artifact: Artifact) -> nn.Module:
     """Rebuild the network a weight file describes and load its tensors (strictly)."""
     meta = artifact.meta
-    try:
-        model = build_model(meta["arch"], meta["input_shape"], meta["num_classes"], meta.get("arch_options"))
-    except KeyError as exc:
-        raise ArtifactError(f"{artifact.path}: sidecar lacks {exc.args[0]!r}; is this a trained model?") from None
-    expected = {key: tuple(t.shape) for key, t in model.state_dict().items()}
-    found = {key: tuple(t.shape) for key, t in artifact.tensors.items()}
-    if expected != found:
-        raise ArtifactError(
-            f"{artifact.path}: tensors do not fit architecture {meta['arch']!r} with options {meta.get('arch_options')}"
-        )
+    check_fits_architecture(artifact.path, meta)
+    model = build_model(meta["arch"], meta["input_shape"], meta["num_classes"], meta.get("arch_options"))
     model.load_state_dict(artifact.tensors)
     return model
-
-
-def require_not_checkpoint(path: str | Path) -> None:
-    """Stop with one line saying what to do when a user's PyTorch checkpoint is given for a lowloss weight file."""
-    if Path(path).suffix in PICKLE_SUFFIXES:
-        raise LowlossError(
-            f"{path}: a PyTorch checkpoint, not a lowloss model file: name its network with --model REF "
-            f"(from Python: load it into its nn.Module)"
-        )
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, Artifact]:

@@ -16,16 +16,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from lowloss.errors import LowlossError
 from lowloss.storage.atomic import ArtifactError, require_file, write_json_atomic
 from lowloss.storage.file_kinds import KINDS, MODEL, MODEL_SET_FORMAT, describe, require_kind
-from lowloss.storage.model_files import model_from_artifact
+from lowloss.storage.header import MODEL_KEYS
+from lowloss.storage.model_files import check_fits_architecture, model_from_artifact
 from lowloss.storage.weights import Artifact, load_weights, read_meta
-
-SHARED = ("arch", "arch_options", "dataset", "input_shape", "num_classes")
-"""Sidecar keys every member of V must agree on."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ def write_model_set(out: str | os.PathLike, models: list[str | os.PathLike], all
         artifact = _member(out, model, load_weights)
         if artifact.meta.get("kind") == MODEL:
             model_from_artifact(artifact)  # tensors fit the architecture the metadata names
-        shared = shared or {key: artifact.meta.get(key) for key in SHARED}
+        shared = shared or {key: artifact.meta.get(key) for key in MODEL_KEYS}
         members.append(
             {
                 "path": os.path.relpath(os.path.abspath(model), os.path.abspath(out.parent)),
@@ -92,7 +91,10 @@ def load_model_set(path: str | os.PathLike, allow_outside: bool = False) -> Mode
         raise LowlossError(f"{path}: not a lowloss model set (expected format {MODEL_SET_FORMAT!r})")
     files = _check_manifest(path, manifest, allow_outside)
     return ModelSet(
-        path, {key: manifest[key] for key in SHARED}, files, tuple(member["sha256"] for member in manifest["models"])
+        path,
+        {key: manifest[key] for key in MODEL_KEYS},
+        files,
+        tuple(member["sha256"] for member in manifest["models"]),
     )
 
 
@@ -104,12 +106,12 @@ def _check_manifest(
     `shown` names the members in messages as the user gave them (on writing); by default they are
     named by their path in the manifest, resolved against its folder.
     """
-    missing = [key for key in SHARED if key not in manifest]
+    missing = [key for key in MODEL_KEYS if key not in manifest]
     if missing:
         raise LowlossError(f"{path}: lacks {', '.join(map(repr, missing))}; rebuild it with `lowloss model-set`")
     members = manifest.get("models")
     _require_two(path, len(members) if isinstance(members, list) else 0)
-    shared = {key: manifest[key] for key in SHARED}
+    shared = {key: manifest[key] for key in MODEL_KEYS}
     files, seen = [], {}
     for index, member in enumerate(members):
         if not (
@@ -121,7 +123,8 @@ def _check_manifest(
         meta = _member(path, name, read_meta)
         if meta.get("kind") != MODEL:
             raise LowlossError(f"{path}: member {name}: not {KINDS[MODEL]}; it is {describe(meta.get('kind'))}")
-        own = {key: meta.get(key) for key in SHARED}
+        _member(path, name, partial(check_fits_architecture, meta=meta))
+        own = {key: meta.get(key) for key in MODEL_KEYS}
         if own != shared:
             raise LowlossError(
                 f"{path}: member {name}: {_describe(own)} differs from the set's {_describe(shared)}; "

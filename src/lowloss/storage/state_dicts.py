@@ -22,10 +22,11 @@ from torch import nn
 
 from lowloss.errors import LowlossError
 from lowloss.storage.atomic import require_file
+from lowloss.storage.file_kinds import PICKLE_SUFFIXES
+from lowloss.storage.header import FLOAT_DTYPES
 from lowloss.storage.weights import check_finite
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network")
 """Keys under which training scripts commonly keep the state dict, tried in this order."""
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -84,7 +85,8 @@ def fitted_state_dict(
     """`state` checked against `model` (named `name` in messages) and converted to its dtypes, in its key order.
 
     A wrapper's prefix is dropped first. Refuses, naming the first key in the model's order, a missing
-    tensor, one of another shape, one the model does not have, and NaN or Inf values.
+    tensor, one of another shape, one the model does not have, weights that are not float32 or float64 (half
+    precision or integers would be rounded or changed in meaning by a silent conversion), and NaN or Inf values.
     """
     expected = model.state_dict()
     state = _unwrapped(state, expected)
@@ -97,6 +99,12 @@ def fitted_state_dict(
         if state[key].shape != tensor.shape:
             raise LowlossError(
                 f"{path}: tensor {key!r} has shape {list(state[key].shape)}, {name} needs {list(tensor.shape)}"
+            )
+        found = str(state[key].dtype).removeprefix("torch.")
+        if tensor.is_floating_point() and found not in FLOAT_DTYPES:
+            raise LowlossError(
+                f"{path}: tensor {key!r} is {found}; lowloss reads weights in {' or '.join(FLOAT_DTYPES)} only "
+                f"(save the state dict after `model.float()`)"
             )
     extra = [key for key in state if key not in expected]
     if extra:

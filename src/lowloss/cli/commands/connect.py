@@ -12,16 +12,28 @@ from lowloss.api.defaults import POINTS, REPAIR_BATCHES
 from lowloss.cli.options import (
     BN_BATCHES_HELP,
     ENDPOINT_HELP,
+    MAX_BATCH,
+    MAX_BATCHES,
+    MAX_POINTS,
     add_dataset_options,
     add_device_option,
     add_model_options,
+    add_seed_option,
     count,
     endpoints_and_data,
+    given,
+    method_name,
+    model_inputs,
     options_from_args,
+    output_path,
     points_per_leg,
+    wa_breakpoints,
 )
 from lowloss.evaluate.adaptive import COARSE_POINTS, TOLERANCE
-from lowloss.methods.context import DEFAULT_BREAKPOINTS, OT_SOLVERS, breakpoints
+from lowloss.methods.context import DEFAULT_BREAKPOINTS, OT_SOLVERS
+from lowloss.methods.registry import FILE_INPUTS, OPTIONS, get_method
+from lowloss.storage.destinations import check_files, file_output, folder_output
+from lowloss.storage.file_kinds import BREAKPOINT, CONNECTOR, CURVE, MATCHING, PATH_TABLE, SIDECAR
 
 if TYPE_CHECKING:
     from lowloss.nets.params import Params
@@ -36,7 +48,7 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("endpoint_a", type=Path, help=f"Θ^A: {ENDPOINT_HELP}")
     parser.add_argument("endpoint_b", type=Path, help=f"Θ^B: {ENDPOINT_HELP}, of the same architecture")
-    parser.add_argument("--method", required=True, help="connection method (see `lowloss methods`)")
+    parser.add_argument("--method", type=method_name, required=True, help="connection method (see `lowloss methods`)")
     add_dataset_options(parser, user_data=True)
     add_device_option(parser)
     parser.add_argument(
@@ -44,41 +56,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=points_per_leg,
         default=POINTS,
         metavar="N|auto",
-        help=f"evaluated points per leg (default {POINTS}), or auto: {COARSE_POINTS} per leg, then a golden-section "
-        f"search of each split's worst point to {TOLERANCE} in t",
+        help=f"evaluated points per leg (default {POINTS}, at most {MAX_POINTS}), or auto: {COARSE_POINTS} per leg, "
+        f"then a golden-section search of each split's worst point to {TOLERANCE} in t",
     )
-    parser.add_argument("--out", type=Path, required=True, help="output CSV: one row per leg, t and split")
-    parser.add_argument("--save-path", type=Path, help="folder for the path's breakpoints (safetensors)")
+    parser.add_argument("--out", type=output_path, required=True, help="output CSV: one row per leg, t and split")
+    parser.add_argument("--save-path", type=output_path, help="folder for the path's breakpoints (safetensors)")
     parser.add_argument("--connector", type=Path, help="fitted connector (learned ν) for realnvp-*/iaf-*")
     parser.add_argument("--curve", type=Path, help="fitted curve for garipov-*")
     parser.add_argument("--matching", type=Path, help="OT matching from `lowloss match --method M` (else computed)")
     parser.add_argument("--allow-seen", action="store_true", help="allow endpoints a connector was fitted on")
     parser.add_argument(
         "--wa-breakpoints",
-        type=breakpoints,
-        default=DEFAULT_BREAKPOINTS,
+        type=wa_breakpoints,
         metavar="K|all",
-        help=f"*+wa: points per stage where the next layer is re-fitted, or 'all' for every "
+        help=f"*+wa: points per stage where the next layer is re-fitted (2 to {MAX_POINTS}), or 'all' for every "
         f"evaluated t (default {DEFAULT_BREAKPOINTS})",
     )
     parser.add_argument(
         "--wa-samples",
-        type=count(1),
-        help="*+wa, *+bfly: training samples the weight adjustments are fitted on (default all)",
+        type=count(1, MAX_BATCH),
+        help=f"*+wa, *+bfly: training samples the weight adjustments are fitted on (default all, at most {MAX_BATCH})",
     )
     parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd", help="OT solver (default emd, as the paper)")
-    parser.add_argument("--bn-batches", type=count(1), metavar="N", help=BN_BATCHES_HELP)
     parser.add_argument(
-        "--repair-batches",
-        type=count(1),
-        metavar="N",
-        help=f"*+repair: training batches of 128 the channel statistics are measured on (default {REPAIR_BATCHES})",
+        "--bn-batches", type=count(1, MAX_BATCHES), metavar="N", help=f"{BN_BATCHES_HELP} (at most {MAX_BATCHES})"
     )
     parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of every random choice (WA's sample subset, the --bn-batches and --repair-batches batches)",
+        "--repair-batches",
+        type=count(1, MAX_BATCHES),
+        metavar="N",
+        help=f"*+repair: training batches of 128 the channel statistics are measured on (default {REPAIR_BATCHES}, "
+        f"at most {MAX_BATCHES})",
+    )
+    add_seed_option(
+        parser, "seed of every random choice (WA's sample subset, the --bn-batches and --repair-batches batches)"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_model_options(parser)
@@ -120,9 +131,21 @@ def save_breakpoints(folder: Path, path: ConnectionPath, meta: dict) -> None:
     write_json_atomic(folder / "path.json", {"method": path.method, "legs": legs})
 
 
+def check(args: argparse.Namespace) -> None:
+    """Options the method does not read, the files it reads (of their kinds) and its outputs."""
+    get_method(args.method).refuse_unused(given(args, (*OPTIONS, *FILE_INPUTS)))
+    files = {"connector": CONNECTOR, "curve": CURVE, "matching": MATCHING}
+    inputs = model_inputs(args, [args.endpoint_a, args.endpoint_b])
+    inputs.update({getattr(args, name): kind for name, kind in files.items() if getattr(args, name) is not None})
+    outputs = [file_output("--out", args.out, PATH_TABLE)]
+    if args.save_path is not None:
+        breakpoints = {"breakpoint-*.safetensors": BREAKPOINT, "breakpoint-*.json": SIDECAR}
+        outputs.append(folder_output("--save-path", args.save_path, {"path.json": None}, breakpoints))
+    check_files(inputs, outputs)
+
+
 def run(args: argparse.Namespace) -> dict:
     from lowloss.api.connection import connect_endpoints
-    from lowloss.methods.registry import get_method
     from lowloss.storage.model_files import model_meta
     from lowloss.storage.path_table import write_path_table
 

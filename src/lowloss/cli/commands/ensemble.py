@@ -7,7 +7,20 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lowloss.cli.options import add_dataset_options, add_device_option, add_model_options, count
+from lowloss.cli.options import (
+    MAX_BATCH,
+    MAX_WA_LAYER,
+    add_dataset_options,
+    add_device_option,
+    add_model_options,
+    add_seed_option,
+    count,
+    model_inputs,
+    output_path,
+)
+from lowloss.errors import LowlossError
+from lowloss.storage.destinations import check_files, weights_output
+from lowloss.storage.file_kinds import ENSEMBLE, MODEL
 
 if TYPE_CHECKING:
     from lowloss.api.models import Endpoints
@@ -30,27 +43,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     method = parser.add_mutually_exclusive_group(required=True)
     method.add_argument(
         "--wa-layer",
-        type=int,
+        type=count(1, MAX_WA_LAYER),
         metavar="N",
         help="WA(N): re-fit every member's N-th layer from the last to read model 1's features "
-        "(1: the last layer, saved as one ordinary model)",
+        f"(1: the last layer, saved as one ordinary model; at most {MAX_WA_LAYER})",
     )
     method.add_argument("--independent", action="store_true", help="Ind: the usual ensemble of the unchanged models")
     add_dataset_options(parser, user_data=True)
     add_device_option(parser)
     parser.add_argument(
         "--wa-samples",
-        type=count(1),
-        help="training samples the adjusted layers are fitted on (default: the whole training split)",
+        type=count(1, MAX_BATCH),
+        help=f"WA(N): training samples the adjusted layers are fitted on (default: the whole training split, "
+        f"at most {MAX_BATCH})",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the --wa-samples subset")
+    add_seed_option(parser, "seed of the --wa-samples subset")
     parser.add_argument(
         "--out",
-        type=Path,
+        type=output_path,
         required=True,
         help="the ensemble (.safetensors + .json sidecar; WA(1): an ordinary model file)",
     )
     add_model_options(parser)
+
+
+def check(args: argparse.Namespace) -> None:
+    if args.independent and args.wa_samples is not None:
+        raise LowlossError("--wa-samples applies to WA(N) ensembles (--wa-layer N), not to --independent")
+    kind = MODEL if args.wa_layer == 1 else ENSEMBLE  # WA(1) is one averaged network
+    check_files(model_inputs(args, args.models), [weights_output("--out", args.out, kind)])
 
 
 def checked_network(models: Endpoints, wa_layer: int | None) -> Network:
@@ -108,7 +129,6 @@ def run(args: argparse.Namespace) -> dict:
     from lowloss.cli.options import dataset_from_args, endpoints_from_args
     from lowloss.ensemble import backbone as ensemble
     from lowloss.methods.adjust import fitting_samples
-    from lowloss.storage.file_kinds import MODEL
     from lowloss.storage.model_files import model_meta
     from lowloss.storage.weights import save_weights
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lowloss.cli.options import output_path
+from lowloss.storage.destinations import REPORT_FILES, check_files, folder_output
+
 NAME = "ensemble-report"
 HELP = "ensembles.{csv,md}, Fig. 7 (test accuracy by number of models) and accuracy against inference cost"
 
@@ -19,10 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out-dir",
-        type=Path,
+        type=output_path,
         required=True,
         help="folder of ensembles.{csv,md}, fig7.{png,svg} and ensembles_cost.{png,svg}",
     )
+
+
+def check(args: argparse.Namespace) -> None:
+    check_files(args.ensembles, [folder_output("--out-dir", args.out_dir, {}, REPORT_FILES)])
 
 
 def run(args: argparse.Namespace) -> dict:

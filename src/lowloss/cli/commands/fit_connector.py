@@ -9,10 +9,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lowloss.cli.options import add_dataset_options, add_device_option, count, dataset_from_args, positive_float
+from lowloss.cli.options import (
+    MAX_BATCH,
+    MAX_FLOW_HIDDEN,
+    MAX_FLOW_LAYERS,
+    MAX_LR,
+    MAX_STEPS,
+    add_count_option,
+    add_dataset_options,
+    add_device_option,
+    add_seed_option,
+    dataset_from_args,
+    output_path,
+    positive_float,
+)
 from lowloss.errors import LowlossError
 from lowloss.methods.flows.config import HIDDEN, LAYERS, FitConfig
 from lowloss.methods.registry import FLOWS
+from lowloss.storage.destinations import check_files, model_set_members, weights_output
+from lowloss.storage.file_kinds import CONNECTOR, MODEL_SET
 
 NAME = "fit-connector"
 HELP = "fit a learnable bijection ν (RealNVP/IAF Flow, RealNVP Bijection) on a model set V"
@@ -35,25 +50,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_options(parser)
     add_device_option(parser)
     steps, lr, layers, hidden = FitConfig.steps, FitConfig.lr, LAYERS, HIDDEN
-    parser.add_argument("--steps", type=count(1), default=steps, help=f"optimiser steps (default {steps})")
-    parser.add_argument("--lr", type=positive_float, default=lr, help=f"Adam learning rate (default {lr})")
+    add_count_option(parser, "--steps", MAX_STEPS, "optimiser steps", steps)
     parser.add_argument(
+        "--lr", type=positive_float(MAX_LR), default=lr, help=f"Adam learning rate (default {lr}, at most {MAX_LR:g})"
+    )
+    add_count_option(
+        parser,
         "--batch-size",
-        type=count(1),
-        help="neurons per step for Flow (default 256), training samples for Bijection (default 128)",
+        MAX_BATCH,
+        "neurons per step for Flow (default 256), training samples for Bijection (default 128)",
     )
-    parser.add_argument("--seed", type=int, default=FitConfig.seed)
-    parser.add_argument(
-        "--layers", type=count(1), default=layers, help=f"coupling / autoregressive layers of ν (default {layers})"
-    )
-    parser.add_argument(
-        "--hidden", type=count(1), default=hidden, help=f"hidden width of ν's conditioner networks (default {hidden})"
-    )
+    add_seed_option(parser, "seed of ν's initialisation and of every batch", FitConfig.seed)
+    add_count_option(parser, "--layers", MAX_FLOW_LAYERS, "coupling / autoregressive layers of ν", layers)
+    add_count_option(parser, "--hidden", MAX_FLOW_HIDDEN, "hidden width of ν's conditioner networks", hidden)
     parser.add_argument(
         "--t-uniform", action="store_true", help="Bijection: draw t ~ U(0, 1) per step instead of the midpoint t = 0.5"
     )
-    parser.add_argument("--out", type=Path, required=True, help="output connector .safetensors (sidecar beside it)")
+    parser.add_argument(
+        "--out", type=output_path, required=True, help="output connector .safetensors (sidecar beside it)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def check(args: argparse.Namespace) -> None:
+    if args.t_uniform and FLOWS[args.method][1] != "bijection":
+        raise LowlossError(f"--t-uniform applies to Bijection training, not to {args.method}")
+    outputs = [weights_output("--out", args.out, CONNECTOR, resumable=True)]
+    check_files({args.model_set: MODEL_SET}, outputs, also_read=model_set_members(args.model_set))
 
 
 def run(args: argparse.Namespace) -> dict:

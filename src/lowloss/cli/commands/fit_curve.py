@@ -14,17 +14,22 @@ from pathlib import Path
 
 from lowloss.cli.options import (
     ENDPOINT_HELP,
+    MAX_BATCH,
     add_dataset_options,
     add_device_option,
     add_model_options,
+    add_training_options,
     count,
     endpoints_and_data,
-    non_negative_float,
+    model_inputs,
     options_from_args,
-    positive_float,
+    output_path,
+    wa_breakpoints,
 )
-from lowloss.methods.context import DEFAULT_BREAKPOINTS, OT_SOLVERS, breakpoints
+from lowloss.methods.context import DEFAULT_BREAKPOINTS, OT_SOLVERS
 from lowloss.methods.registry import CURVES
+from lowloss.storage.destinations import check_files, weights_output
+from lowloss.storage.file_kinds import CURVE, MATCHING
 from lowloss.training.config import TrainConfig
 
 NAME = "fit-curve"
@@ -43,33 +48,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_dataset_options(parser, user_data=True)
     add_device_option(parser)
-    parser.add_argument(
-        "--epochs",
-        type=count(0),
-        help="default: the paper's budget for Garipov et al.'s curves (200 on cifar10, 60 otherwise), fewer for "
-        "aligned ones; 0 leaves the bends where they start",
+    add_training_options(
+        parser,
+        None,
+        "default: the paper's budget for Garipov et al.'s curves (200 on cifar10, 60 otherwise), fewer for aligned "
+        "ones; 0 leaves the bends where they start",
+        "on w(t)",
+        min_epochs=0,
     )
-    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
-    parser.add_argument("--lr", type=positive_float, default=TrainConfig.lr)
-    parser.add_argument("--batch-size", type=count(1), default=TrainConfig.batch_size)
-    parser.add_argument("--weight-decay", type=non_negative_float, default=TrainConfig.weight_decay, help="on w(t)")
     parser.add_argument(
         "--matching", type=Path, help="aligned curves: the aligning method's matching (`lowloss match`; else computed)"
     )
     parser.add_argument(
-        "--wa-samples", type=count(1), help="aligned curves: training samples the route's adjustments are fitted on"
+        "--wa-samples",
+        type=count(1, MAX_BATCH),
+        help=f"aligned curves: training samples the route's adjustments are fitted on (at most {MAX_BATCH})",
     )
     parser.add_argument(
         "--wa-breakpoints",
-        type=breakpoints,
+        type=wa_breakpoints,
         default=DEFAULT_BREAKPOINTS,
         metavar="K|all",
         help=f"curves started on a +wa route: its re-fitted points per stage (default {DEFAULT_BREAKPOINTS})",
     )
     parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd", help="aligned curves: OT solver")
-    parser.add_argument("--out", type=Path, required=True, help="output curve .safetensors (sidecar beside it)")
+    parser.add_argument("--out", type=output_path, required=True, help="output curve .safetensors (sidecar beside it)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_model_options(parser)
+
+
+def check(args: argparse.Namespace) -> None:
+    outputs = [weights_output("--out", args.out, CURVE, resumable=True)]
+    inputs = model_inputs(args, [args.model_a, args.model_b])
+    if args.matching is not None:
+        inputs[args.matching] = MATCHING
+    check_files(inputs, outputs)
 
 
 def run(args: argparse.Namespace) -> dict:

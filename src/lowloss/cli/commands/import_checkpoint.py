@@ -12,8 +12,12 @@ from lowloss.cli.options import (
     add_device_option,
     add_model_options,
     endpoints_and_data,
+    model_inputs,
+    output_path,
 )
 from lowloss.errors import LowlossError
+from lowloss.storage.destinations import check_files, weights_output
+from lowloss.storage.file_kinds import MODEL
 
 NAME = "import"
 HELP = "import a checkpoint of the user's network (--model REF) as a lowloss model file, scored on the data"
@@ -21,19 +25,24 @@ HELP = "import a checkpoint of the user's network (--model REF) as a lowloss mod
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="a state dict: .safetensors, or .pt/.pth/.bin/.ckpt")
-    parser.add_argument("--out", type=Path, required=True, help="the model file (.safetensors + .json sidecar)")
+    parser.add_argument("--out", type=output_path, required=True, help="the model file (.safetensors + .json sidecar)")
     add_dataset_options(parser, user_data=True)
     add_device_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_model_options(parser)
 
 
+def check(args: argparse.Namespace) -> None:
+    """A model to read the checkpoint as; the checkpoint, and an output that can destroy nothing else."""
+    if args.model is None:
+        raise LowlossError("import needs --model REF: the network the checkpoint is of")
+    check_files(model_inputs(args, [args.checkpoint]), [weights_output("--out", args.out, MODEL)])
+
+
 def run(args: argparse.Namespace) -> dict:
     from lowloss.storage.weights import save_weights
     from lowloss.training.train import evaluate_model
 
-    if args.model is None:
-        raise LowlossError("import needs --model REF: the network the checkpoint is of")
     models, data = endpoints_and_data(args, [args.checkpoint])
     model = models.model.to(data.x_train.device)
     train_loss, train_acc = evaluate_model(model, data.x_train, data.y_train)

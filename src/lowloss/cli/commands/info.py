@@ -8,9 +8,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lowloss.cli.options import add_model_options, argument_type, model_ref_from_args
+from lowloss.cli.options import INPUT_SIZE_RANGE, add_model_options, input_size, model_ref_from_args
 from lowloss.errors import LowlossError
-from lowloss.nets.references import parse_input_size
 
 if TYPE_CHECKING:
     from lowloss.nets.network import Network
@@ -30,9 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
     parser.add_argument(
         "--input-size",
-        type=argument_type(parse_input_size),
+        type=input_size,
         metavar="C,H,W",
-        help="--model: the size of one input, which the spec is inferred for",
+        help=f"--model: the size of one input, which the spec is inferred for ({INPUT_SIZE_RANGE})",
     )
 
 
@@ -41,7 +40,7 @@ def run(args: argparse.Namespace) -> None:
         return show_spec(args)
     if args.file is None:
         raise LowlossError("info needs a weight file, or --model REF (with --input-size) for a model's spec")
-    from lowloss.storage.model_files import require_not_checkpoint
+    from lowloss.storage.file_kinds import require_not_checkpoint
     from lowloss.storage.weights import load_weights
 
     require_not_checkpoint(args.file)

@@ -9,14 +9,25 @@ from pathlib import Path
 from lowloss.cli.options import (
     BN_BATCHES_HELP,
     ENDPOINT_HELP,
+    MAX_BATCH,
+    MAX_BATCHES,
     add_dataset_options,
     add_device_option,
     add_model_options,
+    add_seed_option,
     count,
     endpoints_and_data,
+    given,
+    method_name,
+    model_inputs,
     options_from_args,
+    output_path,
 )
+from lowloss.errors import LowlossError
 from lowloss.methods.context import OT_SOLVERS
+from lowloss.methods.registry import ROUTE_METHODS, get_method
+from lowloss.storage.destinations import check_files, weights_output
+from lowloss.storage.file_kinds import MATCHING
 
 NAME = "match"
 HELP = (
@@ -28,22 +39,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("endpoint_a", type=Path, help=f"Θ^A: {ENDPOINT_HELP}")
     parser.add_argument("endpoint_b", type=Path, help=f"Θ^B: {ENDPOINT_HELP}, of the same architecture")
     parser.add_argument(
-        "--method", default="ot", help="the method the matching is for: ot (default), ot+wa, ot+bfly, weight-matching"
+        "--method",
+        type=method_name,
+        default="ot",
+        help="the method the matching is for: ot (default), ot+wa, ot+bfly, weight-matching",
     )
-    parser.add_argument("--out", type=Path, required=True, help="output matching (.safetensors + .json)")
+    parser.add_argument("--out", type=output_path, required=True, help="output matching (.safetensors + .json)")
     parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd", help="OT solver (default emd, as the paper)")
     parser.add_argument(
         "--wa-samples",
-        type=count(1),
-        help="route methods: training samples the route's weight adjustments are fitted on (default all)",
+        type=count(1, MAX_BATCH),
+        help=f"route methods: training samples the route's weight adjustments are fitted on (default all, "
+        f"at most {MAX_BATCH})",
     )
-    parser.add_argument("--bn-batches", type=count(1), metavar="N", help=f"route methods: {BN_BATCHES_HELP}")
     parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the --wa-samples subset and the --bn-batches batches, and of weight-matching's "
-        "order of the groups",
+        "--bn-batches",
+        type=count(1, MAX_BATCHES),
+        metavar="N",
+        help=f"route methods: {BN_BATCHES_HELP} (at most {MAX_BATCHES})",
+    )
+    add_seed_option(
+        parser,
+        "seed of the --wa-samples subset and the --bn-batches batches, and of weight-matching's order of the groups",
     )
     add_dataset_options(parser, user_data=True)
     add_device_option(parser)
@@ -51,10 +68,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
 
 
+def check(args: argparse.Namespace) -> None:
+    method = get_method(args.method)
+    method.require_matcher()
+    for option in given(args, ("wa_samples", "bn_batches")):
+        if method.base_name not in ROUTE_METHODS:
+            flag = "--" + option.replace("_", "-")
+            raise LowlossError(f"{flag} applies to the route methods' matchings, not to {method.name!r}")
+    outputs = [weights_output("--out", args.out, MATCHING)]
+    check_files(model_inputs(args, [args.endpoint_a, args.endpoint_b]), outputs)
+
+
 def run(args: argparse.Namespace) -> dict:
     from lowloss.api.matching import match_endpoints
     from lowloss.methods.matching import save_matching
-    from lowloss.methods.registry import get_method
 
     started = time.perf_counter()
     method = get_method(args.method)

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowloss.cli.options import (
     add_arch_options,
     add_dataset_options,
     add_device_option,
+    add_training_options,
     arch_options_from_args,
-    count,
     dataset_from_args,
-    non_negative_float,
-    positive_float,
+    output_path,
 )
+from lowloss.storage.destinations import check_files, weights_output
+from lowloss.storage.file_kinds import MODEL
 from lowloss.training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -31,13 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_options(parser)
     add_arch_options(parser)
     add_device_option(parser)
-    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
-    parser.add_argument("--epochs", type=count(1), default=TrainConfig.epochs)
-    parser.add_argument("--lr", type=positive_float, default=TrainConfig.lr)
-    parser.add_argument("--batch-size", type=count(1), default=TrainConfig.batch_size)
-    parser.add_argument("--weight-decay", type=non_negative_float, default=TrainConfig.weight_decay)
-    parser.add_argument("--out", type=Path, required=True, help="output .safetensors (sidecar .json beside it)")
+    add_training_options(parser, TrainConfig.epochs, "training epochs")
+    parser.add_argument("--out", type=output_path, required=True, help="output .safetensors (sidecar .json beside it)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def check(args: argparse.Namespace) -> None:
+    arch_options_from_args(args)
+    check_files({}, [weights_output("--out", args.out, MODEL, resumable=True)])
 
 
 def record_test_accuracy(data: Dataset):

@@ -52,11 +52,15 @@ def optimise(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(nu.parameters(), config.max_grad_norm)
-        if torch.isfinite(grad_norm):  # ν⁻¹ can overflow on a rare pair: skip that step, keep Adam's moments finite
+        finite = bool(torch.isfinite(grad_norm))
+        if finite:  # ν⁻¹ can overflow on a rare pair: skip that step, keep Adam's moments finite
             optimizer.step()
         else:
             logger.warning("step %d: non-finite gradient, step skipped", step + 1)
-        curve.append({"step": step + 1, "loss": loss.item(), "grad_norm": grad_norm.item(), **record})
+        # a skipped step's norm is recorded as null: weight files hold finite numbers only
+        curve.append(
+            {"step": step + 1, "loss": loss.item(), "grad_norm": grad_norm.item() if finite else None, **record}
+        )
         bar.set_postfix(loss=f"{loss.item():.4f}")
         logger.debug("step %d loss %.6f %s", step + 1, loss.item(), record)
         if checkpoint is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
