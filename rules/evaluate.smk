@@ -11,13 +11,16 @@ rule connect:
     params:
         data=data_args,
         options=connect_args,
-        tags=tags,
+        # a learned method's fits are connect_fit jobs (the rule tag tells them apart in MLflow)
+        tags=lambda wildcards: tag_flags({"rule": "connect_fit" if "fit" in wildcards.keys() else "connect"})
+        + " "
+        + tags(wildcards),
     log:
         "logs/{exp}/paths/{method}/{pair}.log",
     conda:
         "../envs/lowloss.yaml"
     shell:
-        "python -m lowloss {params.tags} --mlflow-tag rule=connect connect {input.a} {input.b} --method {wildcards.method} "
+        "python -m lowloss {params.tags} connect {input.a} {input.b} --method {wildcards.method} "
         "{params.data} {params.options} --out {output} --no-progress > {log} 2>&1"
 
 
