@@ -187,7 +187,8 @@ class Scenario:
         now = snapshot(folder)
         for name, data in now.items():
             transient = ".ckpt." in name or name.endswith(TEMP_SUFFIX)
-            versions = [without_timings(name, v) for v in (self.before.get(name), self.after.get(name)) if v]
+            known = (self.before.get(name), self.after.get(name))
+            versions = [without_timings(name, v) for v in known if v is not None]
             if not transient and without_timings(name, data) not in versions:
                 self.failures.append(f"{label}: {name} is neither its earlier nor its new version")
         for name in self.before:
