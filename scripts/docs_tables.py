@@ -9,11 +9,20 @@ folder, the package version and the git commit), so a page includes it instead o
     python scripts/docs_tables.py results/report/default --check    # exit 1 when the docs differ
 
 The page then includes `docs/results/default/table1.md` (MkDocs' snippets: `--8<-- "docs/results/default/table1.md"`).
+GitHub renders the README without snippets, so the README holds copies between markers that this script
+rewrites from the docs files (and `--check` compares):
+
+    <!-- begin docs/results/default/table1.md: written by scripts/docs_tables.py -->
+    ...
+    <!-- end docs/results/default/table1.md -->
+
+    python scripts/docs_tables.py --check    # only the README's copies against the docs files
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +32,11 @@ from lowloss.storage.atomic import write_text_atomic
 
 TABLES = ("table1.md", "table2.md", "ensembles.md")
 """The Markdown tables of the reports, in the order a page shows them."""
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "results"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "results"
+README = ROOT / "README.md"
+BLOCK = re.compile(r"(<!-- begin (?P<file>\S+?):? [^\n]*-->\n)(?P<table>.*?)(<!-- end (?P=file) -->)", re.DOTALL)
+"""A README copy of a docs table: its begin marker names the docs file (relative to the repository)."""
 
 
 def commit() -> str:
@@ -54,10 +67,31 @@ def copies(report: Path, out: Path, revision: str) -> dict[Path, str]:
     }
 
 
+def table_of(docs_file: Path) -> str:
+    """A docs table without its provenance comment: what the README shows."""
+    return docs_file.read_text().split("\n\n", 1)[-1]
+
+
+def readme_with_tables(readme: Path) -> str:
+    """The README's text with every marked block replaced by its docs file's table (the file's path is relative to
+    the README's folder); a missing file is an error."""
+
+    def replaced(block: re.Match) -> str:
+        docs_file = readme.parent / block["file"]
+        if not docs_file.is_file():
+            raise SystemExit(f"{readme}: block names {block['file']}, which does not exist")
+        return block.group(1) + table_of(docs_file) + block.group(4)
+
+    return BLOCK.sub(replaced, readme.read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("reports", nargs="+", type=Path, help="report folders, e.g. results/report/default")
+    parser.add_argument(
+        "reports", nargs="*", type=Path, help="report folders, e.g. results/report/default (none: the README only)"
+    )
     parser.add_argument("--out", type=Path, default=DOCS, help=f"docs folder of the tables (default {DOCS})")
+    parser.add_argument("--readme", type=Path, default=README, help=f"README with marked tables (default {README})")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a docs table differs")
     args = parser.parse_args(argv)
     revision = commit()
@@ -68,12 +102,19 @@ def main(argv: list[str] | None = None) -> int:
             if args.check:
                 # the provenance line names a commit; the tables themselves must match
                 if current is None or current.split("\n", 1)[-1] != text.split("\n", 1)[-1]:
-                    stale.append(path)
+                    stale.append(f"{path}: differs from its report table")
             elif current != text:
                 write_text_atomic(path, text)
                 print(f"wrote {path}")
-    for path in stale:
-        print(f"{path}: differs from its report table (run scripts/docs_tables.py)", file=sys.stderr)
+    readme = args.readme.read_text()
+    refreshed = readme_with_tables(args.readme)
+    if args.check and refreshed != readme:
+        stale.append(f"{args.readme}: a marked table differs from its docs file")
+    elif refreshed != readme:
+        write_text_atomic(args.readme, refreshed)
+        print(f"wrote {args.readme}")
+    for line in stale:
+        print(f"{line} (run scripts/docs_tables.py)", file=sys.stderr)
     return 1 if stale else 0
 
 
