@@ -58,6 +58,25 @@ def test_one_hidden_fast_paths_equal_a_full_forward_pass_on_every_leg(digits, gr
     assert_same_tables(incremental, full)
 
 
+def test_one_hidden_fast_path_keeps_endpoints_beside_much_larger_points(digits):
+    """A learned ν whose inverse overshoots makes points between the endpoints far larger than the endpoints:
+    the first layer's low-rank factoring must not lose the small rows (the endpoints came out at 10 %)."""
+    network = network_of(width=24)
+    theta_a, theta_b = random_params(0, 24), random_params(1, 24)
+    bulge = random_params(2, 24)
+
+    def overshooting(t: torch.Tensor) -> dict:
+        straight = interpolate(theta_a, theta_b, t)
+        scale = (1e7 * torch.sin(torch.pi * t)).reshape(-1, 1, 1)
+        straight["fc1.weight"] = straight["fc1.weight"] + scale.to(torch.float32) * bulge["fc1.weight"]
+        return straight
+
+    path = Path([Leg(theta_a, theta_b, "learned", overshooting)], "learned")
+    fast = evaluate_path(network, path, digits, points=5, progress=False)
+    full = evaluate_path(network, path, digits, points=5, progress=False, fast=False)
+    assert_same_tables(fast, full)  # the endpoints' rows included
+
+
 def with_few_swaps(path: Path, keep: int = 2) -> Path:
     """The path with only the first `keep` swap legs of each permutation stage (every strategy stays covered)."""
     legs, seen = [], {}

@@ -77,14 +77,18 @@ def low_rank(rows: torch.Tensor, tol: float = 1e-12) -> tuple[torch.Tensor, torc
 
     A straight leg has rank 2, an arc or a quadratic Bezier curve rank 3, whatever T is. The discarded
     directions are below float32 rounding of the rows. Points of full rank (a learned ν's path) are
-    their own basis: the identity and the rows themselves, exactly.
+    their own basis: the identity and the rows themselves, exactly. The factoring works on the rows scaled
+    to unit length: rows of very different norms (a ν whose inverse overshoots between the endpoints) would
+    otherwise lose the small ones, endpoints included, in the large ones' rounding.
     """
     m = rows.double()
-    eigval, eigvec = torch.linalg.eigh(m @ m.T)
-    coeffs = eigvec[:, eigval > tol * eigval[-1].clamp_min(torch.finfo(m.dtype).tiny)]
-    if coeffs.shape[1] >= len(rows):
+    norms = m.norm(dim=1, keepdim=True).clamp_min(torch.finfo(m.dtype).tiny)
+    unit = m / norms
+    eigval, eigvec = torch.linalg.eigh(unit @ unit.T)
+    kept = eigvec[:, eigval > tol * eigval[-1].clamp_min(torch.finfo(m.dtype).tiny)]
+    if kept.shape[1] >= len(rows):
         return torch.eye(len(rows), device=rows.device), rows.float()
-    return coeffs.float(), (coeffs.T @ m).float()
+    return (norms * kept).float(), (kept.T @ unit).float()
 
 
 def flops_per_point(model: nn.Module, input_shape: Sequence[int]) -> float:
