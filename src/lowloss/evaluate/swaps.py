@@ -182,7 +182,7 @@ class Reference:
     def change(self, cut: GroupCut, units: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Each leg's loss sum and correct count minus the base's on these samples: (P,) each."""
         count, samples = len(units), len(self.y)
-        u, v = units.T.contiguous()  # contiguous: strided indices made index_select many times slower
+        u, v = units.T.contiguous()  # contiguous: on a busy CPU strided indices slowed index_select down
         pre_u, pre_v = (self.pre.index_select(0, w).flatten(2) for w in (u, v))  # (P, B, k…) a unit's entries
         s = t.reshape(-1, 1, 1)
         mixed = torch.stack([(1 - s) * pre_u + s * pre_v, s * pre_u + (1 - s) * pre_v], dim=2)  # (P, B, 2, k…)
