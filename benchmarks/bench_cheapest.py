@@ -115,9 +115,9 @@ def fitted(ctx: Context, method: str, epochs: int, folder: Path) -> tuple[Contex
 
 def digits_rows(arch: str, data, folder: Path) -> list[dict]:
     ctx = endpoints(arch, data, folder)
-    start = time.perf_counter()
-    path = get_method("ot+wa").build(*(artifact.tensors for artifact in ctx.endpoints), ctx)
-    build_s = time.perf_counter() - start
+    thetas = [artifact.tensors for artifact in ctx.endpoints]
+    path = get_method("ot+wa").build(*thetas, ctx)  # the first build also pays one-time start-up costs
+    build_s = best_time(lambda: get_method("ot+wa").build(*thetas, ctx), 2)
     epochs = paper_epochs(data.name)
     curve_ctx, fit_s = fitted(ctx, "garipov-polychain-3", epochs, folder)
     rows = [
