@@ -20,3 +20,8 @@ def unknown_name(what: str, name: str, known: Iterable[str]) -> LowlossError:
     """`unknown dataset 'digit' (did you mean `digits`?); known: digits, mnist, …` as an error to raise."""
     known = list(known)
     return LowlossError(f"unknown {what} {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}")
+
+
+def shortened(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters with an ellipsis: a message quotes a user's value, however long."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

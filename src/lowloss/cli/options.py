@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from lowloss.errors import LowlossError, unknown_name
+from lowloss.errors import LowlossError, shortened, unknown_name
 from lowloss.evaluate.adaptive import AUTO
 from lowloss.methods.context import ALL
 from lowloss.nets.architectures import ARCHITECTURES, NORMS
@@ -365,24 +365,22 @@ def points_per_leg(text: str) -> int | str:
 
 def positive_float(maximum: float):
     """argparse type: a finite number in (0, maximum] (learning rates, width multipliers)."""
-
-    def parse(text: str) -> float:
-        value = _float(text)
-        if not 0 < value <= maximum:
-            raise argparse.ArgumentTypeError(f"must be greater than 0 and at most {maximum:g}, got {text}")
-        return value
-
-    parse.__name__ = "number"
-    return parse
+    return bounded_float(maximum, zero_allowed=False)
 
 
 def non_negative_float(maximum: float):
     """argparse type: a finite number in [0, maximum] (weight decay)."""
+    return bounded_float(maximum, zero_allowed=True)
+
+
+def bounded_float(maximum: float, zero_allowed: bool):
+    """argparse type: a finite number up to `maximum`, above 0 (or from 0 when `zero_allowed`)."""
+    lowest = "at least 0" if zero_allowed else "greater than 0"
 
     def parse(text: str) -> float:
         value = _float(text)
-        if not 0 <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"must be at least 0 and at most {maximum:g}, got {text}")
+        if not (0 <= value if zero_allowed else 0 < value) or value > maximum:
+            raise argparse.ArgumentTypeError(f"must be {lowest} and at most {maximum:g}, got {text}")
         return value
 
     parse.__name__ = "number"
@@ -443,9 +441,9 @@ def _float(text: str) -> float:
     return value
 
 
-def _shown(text: str, limit: int = 40, quote: bool = True) -> str:
+def _shown(text: str, quote: bool = True) -> str:
     """A value as a message quotes it: a number of 5000 digits is cut."""
-    shown = text if len(text) <= limit else text[: limit - 1] + "…"
+    shown = shortened(text, 40)
     return repr(shown) if quote else shown
 
 

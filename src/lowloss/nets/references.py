@@ -15,7 +15,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from lowloss.errors import LowlossError, did_you_mean
+from lowloss.errors import LowlossError, did_you_mean, shortened
 from lowloss.nets.topology import ANY, LAYERED, ONE_HIDDEN, STAGED
 
 TORCHVISION, TIMM = "torchvision", "timm"
@@ -119,7 +119,7 @@ def _literal(name: str, node: ast.expr):
 
 def parse_input_size(text: str) -> tuple[int, int, int]:
     """`3,32,32` as (channels, height, width): channels in [1, MAX_INPUT_CHANNELS], sides in [1, MAX_INPUT_SIDE]."""
-    shown = text if len(text) <= 40 else text[:39] + "…"
+    shown = shortened(text, 40)
     try:
         size = tuple(int(part) for part in text.split(","))
     except ValueError:

@@ -16,7 +16,7 @@ import jsonschema
 import pandas as pd
 
 from lowloss.storage.atomic import ArtifactError, write_text_atomic
-from lowloss.storage.weights import read_meta
+from lowloss.storage.header import read_meta, schema_error
 from lowloss.errors import LowlossError
 from lowloss.results.figures import plot_ensemble_costs, plot_ensembles
 from lowloss.results.html import write_table_page
@@ -75,11 +75,9 @@ def ensemble_rows(path: str | os.PathLike) -> list[dict]:
     if path.parent.parent.name != "ensembles":
         raise LowlossError(f"{path}: expected an ensemble at <experiment>/ensembles/<method>/<name>.safetensors")
     meta = read_meta(path)
-    error = jsonschema.exceptions.best_match(ENSEMBLE_VALIDATOR.iter_errors(meta))
+    error = schema_error(ENSEMBLE_VALIDATOR, meta, limit=120)
     if error is not None:
-        key = ".".join(map(str, error.absolute_path)) or "(top level)"
-        message = error.message if len(error.message) < 120 else error.message[:119] + "…"
-        raise ArtifactError(f"{path}: not an ensemble of `lowloss ensemble` (metadata key {key}: {message})")
+        raise ArtifactError(f"{path}: not an ensemble of `lowloss ensemble` (metadata {error})")
     wa_layer = meta["wa_layer"]
     prefix = "ind" if wa_layer is None else "wa"
     size, single = meta["size"], meta["members"][0]

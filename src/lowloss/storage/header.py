@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+from lowloss.errors import shortened
 from lowloss.storage.atomic import ArtifactError, json_text, require_file, write_text_atomic
 
 FORMAT = "lowloss-weights/3"
@@ -160,15 +161,23 @@ def check_meta(path: Path, meta: object) -> dict:
     """Stop with one line naming the key unless `meta` is lowloss metadata by the schema and its checksum."""
     if not isinstance(meta, dict):
         raise ArtifactError(f"{path}: metadata is not a JSON object")
-    from jsonschema.exceptions import best_match
-
-    error = best_match(_validator().iter_errors(meta))
+    error = schema_error(_validator(), meta)
     if error is not None:
-        key = ".".join(map(str, error.absolute_path)) or "(top level)"
-        raise ArtifactError(f"{path}: metadata key {key}: {_short(error.message)}")
+        raise ArtifactError(f"{path}: metadata {error}")
     if meta["format"] == FORMAT and meta_checksum(meta) != meta["checksum"]:
         raise ArtifactError(f"{path}: metadata does not match its checksum (corrupt or altered)")
     return meta
+
+
+def schema_error(validator, instance: object, limit: int = 160) -> str | None:
+    """`key K: what is wrong` for the most telling error of `instance` against a jsonschema validator, or None."""
+    from jsonschema.exceptions import best_match
+
+    error = best_match(validator.iter_errors(instance))
+    if error is None:
+        return None
+    key = ".".join(map(str, error.absolute_path)) or "(top level)"
+    return f"key {key}: {shortened(error.message, limit)}"
 
 
 @functools.cache
@@ -376,7 +385,3 @@ def _non_finite(value, key: str = "") -> str:
         if found:
             return found
     return ""
-
-
-def _short(message: str, limit: int = 160) -> str:
-    return message if len(message) <= limit else message[: limit - 1] + "…"

@@ -22,11 +22,11 @@ from torch import nn
 
 from lowloss.errors import LowlossError
 from lowloss.storage.atomic import require_file
-from lowloss.storage.file_kinds import PICKLE_SUFFIXES
+from lowloss.storage.file_kinds import PICKLE_SUFFIXES, WEIGHTS_SUFFIX
 from lowloss.storage.header import FLOAT_DTYPES
 from lowloss.storage.weights import check_finite
 
-SAFETENSORS_SUFFIXES = (".safetensors",)
+SAFETENSORS_SUFFIXES = (WEIGHTS_SUFFIX,)
 NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network")
 """Keys under which training scripts commonly keep the state dict, tried in this order."""
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
