@@ -1,0 +1,219 @@
+"""Worst accuracy against fitting budget on a real dataset, and what the route costs against a trained curve.
+
+For one network (`--arch`, `--options`) on `--dataset`: trains 2·`--pairs` endpoints on the endpoint schedule
+(`--epochs`; the fashion-mnist config's 20 epochs, lr 0.01, batch 128, weight decay 1e-4), then per pair
+
+- builds `ot+wa` (matching + route) and evaluates it at `--points` per leg, each timed;
+- fits the cold curve (garipov-polychain-3), the aligned one (aligned-polychain-3) and the route-started one
+  (ot+wa+polychain-3) for 0, 1, 2, 5, 10 and 20 epochs (each budget a fit of its own, as `fit-curve --epochs E`
+  would make it: the learning-rate schedule spans the budget), and evaluates each at `--points` per leg.
+
+Every result is a row of `WORK/rows.csv`, written as it is measured: an interrupted run resumes where it stopped.
+`--render OUT WORK...` joins the rows of several networks into `OUT/budget.md` (the table: worst train/test
+accuracy, mean over pairs, per budget), `OUT/cost.md` (seconds: `ot+wa` end to end and built against the cold
+curve at the endpoint schedule's epochs) and the figure `OUT/budget.{png,svg}`.
+
+    python scripts/fitting_budget.py --arch fc3 --options '{"widths": [768, 384]}' --points 11 \\
+        --work results/fitting-budget/fc3
+    python scripts/fitting_budget.py --render results/report/fashion-budget results/fitting-budget/*
+    python scripts/docs_tables.py results/report/fashion-budget    # into docs/results/ and the README
+
+Timings are wall-clock seconds of one process with `--threads` torch threads; compare them within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench_cheapest import BUDGETS, CURVES, fitted  # noqa: E402
+from lowloss.evaluate import evaluate_path, worst_points  # noqa: E402
+from lowloss.methods.context import Context, Options  # noqa: E402
+from lowloss.methods.registry import get_method  # noqa: E402
+from lowloss.nets.network import Network  # noqa: E402
+from lowloss.storage.atomic import write_text_atomic  # noqa: E402
+from lowloss.storage.model_files import load_model  # noqa: E402
+from lowloss.training.config import TrainConfig  # noqa: E402
+from lowloss.training.data import load_dataset  # noqa: E402
+from lowloss.training.device import pick_device  # noqa: E402
+from lowloss.training.train import train_endpoint  # noqa: E402
+
+COLUMNS = ("network", "pair", "method", "epochs", "build_s", "fit_s", "evaluate_s", "train", "test", "points")
+ROUTE = "ot+wa"
+COLD = CURVES[0]
+
+
+def endpoints(args: argparse.Namespace, data) -> list[Path]:
+    """The endpoints' files, trained where missing (seed k for endpoint k)."""
+    files = []
+    for seed in range(2 * args.pairs):
+        out = args.work / f"{args.arch}-{seed}.safetensors"
+        if not out.exists():
+            config = TrainConfig(epochs=args.epochs, lr=0.01, batch_size=128, weight_decay=1e-4, seed=seed)
+            train_endpoint(args.arch, args.options, data, config, out, progress=True)
+        files.append(out)
+    return files
+
+
+def measured(ctx: Context, method: str, points: int) -> tuple[dict, float, float]:
+    """(worst points, build seconds, evaluate seconds) of `method`'s path."""
+    start = time.perf_counter()
+    path = get_method(method).build(*(artifact.tensors for artifact in ctx.endpoints), ctx)
+    built = time.perf_counter()
+    table = evaluate_path(ctx.network, path, ctx.data, points, progress=False)
+    return worst_points(table), built - start, time.perf_counter() - built
+
+
+def append(rows_file: Path, row: dict) -> None:
+    new = not rows_file.exists()
+    with rows_file.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        handle.flush()
+
+
+def measure(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    rows_file = args.work / "rows.csv"
+    done = set()
+    if rows_file.exists():
+        done = {(r.pair, r.method, int(r.epochs)) for r in pd.read_csv(rows_file).itertuples()}
+    data = load_dataset(args.dataset, root=args.data_root, device=pick_device())
+    files = endpoints(args, data)
+    network = f"{args.arch} {'-'.join(str(w) for w in args.options.get('widths', [args.options.get('width')]))}"
+    for k in range(args.pairs):
+        pair = f"{2 * k}-{2 * k + 1}"
+        (model, art_a), (_, art_b) = load_model(files[2 * k]), load_model(files[2 * k + 1])
+        options = Options(progress=False, wa_samples=args.wa_samples)
+        ctx = Context(Network(model.to(data.x_train.device)), data, options, (art_a, art_b))
+        base = {"network": network, "pair": pair, "points": args.points}
+        (args.work / pair).mkdir(exist_ok=True)
+        if (pair, ROUTE, -1) not in done:
+            found, build_s, evaluate_s = measured(ctx, ROUTE, args.points)
+            row = dict(base, method=ROUTE, epochs=-1, build_s=build_s, fit_s=0.0, evaluate_s=evaluate_s)
+            append(rows_file, row | {"train": found["train"]["acc"], "test": found["test"]["acc"]})
+        for method in CURVES:
+            for epochs in BUDGETS:
+                if (pair, method, epochs) in done:
+                    continue
+                curve_ctx, fit_s = fitted(ctx, method, epochs, args.work / pair)
+                found, build_s, evaluate_s = measured(curve_ctx, method, args.points)
+                row = dict(base, method=method, epochs=epochs, build_s=build_s, fit_s=fit_s, evaluate_s=evaluate_s)
+                append(rows_file, row | {"train": found["train"]["acc"], "test": found["test"]["acc"]})
+                print(f"{network} {pair} {method} {epochs} epochs: {row | {'test': found['test']['acc']}}", flush=True)
+
+
+def budget_table(rows: pd.DataFrame) -> str:
+    """Worst train/test accuracy (%) per network, curve and budget, mean over pairs."""
+    curves = rows[rows["method"] != ROUTE]
+    mean = curves.groupby(["network", "method", "epochs"], sort=False)[["train", "test"]].mean() * 100
+    pairs = curves.groupby("network")["pair"].nunique()
+    lines = [
+        "| network, curve | " + " | ".join(str(e) for e in BUDGETS) + " epochs |",
+        "| --- |" + " --- |" * len(BUDGETS),
+    ]
+    for (network, method), cells in mean.groupby(level=[0, 1], sort=False):
+        values = " | ".join(f"{r.train:.2f}/{r.test:.2f}" for r in cells.reset_index().itertuples())
+        lines.append(f"| {network} ({pairs[network]} pairs), {method} | {values} |")
+    return "\n".join(lines) + "\n"
+
+
+def cost_table(rows: pd.DataFrame) -> str:
+    """Per network and pair: `ot+wa` end to end and its construction against the cold curve at the endpoint
+    schedule's epochs (fit + evaluate; fit alone), with both worst test accuracies."""
+    lines = [
+        "| network, pair | ot+wa build + evaluate (s) | cold curve fit + evaluate (s) | end to end | "
+        "build against fit | worst test: ot+wa / cold curve (%) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    last = max(BUDGETS)
+    for (network, pair), group in rows.groupby(["network", "pair"], sort=False):
+        route = group[group["method"] == ROUTE].iloc[0]
+        cold = group[(group["method"] == COLD) & (group["epochs"] == last)]
+        if cold.empty:
+            continue
+        cold = cold.iloc[0]
+        route_s, cold_s = route.build_s + route.evaluate_s, cold.fit_s + cold.evaluate_s
+        lines.append(
+            f"| {network}, {pair} | {route.build_s:.1f} + {route.evaluate_s:.1f} | {cold.fit_s:.1f} + "
+            f"{cold.evaluate_s:.1f} | {cold_s / route_s:.1f}× | {cold.fit_s / route.build_s:.0f}× | "
+            f"{100 * route.test:.2f} / {100 * cold.test:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def figure(rows: pd.DataFrame, out: Path) -> None:
+    """Worst test accuracy against the fitting budget: one panel per network, one line per curve and pair,
+    `ot+wa` (no fitting) as a dashed level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    networks = list(dict.fromkeys(rows["network"]))
+    fig, axes = plt.subplots(1, len(networks), figsize=(5 * len(networks), 3.8), squeeze=False)
+    colours = dict(zip(CURVES, ("tab:gray", "tab:blue", "tab:orange")))
+    for ax, network in zip(axes[0], networks):
+        here = rows[rows["network"] == network]
+        for (method, pair), group in here[here["method"] != ROUTE].groupby(["method", "pair"], sort=False):
+            ax.plot(group["epochs"] + 0.5, 100 * group["test"], marker="o", color=colours[method], alpha=0.8,
+                    label=method if pair == here["pair"].iloc[0] else None)
+        for route in here[here["method"] == ROUTE].itertuples():
+            ax.axhline(100 * route.test, color="tab:green", linestyle="--", linewidth=1,
+                       label=f"{ROUTE} (no fitting)" if route.pair == here["pair"].iloc[0] else None)
+        ax.set_xscale("log")
+        ax.set_xticks([e + 0.5 for e in BUDGETS], [str(e) for e in BUDGETS])
+        ax.set_xlabel("fitting epochs")
+        ax.set_ylabel("worst test accuracy (%)")
+        ax.set_title(network)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    for suffix in ("png", "svg"):
+        fig.savefig(out / f"budget.{suffix}", dpi=120)
+
+
+def render(out: Path, works: list[Path]) -> None:
+    rows = pd.concat([pd.read_csv(work / "rows.csv") for work in works], ignore_index=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "budget.md", budget_table(rows))
+    write_text_atomic(out / "cost.md", cost_table(rows))
+    rows.to_csv(out / "budget.csv", index=False)
+    figure(rows, out)
+    print((out / "budget.md").read_text() + "\n" + (out / "cost.md").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--render", type=Path, help="join the WORK folders' rows into this report folder")
+    parser.add_argument("works", nargs="*", type=Path, help="with --render: the WORK folders")
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--data-root", type=Path, default=Path("data"))
+    parser.add_argument("--arch", default="onehidden")
+    parser.add_argument("--options", type=json.loads, default={"width": 1000})
+    parser.add_argument("--epochs", type=int, default=20, help="the endpoints' epochs (the endpoint schedule)")
+    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--points", type=int, default=21, help="evaluated points per leg")
+    parser.add_argument("--wa-samples", type=int, default=10000, help="the route's fits' training samples")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--work", type=Path, default=Path("results/fitting-budget"))
+    args = parser.parse_args()
+    if args.render:
+        render(args.render, args.works)
+    else:
+        measure(args)
+
+
+if __name__ == "__main__":
+    main()
