@@ -168,11 +168,22 @@ def figure(rows: pd.DataFrame, out: Path) -> None:
     for ax, network in zip(axes[0], networks):
         here = rows[rows["network"] == network]
         for (method, pair), group in here[here["method"] != ROUTE].groupby(["method", "pair"], sort=False):
-            ax.plot(group["epochs"] + 0.5, 100 * group["test"], marker="o", color=colours[method], alpha=0.8,
-                    label=method if pair == here["pair"].iloc[0] else None)
+            ax.plot(
+                group["epochs"] + 0.5,
+                100 * group["test"],
+                marker="o",
+                color=colours[method],
+                alpha=0.8,
+                label=method if pair == here["pair"].iloc[0] else None,
+            )
         for route in here[here["method"] == ROUTE].itertuples():
-            ax.axhline(100 * route.test, color="tab:green", linestyle="--", linewidth=1,
-                       label=f"{ROUTE} (no fitting)" if route.pair == here["pair"].iloc[0] else None)
+            ax.axhline(
+                100 * route.test,
+                color="tab:green",
+                linestyle="--",
+                linewidth=1,
+                label=f"{ROUTE} (no fitting)" if route.pair == here["pair"].iloc[0] else None,
+            )
         ax.set_xscale("log")
         ax.set_xticks([e + 0.5 for e in BUDGETS], [str(e) for e in BUDGETS])
         ax.set_xlabel("fitting epochs")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from lowloss.errors import LowlossError, shortened, unknown_name
 from lowloss.evaluate.adaptive import AUTO
-from lowloss.methods.context import ALL
+from lowloss.methods.context import ALL, OT_SOLVERS
 from lowloss.nets.architectures import ARCHITECTURES, NORMS
 from lowloss.nets.references import (
     FORMS,
@@ -318,11 +318,35 @@ def add_training_options(
 
 
 def add_count_option(
-    parser: argparse.ArgumentParser, flag: str, maximum: int, help: str, default: int | None = None
+    parser: argparse.ArgumentParser,
+    flag: str,
+    maximum: int,
+    help: str,
+    default: int | None = None,
+    metavar: str | None = None,
 ) -> None:
     """An integer option in [1, maximum], its help ending with its default and its bound."""
     shown = f"default {default}, at most {maximum}" if default is not None else f"at most {maximum}"
-    parser.add_argument(flag, type=count(1, maximum), default=default, help=f"{help} ({shown})")
+    parser.add_argument(flag, type=count(1, maximum), default=default, metavar=metavar, help=f"{help} ({shown})")
+
+
+def add_wa_samples_option(parser: argparse.ArgumentParser, applies_to: str) -> None:
+    """`--wa-samples`: the training samples weight adjustment fits on (None: the whole training split)."""
+    help = f"{applies_to}: training samples the weight adjustments are fitted on; default the whole training split"
+    add_count_option(parser, "--wa-samples", MAX_BATCH, help, metavar="N")
+
+
+def add_bn_batches_option(parser: argparse.ArgumentParser, applies_to: str | None = None) -> None:
+    """`--bn-batches`: BatchNorm statistics measured at every point (None: points keep the ones they carry)."""
+    help = BN_BATCHES_HELP if applies_to is None else f"{applies_to}: {BN_BATCHES_HELP}"
+    add_count_option(parser, "--bn-batches", MAX_BATCHES, help, metavar="N")
+
+
+def add_ot_solver_option(parser: argparse.ArgumentParser, applies_to: str | None = None) -> None:
+    help = "OT solver (default emd, as the paper)"
+    parser.add_argument(
+        "--ot-solver", choices=OT_SOLVERS, default="emd", help=help if applies_to is None else f"{applies_to}: {help}"
+    )
 
 
 def add_seed_option(parser: argparse.ArgumentParser, help: str, default: int = 0) -> None:

@@ -10,15 +10,16 @@ from typing import TYPE_CHECKING
 
 from lowloss.api.defaults import POINTS, REPAIR_BATCHES
 from lowloss.cli.options import (
-    BN_BATCHES_HELP,
     ENDPOINT_HELP,
-    MAX_BATCH,
     MAX_BATCHES,
     MAX_POINTS,
+    add_bn_batches_option,
     add_dataset_options,
     add_device_option,
     add_model_options,
+    add_ot_solver_option,
     add_seed_option,
+    add_wa_samples_option,
     count,
     endpoints_and_data,
     given,
@@ -30,7 +31,7 @@ from lowloss.cli.options import (
     wa_breakpoints,
 )
 from lowloss.evaluate.adaptive import COARSE_POINTS, TOLERANCE
-from lowloss.methods.context import DEFAULT_BREAKPOINTS, OT_SOLVERS
+from lowloss.methods.context import DEFAULT_BREAKPOINTS
 from lowloss.methods.registry import FILE_INPUTS, OPTIONS, get_method
 from lowloss.storage.destinations import check_files, file_output, folder_output
 from lowloss.storage.file_kinds import BREAKPOINT, CONNECTOR, CURVE, MATCHING, PATH_TABLE, SIDECAR
@@ -72,15 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"*+wa: points per stage where the next layer is re-fitted (2 to {MAX_POINTS}), or 'all' for every "
         f"evaluated t (default {DEFAULT_BREAKPOINTS})",
     )
-    parser.add_argument(
-        "--wa-samples",
-        type=count(1, MAX_BATCH),
-        help=f"*+wa, *+bfly: training samples the weight adjustments are fitted on (default all, at most {MAX_BATCH})",
-    )
-    parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd", help="OT solver (default emd, as the paper)")
-    parser.add_argument(
-        "--bn-batches", type=count(1, MAX_BATCHES), metavar="N", help=f"{BN_BATCHES_HELP} (at most {MAX_BATCHES})"
-    )
+    add_wa_samples_option(parser, "*+wa, *+bfly")
+    add_ot_solver_option(parser)
+    add_bn_batches_option(parser)
     parser.add_argument(
         "--repair-batches",
         type=count(1, MAX_BATCHES),

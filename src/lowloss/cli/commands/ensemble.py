@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowloss.cli.options import (
-    MAX_BATCH,
     MAX_WA_LAYER,
     add_dataset_options,
     add_device_option,
     add_model_options,
     add_seed_option,
+    add_wa_samples_option,
     count,
     model_inputs,
     output_path,
@@ -51,12 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     method.add_argument("--independent", action="store_true", help="Ind: the usual ensemble of the unchanged models")
     add_dataset_options(parser, user_data=True)
     add_device_option(parser)
-    parser.add_argument(
-        "--wa-samples",
-        type=count(1, MAX_BATCH),
-        help=f"WA(N): training samples the adjusted layers are fitted on (default: the whole training split, "
-        f"at most {MAX_BATCH})",
-    )
+    add_wa_samples_option(parser, "WA(N)")
     add_seed_option(parser, "seed of the --wa-samples subset")
     parser.add_argument(
         "--out",

@@ -14,19 +14,19 @@ from pathlib import Path
 
 from lowloss.cli.options import (
     ENDPOINT_HELP,
-    MAX_BATCH,
     add_dataset_options,
     add_device_option,
     add_model_options,
+    add_ot_solver_option,
     add_training_options,
-    count,
+    add_wa_samples_option,
     endpoints_and_data,
     model_inputs,
     options_from_args,
     output_path,
     wa_breakpoints,
 )
-from lowloss.methods.context import DEFAULT_BREAKPOINTS, OT_SOLVERS
+from lowloss.methods.context import DEFAULT_BREAKPOINTS
 from lowloss.methods.registry import CURVES
 from lowloss.storage.destinations import check_files, weights_output
 from lowloss.storage.file_kinds import CURVE, MATCHING
@@ -59,11 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--matching", type=Path, help="aligned curves: the aligning method's matching (`lowloss match`; else computed)"
     )
-    parser.add_argument(
-        "--wa-samples",
-        type=count(1, MAX_BATCH),
-        help=f"aligned curves: training samples the route's adjustments are fitted on (at most {MAX_BATCH})",
-    )
+    add_wa_samples_option(parser, "aligned curves")
     parser.add_argument(
         "--wa-breakpoints",
         type=wa_breakpoints,
@@ -71,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="K|all",
         help=f"curves started on a +wa route: its re-fitted points per stage (default {DEFAULT_BREAKPOINTS})",
     )
-    parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd", help="aligned curves: OT solver")
+    add_ot_solver_option(parser, "aligned curves")
     parser.add_argument("--out", type=output_path, required=True, help="output curve .safetensors (sidecar beside it)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_model_options(parser)

@@ -7,15 +7,14 @@ import time
 from pathlib import Path
 
 from lowloss.cli.options import (
-    BN_BATCHES_HELP,
     ENDPOINT_HELP,
-    MAX_BATCH,
-    MAX_BATCHES,
+    add_bn_batches_option,
     add_dataset_options,
     add_device_option,
     add_model_options,
+    add_ot_solver_option,
     add_seed_option,
-    count,
+    add_wa_samples_option,
     endpoints_and_data,
     given,
     method_name,
@@ -24,7 +23,6 @@ from lowloss.cli.options import (
     output_path,
 )
 from lowloss.errors import LowlossError
-from lowloss.methods.context import OT_SOLVERS
 from lowloss.methods.registry import ROUTE_METHODS, get_method
 from lowloss.storage.destinations import check_files, weights_output
 from lowloss.storage.file_kinds import MATCHING
@@ -45,19 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the method the matching is for: ot (default), ot+wa, ot+bfly, weight-matching",
     )
     parser.add_argument("--out", type=output_path, required=True, help="output matching (.safetensors + .json)")
-    parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd", help="OT solver (default emd, as the paper)")
-    parser.add_argument(
-        "--wa-samples",
-        type=count(1, MAX_BATCH),
-        help=f"route methods: training samples the route's weight adjustments are fitted on (default all, "
-        f"at most {MAX_BATCH})",
-    )
-    parser.add_argument(
-        "--bn-batches",
-        type=count(1, MAX_BATCHES),
-        metavar="N",
-        help=f"route methods: {BN_BATCHES_HELP} (at most {MAX_BATCHES})",
-    )
+    add_ot_solver_option(parser)
+    add_wa_samples_option(parser, "route methods")
+    add_bn_batches_option(parser, "route methods")
     add_seed_option(
         parser,
         "seed of the --wa-samples subset and the --bn-batches batches, and of weight-matching's order of the groups",
