@@ -1,7 +1,8 @@
 """Copy a finished run's report tables into the docs, so the tables the docs show are the ones a run made.
 
 `lowloss report` and `lowloss ensemble-report` write their tables as Markdown beside the CSV files
-(`results/report/<name>/table1.md`, `table2.md`, `ensembles.md`). This copies each into
+(`results/report/<name>/table1.md`, `table2.md`, `ensembles.md`; `scripts/fitting_budget.py --render` writes
+`budget.md` and `cost.md`). This copies each into
 `docs/results/<name>/` under the same name, headed by a comment that says where it came from (the report
 folder, the package version and the git commit), so a page includes it instead of a pasted copy:
 
@@ -30,8 +31,9 @@ from pathlib import Path
 from lowloss import __version__
 from lowloss.storage.atomic import write_text_atomic
 
-TABLES = ("table1.md", "table2.md", "ensembles.md")
-"""The Markdown tables of the reports, in the order a page shows them."""
+TABLES = ("table1.md", "table2.md", "ensembles.md", "budget.md", "cost.md")
+"""The Markdown tables of the reports (the last two from `scripts/fitting_budget.py --render`), in the order a
+page shows them."""
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "results"
 README = ROOT / "README.md"
