@@ -6,7 +6,9 @@ For one network (`--arch`, `--options`) on `--dataset`: trains 2·`--pairs` endp
 - builds `ot+wa` (matching + route) and evaluates it at `--points` per leg, each timed;
 - fits the cold curve (garipov-polychain-3), the aligned one (aligned-polychain-3) and the route-started one
   (ot+wa+polychain-3) for 0, 1, 2, 5, 10 and 20 epochs (each budget a fit of its own, as `fit-curve --epochs E`
-  would make it: the learning-rate schedule spans the budget), and evaluates each at `--points` per leg.
+  would make it: the learning-rate schedule spans the budget), and evaluates each at `--points` per leg (an
+  aligned curve's permutation stage, the same at every budget, once per curve and pair; its seconds count in
+  every row).
 
 Every result is a row of `WORK/rows.csv`, written as it is measured: an interrupted run resumes where it stopped.
 `--render OUT WORK...` joins the rows of several networks into `OUT/budget.md` (the table: worst train/test
@@ -40,6 +42,8 @@ from lowloss.evaluate import evaluate_path, worst_points  # noqa: E402
 from lowloss.methods.context import Context, Options  # noqa: E402
 from lowloss.methods.registry import get_method  # noqa: E402
 from lowloss.nets.network import Network  # noqa: E402
+from lowloss.paths.legs import Path as ConnectionPath  # noqa: E402
+from lowloss.paths.swaps import SwapLeg  # noqa: E402
 from lowloss.storage.atomic import write_text_atomic  # noqa: E402
 from lowloss.storage.model_files import load_model  # noqa: E402
 from lowloss.training.config import TrainConfig  # noqa: E402
@@ -64,13 +68,36 @@ def endpoints(args: argparse.Namespace, data) -> list[Path]:
     return files
 
 
-def measured(ctx: Context, method: str, points: int) -> tuple[dict, float, float]:
-    """(worst points, build seconds, evaluate seconds) of `method`'s path."""
+def measured(ctx: Context, method: str, points: int, stages: dict | None = None) -> tuple[dict, float, float]:
+    """(worst points, build seconds, evaluate seconds) of `method`'s path.
+
+    An aligned curve's permutation stage (its swap legs, from the matched Θ^B to Θ^B) does not depend on the
+    fit: with `stages`, it is evaluated once per method and its table and seconds reused for every budget (the
+    seconds count in each row, as each fit's user pays them)."""
     start = time.perf_counter()
     path = get_method(method).build(*(artifact.tensors for artifact in ctx.endpoints), ctx)
     built = time.perf_counter()
-    table = evaluate_path(ctx.network, path, ctx.data, points, progress=False)
-    return worst_points(table), built - start, time.perf_counter() - built
+    swaps = [leg for leg in path.legs if isinstance(leg, SwapLeg)]
+    if stages is None or not swaps:
+        table = evaluate_path(ctx.network, path, ctx.data, points, progress=False)
+        return worst_points(table), built - start, time.perf_counter() - built
+    if method not in stages:
+        stage_start = time.perf_counter()
+        stage = evaluate_path(ctx.network, ConnectionPath(swaps, method), ctx.data, points, progress=False)
+        stages[method] = (stage, len(swaps), time.perf_counter() - stage_start)
+    stage, count, stage_s = stages[method]
+    if count != len(swaps):
+        raise RuntimeError(f"{method}: the permutation stage changed between budgets ({count} against {len(swaps)})")
+    curve_start = time.perf_counter()
+    table = evaluate_path(
+        ctx.network,
+        ConnectionPath([leg for leg in path.legs if not isinstance(leg, SwapLeg)], method),
+        ctx.data,
+        points,
+        progress=False,
+    )
+    evaluate_s = time.perf_counter() - curve_start + stage_s
+    return worst_points(pd.concat([table, stage], ignore_index=True)), built - start, evaluate_s
 
 
 def append(rows_file: Path, row: dict) -> None:
@@ -104,12 +131,13 @@ def measure(args: argparse.Namespace) -> None:
             found, build_s, evaluate_s = measured(ctx, ROUTE, args.points)
             row = dict(base, method=ROUTE, epochs=-1, build_s=build_s, fit_s=0.0, evaluate_s=evaluate_s)
             append(rows_file, row | {"train": found["train"]["acc"], "test": found["test"]["acc"]})
+        stages: dict = {}
         for method in CURVES:
             for epochs in BUDGETS:
                 if (pair, method, epochs) in done:
                     continue
                 curve_ctx, fit_s = fitted(ctx, method, epochs, args.work / pair)
-                found, build_s, evaluate_s = measured(curve_ctx, method, args.points)
+                found, build_s, evaluate_s = measured(curve_ctx, method, args.points, stages)
                 row = dict(base, method=method, epochs=epochs, build_s=build_s, fit_s=fit_s, evaluate_s=evaluate_s)
                 append(rows_file, row | {"train": found["train"]["acc"], "test": found["test"]["acc"]})
                 print(f"{network} {pair} {method} {epochs} epochs: {row | {'test': found['test']['acc']}}", flush=True)
