@@ -28,7 +28,6 @@ Timings are wall-clock seconds of one process with `--threads` torch threads; co
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -103,13 +102,17 @@ def measured(ctx: Context, method: str, points: int, stages: dict | None = None)
 
 
 def append(rows_file: Path, row: dict) -> None:
-    new = not rows_file.exists()
-    with rows_file.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-        handle.flush()
+    """Add a row to the file, rewritten whole and atomically: a kill leaves the rows measured so far, never half
+    a line."""
+    rows = pd.read_csv(rows_file) if rows_file.exists() else pd.DataFrame(columns=list(COLUMNS))
+    write_text_atomic(rows_file, pd.concat([rows, pd.DataFrame([row])[list(COLUMNS)]]).to_csv(index=False))
+
+
+def fresh_fit(folder: Path, method: str, epochs: int) -> None:
+    """Remove what an interrupted fit of `method` at `epochs` left (its checkpoint, or a curve whose row was
+    never written), so that the fit is timed from its first epoch."""
+    for leftover in folder.glob(f"{method}-{epochs}.*"):
+        leftover.unlink()
 
 
 def measure(args: argparse.Namespace) -> None:
@@ -139,6 +142,7 @@ def measure(args: argparse.Namespace) -> None:
             for epochs in BUDGETS:
                 if (pair, method, epochs) in done:
                     continue
+                fresh_fit(args.work / pair, method, epochs)
                 curve_ctx, fit_s = fitted(ctx, method, epochs, args.work / pair)
                 found, build_s, evaluate_s = measured(curve_ctx, method, args.points, stages)
                 row = dict(base, method=method, epochs=epochs, build_s=build_s, fit_s=fit_s, evaluate_s=evaluate_s)
@@ -171,11 +175,11 @@ def cost_table(rows: pd.DataFrame) -> str:
     ]
     last = max(BUDGETS)
     for (network, pair), group in rows.groupby(["network", "pair"], sort=False):
-        route = group[group["method"] == ROUTE].iloc[0]
+        route = group[group["method"] == ROUTE]
         cold = group[(group["method"] == COLD) & (group["epochs"] == last)]
-        if cold.empty:
-            continue
-        cold = cold.iloc[0]
+        if route.empty or cold.empty:
+            continue  # a pair measured only in part
+        route, cold = route.iloc[0], cold.iloc[0]
         route_s, cold_s = route.build_s + route.evaluate_s, cold.fit_s + cold.evaluate_s
         lines.append(
             f"| {network}, {pair} | {route.build_s:.1f} + {route.evaluate_s:.1f} | {cold.fit_s:.1f} + "
@@ -227,11 +231,14 @@ def figure(rows: pd.DataFrame, out: Path) -> None:
 
 
 def render(out: Path, works: list[Path]) -> None:
+    missing = [work for work in works if not (work / "rows.csv").is_file()]
+    if missing or not works:
+        raise SystemExit(f"{missing[0] if missing else 'no WORK folder'}: no rows.csv to render (measure first)")
     rows = pd.concat([pd.read_csv(work / "rows.csv") for work in works], ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "budget.md", budget_table(rows))
     write_text_atomic(out / "cost.md", cost_table(rows))
-    rows.to_csv(out / "budget.csv", index=False)
+    write_text_atomic(out / "budget.csv", rows.to_csv(index=False))
     figure(rows, out)
     print((out / "budget.md").read_text() + "\n" + (out / "cost.md").read_text())
 

@@ -38,3 +38,13 @@ def test_budget_rows_resume_and_render(tmp_path):
     assert len(budget.splitlines()) == 2 + 3 and budget in printed
     assert "onehidden 8, 0-1" in cost and "×" in cost
     assert (out / "budget.png").stat().st_size > 0 and (out / "budget.csv").exists()
+
+
+def test_rendering_a_folder_without_rows_is_refused_in_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, SCRIPT, "--render", tmp_path / "report", tmp_path / "nothing"], capture_output=True, text=True
+    )
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        f"{tmp_path / 'nothing'}: no rows.csv to render (measure first)"
+    ]
+    assert not (tmp_path / "report").exists()

@@ -330,23 +330,26 @@ def add_count_option(
     parser.add_argument(flag, type=count(1, maximum), default=default, metavar=metavar, help=f"{help} ({shown})")
 
 
+def scoped(help: str, applies_to: str | None) -> str:
+    """An option's help, prefixed with what it applies to when the command has more than that."""
+    return help if applies_to is None else f"{applies_to}: {help}"
+
+
 def add_wa_samples_option(parser: argparse.ArgumentParser, applies_to: str) -> None:
     """`--wa-samples`: the training samples weight adjustment fits on (None: the whole training split)."""
-    help = f"{applies_to}: training samples the weight adjustments are fitted on; default the whole training split"
+    help = scoped("training samples the weight adjustments are fitted on; default the whole training split", applies_to)
     add_count_option(parser, "--wa-samples", MAX_BATCH, help, metavar="N")
 
 
 def add_bn_batches_option(parser: argparse.ArgumentParser, applies_to: str | None = None) -> None:
     """`--bn-batches`: BatchNorm statistics measured at every point (None: points keep the ones they carry)."""
-    help = BN_BATCHES_HELP if applies_to is None else f"{applies_to}: {BN_BATCHES_HELP}"
-    add_count_option(parser, "--bn-batches", MAX_BATCHES, help, metavar="N")
+    add_count_option(parser, "--bn-batches", MAX_BATCHES, scoped(BN_BATCHES_HELP, applies_to), metavar="N")
 
 
 def add_ot_solver_option(parser: argparse.ArgumentParser, applies_to: str | None = None) -> None:
-    help = "OT solver (default emd, as the paper)"
-    parser.add_argument(
-        "--ot-solver", choices=OT_SOLVERS, default="emd", help=help if applies_to is None else f"{applies_to}: {help}"
-    )
+    """`--ot-solver`: POT's exact solver (the paper's) or SciPy's, which finds the same matching faster."""
+    help = scoped("OT solver (default emd, as the paper)", applies_to)
+    parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd", help=help)
 
 
 def add_seed_option(parser: argparse.ArgumentParser, help: str, default: int = 0) -> None:

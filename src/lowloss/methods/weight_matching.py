@@ -200,7 +200,8 @@ class Scores:
         """(n, n) float64: entry (i, j) is the inner product of A's unit i with B's unit j over every tensor that
         touches `group` (or those of them in `keys`, computed afresh), B's other axes in A's order by the current
         permutations."""
-        self.stale.discard(group)
+        if keys is None:
+            self.stale.discard(group)  # a subset of the parts leaves the whole matrix unread
         if keys is None and self.kept[group] is not None:
             return self.kept[group].numpy()
         n, back = len(self.perms[group]), self.original(group)
