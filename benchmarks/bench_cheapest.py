@@ -105,11 +105,12 @@ def worst(ctx: Context, method: str, points) -> tuple[dict, int]:
     return worst_points(table), int((table["split"] == "test").sum())
 
 
-def fitted(ctx: Context, method: str, epochs: int, folder: Path) -> tuple[Context, float]:
-    """The context with `method`'s curve fitted for `epochs`, and the seconds the fit took."""
+def fitted(ctx: Context, method: str, epochs: int, folder: Path, lr: float = TrainConfig.lr) -> tuple[Context, float]:
+    """The context with `method`'s curve fitted for `epochs` from learning rate `lr`, and the seconds the fit took."""
     out = folder / f"{method}-{epochs}.safetensors"
     start = time.perf_counter()
-    fit_method_curve(method, *ctx.endpoints, ctx.data, TrainConfig(epochs=epochs), out, ctx.options, progress=False)
+    config = TrainConfig(epochs=epochs, lr=lr)
+    fit_method_curve(method, *ctx.endpoints, ctx.data, config, out, ctx.options, progress=False)
     return replace(ctx, curve=load_weights(out)), time.perf_counter() - start
 
 

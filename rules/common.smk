@@ -411,11 +411,13 @@ def connector_args(wildcards):
 
 
 def curve_args(wildcards):
-    """The curve's training: an aligned curve's epochs are `aligned_epochs` (null: fit-curve's default for them)."""
+    """The curve's training: an aligned curve's epochs are `aligned_epochs` (null: fit-curve's default for them),
+    its learning rate `aligned_lr` (null: the curves' `lr`)."""
     settings = dict(experiment(wildcards.exp)["curves"])
-    aligned_epochs = settings.pop("aligned_epochs")
+    aligned_epochs, aligned_lr = settings.pop("aligned_epochs"), settings.pop("aligned_lr")
     if CURVES[wildcards.method].align is not None:
         settings["epochs"] = aligned_epochs
+        settings["lr"] = settings["lr"] if aligned_lr is None else aligned_lr
     return flags(settings)
 
 

@@ -8,14 +8,17 @@ For one network (`--arch`, `--options`) on `--dataset`: trains 2·`--pairs` endp
   the curves' fits come after it and find them paid);
 - fits the cold curve (garipov-polychain-3), the aligned one (aligned-polychain-3) and the route-started one
   (ot+wa+polychain-3) for 0, 1, 2, 5, 10 and 20 epochs (each budget a fit of its own, as `fit-curve --epochs E`
-  would make it: the learning-rate schedule spans the budget), and evaluates each at `--points` per leg (an
-  aligned curve's permutation stage, the same at every budget, once per curve and pair; its seconds count in
-  every row).
+  would make it: the learning-rate schedule spans the budget, from `--lr`, `--aligned-lr` for aligned curves,
+  both the endpoint schedule's 0.01 by default), and evaluates each at `--points` per leg (an aligned curve's
+  permutation stage, the same at every budget, once per curve and pair; its seconds count in every row).
 
 Every result is a row of `WORK/rows.csv`, written as it is measured: an interrupted run resumes where it stopped.
+A row records its fit's learning rate: a run with other rates (`--curves aligned-polychain-3 --aligned-lr 0.001`)
+adds rows to the same file, shown in the table labelled with their rate.
 `--render OUT WORK...` joins the rows of several networks into `OUT/budget.md` (the table: worst train/test
-accuracy, mean over pairs, per budget), `OUT/cost.md` (seconds: `ot+wa` end to end and built against the cold
-curve at the endpoint schedule's epochs) and the figure `OUT/budget.{png,svg}`.
+accuracy, mean over pairs, per budget; also as a sortable page, `OUT/budget.html`), `OUT/cost.md` (seconds:
+`ot+wa` end to end and built against the cold curve at the endpoint schedule's epochs) and the figure
+`OUT/budget.{png,svg}`.
 
     python scripts/fitting_budget.py --arch fc3 --options '{"widths": [768, 384]}' --points 11 \\
         --work results/fitting-budget/fc3
@@ -41,10 +44,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_cheapest import BUDGETS, CURVES, fitted  # noqa: E402
 from lowloss.evaluate import evaluate_path, worst_points  # noqa: E402
 from lowloss.methods.context import Context, Options  # noqa: E402
+from lowloss.methods.registry import CURVES as CURVE_KINDS  # noqa: E402
 from lowloss.methods.registry import get_method  # noqa: E402
 from lowloss.nets.network import Network  # noqa: E402
 from lowloss.paths.legs import Path as ConnectionPath  # noqa: E402
 from lowloss.paths.swaps import SwapLeg  # noqa: E402
+from lowloss.results.html import write_table_page  # noqa: E402
 from lowloss.storage.atomic import write_text_atomic  # noqa: E402
 from lowloss.storage.model_files import load_model  # noqa: E402
 from lowloss.training.config import TrainConfig  # noqa: E402
@@ -52,9 +57,17 @@ from lowloss.training.data import load_dataset  # noqa: E402
 from lowloss.training.device import pick_device  # noqa: E402
 from lowloss.training.train import train_endpoint  # noqa: E402
 
-COLUMNS = ("network", "pair", "method", "epochs", "build_s", "fit_s", "evaluate_s", "train", "test", "points")
+COLUMNS = ("network", "pair", "method", "epochs", "lr", "build_s", "fit_s", "evaluate_s", "train", "test", "points")
 ROUTE = "ot+wa"
 COLD = CURVES[0]
+
+
+def fit_lr(args: argparse.Namespace, method: str) -> float | None:
+    """The learning rate `method`'s fits start from here (`--aligned-lr` for aligned curves, `--lr` for the
+    others), None for the route (no fit)."""
+    if method == ROUTE:
+        return None
+    return args.aligned_lr if CURVE_KINDS[method].align is not None else args.lr
 
 
 def endpoints(args: argparse.Namespace, data) -> list[Path]:
@@ -121,7 +134,10 @@ def measure(args: argparse.Namespace) -> None:
     rows_file = args.work / "rows.csv"
     done = set()
     if rows_file.exists():
-        done = {(r.pair, r.method, int(r.epochs)) for r in pd.read_csv(rows_file).itertuples()}
+        done = {
+            (r.pair, r.method, int(r.epochs), None if pd.isna(r.lr) else float(r.lr))
+            for r in pd.read_csv(rows_file).itertuples()
+        }
     data = load_dataset(args.dataset, root=args.data_root, device=pick_device())
     files = endpoints(args, data)
     network = f"{args.arch} {'-'.join(str(w) for w in args.options.get('widths', [args.options.get('width')]))}"
@@ -132,36 +148,61 @@ def measure(args: argparse.Namespace) -> None:
         ctx = Context(Network(model.to(data.x_train.device)), data, options, (art_a, art_b))
         base = {"network": network, "pair": pair, "points": args.points}
         (args.work / pair).mkdir(exist_ok=True)
-        if (pair, ROUTE, -1) not in done:
+        if (pair, ROUTE, -1, None) not in done:
             get_method(ROUTE).build(art_a.tensors, art_b.tensors, ctx)  # a warm-up: one-time start-up costs
             found, build_s, evaluate_s = measured(ctx, ROUTE, args.points)
-            row = dict(base, method=ROUTE, epochs=-1, build_s=build_s, fit_s=0.0, evaluate_s=evaluate_s)
+            row = dict(base, method=ROUTE, epochs=-1, lr=None, build_s=build_s, fit_s=0.0, evaluate_s=evaluate_s)
             append(rows_file, row | {"train": found["train"]["acc"], "test": found["test"]["acc"]})
         stages: dict = {}
-        for method in CURVES:
+        for method in args.curves:
+            lr = fit_lr(args, method)
             for epochs in BUDGETS:
-                if (pair, method, epochs) in done:
+                if (pair, method, epochs, lr) in done:
                     continue
                 fresh_fit(args.work / pair, method, epochs)
-                curve_ctx, fit_s = fitted(ctx, method, epochs, args.work / pair)
+                curve_ctx, fit_s = fitted(ctx, method, epochs, args.work / pair, lr)
                 found, build_s, evaluate_s = measured(curve_ctx, method, args.points, stages)
-                row = dict(base, method=method, epochs=epochs, build_s=build_s, fit_s=fit_s, evaluate_s=evaluate_s)
+                row = dict(base, method=method, epochs=epochs, lr=lr, build_s=build_s, fit_s=fit_s)
+                row["evaluate_s"] = evaluate_s
                 append(rows_file, row | {"train": found["train"]["acc"], "test": found["test"]["acc"]})
                 print(f"{network} {pair} {method} {epochs} epochs: {row | {'test': found['test']['acc']}}", flush=True)
 
 
-def budget_table(rows: pd.DataFrame) -> str:
-    """Worst train/test accuracy (%) per network, curve and budget, mean over pairs."""
-    curves = rows[rows["method"] != ROUTE]
-    mean = curves.groupby(["network", "method", "epochs"], sort=False)[["train", "test"]].mean() * 100
-    pairs = curves.groupby("network")["pair"].nunique()
+def curve_label(method: str, lr: float) -> str:
+    """A curve's name, with its learning rate where that is not the endpoint schedule's."""
+    return method if lr == TrainConfig.lr else f"{method}, lr {lr:g}"
+
+
+def curves_in_order(rows: pd.DataFrame) -> pd.DataFrame:
+    """The curves' rows, each network's curves in `CURVES` order, the endpoint schedule's learning rate first."""
+    curves = rows[rows["method"] != ROUTE].copy()
+    curves["order"] = [CURVES.index(m) + (lr != TrainConfig.lr) / 2 for m, lr in zip(curves["method"], curves["lr"])]
+    network_order = {network: k for k, network in enumerate(dict.fromkeys(rows["network"]))}
+    curves["network_order"] = curves["network"].map(network_order)
+    return curves.sort_values(["network_order", "order", "pair", "epochs"], kind="stable")
+
+
+def budget_means(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per network and curve (with its learning rate where that is not the endpoint schedule's): the mean
+    over pairs of the worst train and test accuracy (%) after each budget, columns `train E` and `test E`."""
+    curves = curves_in_order(rows)
+    curves["curve"] = [curve_label(method, lr) for method, lr in zip(curves["method"], curves["lr"])]
+    mean = curves.groupby(["network", "curve", "epochs"], sort=False)[["train", "test"]].mean() * 100
+    wide = mean.unstack("epochs")
+    wide.columns = [f"{split} {epochs}" for split, epochs in wide.columns]
+    wide.insert(0, "pairs", curves.groupby(["network", "curve"], sort=False)["pair"].nunique())
+    return wide.reset_index()
+
+
+def budget_table(means: pd.DataFrame) -> str:
+    """`budget_means` as Markdown: a row per network and curve, a train/test cell per budget."""
     lines = [
         "| network, curve | " + " | ".join(str(e) for e in BUDGETS) + " epochs |",
         "| --- |" + " --- |" * len(BUDGETS),
     ]
-    for (network, method), cells in mean.groupby(level=[0, 1], sort=False):
-        values = " | ".join(f"{r.train:.2f}/{r.test:.2f}" for r in cells.reset_index().itertuples())
-        lines.append(f"| {network} ({pairs[network]} pairs), {method} | {values} |")
+    for row in means.to_dict("records"):
+        values = " | ".join(f"{row[f'train {e}']:.2f}/{row[f'test {e}']:.2f}" for e in BUDGETS)
+        lines.append(f"| {row['network']} ({row['pairs']} pairs), {row['curve']} | {values} |")
     return "\n".join(lines) + "\n"
 
 
@@ -202,14 +243,15 @@ def figure(rows: pd.DataFrame, out: Path) -> None:
     colours = dict(zip(CURVES, ("tab:gray", "tab:blue", "tab:orange")))
     for ax, network in zip(axes[0], networks):
         here = rows[rows["network"] == network]
-        for (method, pair), group in here[here["method"] != ROUTE].groupby(["method", "pair"], sort=False):
+        for (method, lr, pair), group in curves_in_order(here).groupby(["method", "lr", "pair"], sort=False):
             ax.plot(
                 group["epochs"] + 0.5,
                 100 * group["test"],
                 marker="o",
                 color=colours[method],
+                linestyle="-" if lr == TrainConfig.lr else ":",
                 alpha=0.8,
-                label=method if pair == here["pair"].iloc[0] else None,
+                label=curve_label(method, lr) if pair == here["pair"].iloc[0] else None,
             )
         for route in here[here["method"] == ROUTE].itertuples():
             ax.axhline(
@@ -236,7 +278,15 @@ def render(out: Path, works: list[Path]) -> None:
         raise SystemExit(f"{missing[0] if missing else 'no WORK folder'}: no rows.csv to render (measure first)")
     rows = pd.concat([pd.read_csv(work / "rows.csv") for work in works], ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "budget.md", budget_table(rows))
+    means = budget_means(rows)
+    write_text_atomic(out / "budget.md", budget_table(means))
+    write_table_page(
+        out / "budget.html",
+        means,
+        "Worst accuracy against fitting budget",
+        "Worst train and test accuracy (%) along each curve's path after E epochs of fitting, mean over pairs; "
+        "budget.csv holds every pair's row with its seconds.",
+    )
     write_text_atomic(out / "cost.md", cost_table(rows))
     write_text_atomic(out / "budget.csv", rows.to_csv(index=False))
     figure(rows, out)
@@ -255,6 +305,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--points", type=int, default=21, help="evaluated points per leg")
     parser.add_argument("--wa-samples", type=int, default=10000, help="the route's fits' training samples")
+    parser.add_argument("--curves", type=lambda text: text.split(","), default=list(CURVES), help="curve methods")
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="the cold curves' initial learning rate")
+    parser.add_argument("--aligned-lr", type=float, default=TrainConfig.lr, help="the aligned curves' one")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("results/fitting-budget"))
     args = parser.parse_args()

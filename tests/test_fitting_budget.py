@@ -27,6 +27,7 @@ def test_budget_rows_resume_and_render(tmp_path):
     assert list(curves.groupby("method")["epochs"].apply(list).iloc[0]) == [0, 1, 2, 5, 10, 20]
     assert (rows["method"] == "ot+wa").sum() == 1 and rows[["train", "test"]].le(1).all().all()
     assert (curves.query("epochs == 0")["fit_s"] < curves.query("epochs == 20")["fit_s"].values).all()
+    assert (curves["lr"] == 0.01).all()
 
     script(*TINY, "--points", "3", "--wa-samples", "200", "--work", work)  # everything measured: nothing added
     assert len(pd.read_csv(work / "rows.csv")) == len(rows)
@@ -38,6 +39,17 @@ def test_budget_rows_resume_and_render(tmp_path):
     assert len(budget.splitlines()) == 2 + 3 and budget in printed
     assert "onehidden 8, 0-1" in cost and "×" in cost
     assert (out / "budget.png").stat().st_size > 0 and (out / "budget.csv").exists()
+    assert "Worst accuracy against fitting budget" in (out / "budget.html").read_text()
+
+    # a curve fitted from another learning rate: its own rows, labelled in the table
+    script(*TINY, "--points", "3", "--wa-samples", "200", "--work", work, "--curves", "aligned-polychain-3",
+           "--aligned-lr", "0.001")  # fmt: skip
+    added = pd.read_csv(work / "rows.csv").iloc[len(rows) :]
+    assert len(added) == 6 and set(added["method"]) == {"aligned-polychain-3"} and (added["lr"] == 0.001).all()
+    script("--render", out, work)
+    lines = (out / "budget.md").read_text().splitlines()
+    assert len(lines) == 2 + 4 and lines[3].startswith("| onehidden 8 (1 pairs), aligned-polychain-3 |")
+    assert lines[4].startswith("| onehidden 8 (1 pairs), aligned-polychain-3, lr 0.001 |")
 
 
 def test_rendering_a_folder_without_rows_is_refused_in_one_line(tmp_path):

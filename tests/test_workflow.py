@@ -416,12 +416,22 @@ def test_adding_a_method_runs_only_its_jobs_and_the_report(workflow, tmp_path):
 def test_a_curve_between_aligned_networks_trains_its_own_epochs(tmp_path):
     def change(config):
         config["experiments"][DEEP]["methods"].append("ot+wa+polychain-3")
-        config["experiments"][DEEP]["curves"] = {"epochs": 7, "aligned_epochs": 0}
+        config["experiments"][DEEP]["curves"] = {"epochs": 7, "aligned_epochs": 0, "lr": 0.02, "aligned_lr": 0.005}
 
     output = snakemake(tmp_path, "--dry-run", config=write_config(tmp_path / "aligned.yaml", change)).stdout
     fits = {re.search(r"--method (\S+)", line)[1]: line for line in output.splitlines() if " fit-curve " in line}
     assert set(fits) == {"garipov-polychain-3", "ot+wa+polychain-3"}
     assert "--epochs 0 " in fits["ot+wa+polychain-3"] and "--epochs 2 " in fits["garipov-polychain-3"]
+    assert "--lr 0.005 " in fits["ot+wa+polychain-3"]  # aligned_lr, not the curves' lr
+
+    def without_aligned_lr(config):
+        change(config)
+        del config["experiments"][DEEP]["curves"]["aligned_lr"]
+
+    output = snakemake(tmp_path, "--dry-run", config=write_config(tmp_path / "same.yaml", without_aligned_lr)).stdout
+    assert any(
+        " fit-curve " in line and "ot+wa+polychain-3 " in line and "--lr 0.02 " in line for line in output.splitlines()
+    )
 
 
 def test_changing_the_training_epochs_reruns_everything_downstream(workflow, tmp_path):
