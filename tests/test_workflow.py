@@ -515,6 +515,10 @@ def test_lint_is_clean():
             f"config: experiments.{EXPERIMENT}.connect.wa_breakpoints: 1 is less than the minimum of 2",
         ),
         (
+            lambda c: c["experiments"][DEEP].setdefault("curves", {}).update(aligned_lr=0),
+            f"config: experiments.{DEEP}.curves.aligned_lr: 0 is less than or equal to the minimum of 0",
+        ),
+        (
             lambda c: c["experiments"][EXPERIMENT]["arch_options"].update(widths=[8, 8]),
             f"config: experiments.{EXPERIMENT}.arch_options: 'widths' is not one of ['width']",
         ),
