@@ -99,10 +99,11 @@ def endpoints(arch: str, data, folder: Path) -> Context:
 
 
 def worst(ctx: Context, method: str, points) -> tuple[dict, int]:
-    """(worst points by split, evaluations per split) of `method`'s path."""
+    """(worst points by split, evaluations per split) of `method`'s path: `--points auto` searches each split on
+    its own, so the count is the larger split's."""
     path = get_method(method).build(*(artifact.tensors for artifact in ctx.endpoints), ctx)
     table = evaluate_path(ctx.network, path, ctx.data, points, progress=False)
-    return worst_points(table), int((table["split"] == "test").sum())
+    return worst_points(table), int(table.groupby("split").size().max())
 
 
 def fitted(ctx: Context, method: str, epochs: int, folder: Path, lr: float = TrainConfig.lr) -> tuple[Context, float]:

@@ -1,9 +1,11 @@
 """`--points auto`: the golden-section search finds a known minimum within its tolerance, on a function and on a
-synthetic leg; the table keeps every evaluated point; the option and the workflow key refuse bad values."""
+synthetic leg, each split's search on that split; the table keeps every evaluated point; the option and the workflow
+key refuse bad values."""
 
 import pytest
 import torch
 
+from lowloss.evaluate import engine
 from lowloss.evaluate.adaptive import AUTO, COARSE_POINTS, TOLERANCE, golden_search, search_steps
 from lowloss.evaluate.engine import evaluate_path, worst_points
 from lowloss.nets.network import Network
@@ -63,11 +65,40 @@ def test_auto_points_find_a_synthetic_legs_worst_point_within_tolerance_at_fewer
         found, fixed = worst_points(auto)[split], worst_points(grid)[split]
         assert abs(found["position"] - (1 + LOWEST)) <= TOLERANCE
         assert found["acc"] <= fixed["acc"] and found["loss"] > fixed["loss"]  # a worse point than the grid's
-    evaluations = auto.query("split == 'test'")
-    assert len(evaluations) < len(grid.query("split == 'test'"))
-    assert len(evaluations) <= 2 * COARSE_POINTS + 2 * (search_steps() + 3)
-    assert {0.0, 0.25, 0.5, 0.75, 1.0} <= set(evaluations.query("leg == 1")["t"])  # the coarse grid is kept
-    assert auto.groupby("split").size().nunique() == 1  # every point on every split
+    for split in ("train", "test"):
+        evaluations, fixed_grid = auto[auto["split"] == split], grid[grid["split"] == split]
+        assert len(evaluations) < len(fixed_grid) / 2
+        assert len(evaluations) <= 2 * COARSE_POINTS + search_steps() + 3
+        assert {0.0, 0.25, 0.5, 0.75, 1.0} <= set(evaluations.query("leg == 1")["t"])  # the coarse grid is kept
+
+
+def test_auto_points_evaluate_the_test_splits_search_on_the_test_split_only(digits, digits_endpoints, monkeypatch):
+    """Accuracy worst at t = 0.3 on the training split and at 0.8 on the test split (synthetic rows): the training
+    split's search points are evaluated on both splits, the test split's on the smaller test split only."""
+    model, artifact = load_model(digits_endpoints(16, 0, 5))
+    lowest = {"train": 0.3, "test": 0.8}
+    calls = []
+
+    def synthetic(evaluator, method, index, leg, ts, splits):
+        calls.append((list(ts), list(splits)))
+        rows = []
+        for split in splits:
+            acc = torch.tensor([0.9 - max(0.0, 0.2 - abs(t - lowest[split])) for t in ts])
+            rows += engine.table_rows(method, [(index, leg)] * len(ts), ts, split, 1 - acc, acc)
+        return rows
+
+    monkeypatch.setattr(engine, "leg_rows", synthetic)
+    path = Path([Leg(artifact.tensors, artifact.tensors, "still")], "synthetic")
+    table = evaluate_path(Network(model), path, digits, AUTO, progress=False)
+    for split, found in worst_points(table).items():
+        assert abs(found["position"] - lowest[split]) <= TOLERANCE
+    searched = [(ts[0], splits) for ts, splits in calls if len(ts) == 1]
+    assert {t for t, splits in searched if splits == ["train", "test"]} and all(
+        abs(t - lowest["train"]) < 0.25 for t, splits in searched if splits == ["train", "test"]
+    )
+    test_only = [t for t, splits in searched if splits == ["test"]]
+    assert test_only and all(abs(t - lowest["test"]) < 0.25 for t in test_only)
+    assert all(splits in (["train", "test"], ["test"]) for _, splits in searched)
 
 
 @pytest.mark.parametrize(

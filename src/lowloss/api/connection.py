@@ -111,7 +111,8 @@ class Connection:
             result.update({f"worst_{split}_{score}": worst[split][score] for split in splits})
         result[f"worst_{last}_position"] = worst[last]["position"]
         result.update({f"endpoint_{split}_acc": min(ends[split].values()) for split in splits})
-        result.update(legs=len(self.path), points=int((self.evaluated["split"] == last).sum()))
+        points = len(self.evaluated.drop_duplicates(["leg", "t"]))  # on either split (`auto` searches each on its own)
+        result.update(legs=len(self.path), points=points)
         result.update({f"{name}_samples": fix.samples for name, fix in self.fixes.items()})
         result.update(self.cost, seconds=round(self.seconds, 3))
         return result

@@ -188,10 +188,10 @@ def evaluate_path(
 
     Rows run along the path (by leg, then t; splits in the order given). `position` is leg index + t,
     so leg k spans [k, k + 1] (as in the paper's Fig. 5); `stage` is the route stage of the leg.
-    `points`: evenly spaced t per leg, or `auto` (`lowloss.evaluate.adaptive`: a coarse grid, then a search of
-    each split's worst point; the table holds every point evaluated). `fast=False` evaluates every point by
-    the generic vmapped functional call (the reference). `fixes` change every point before it is evaluated
-    (BatchNorm statistics measured on it, REPAIR).
+    `points`: evenly spaced t per leg, or `auto` (`lowloss.evaluate.adaptive`: a coarse grid on every split, then
+    a search of each split's worst point, each point on its split and the smaller ones; the table holds every
+    point evaluated). `fast=False` evaluates every point by the generic vmapped functional call (the reference).
+    `fixes` change every point before it is evaluated (BatchNorm statistics measured on it, REPAIR).
     """
     network.model.to(data.x_train.device).eval()
     adaptive = points == AUTO
@@ -241,11 +241,15 @@ def grid_rows(
 
 def searched_rows(evaluator: Evaluator, path: Path, rows: list[dict], splits: Sequence[str], bar: tqdm) -> list[dict]:
     """Rows of the points a golden-section search adds, split by split, between the neighbours of the split's
-    lowest point so far on a leg of its own grid (a swap leg's one point is where it is); each point is
-    evaluated on every split."""
+    lowest point so far on a leg of its own grid (a swap leg's one point is where it is). A searched point is
+    evaluated on its own split and on every smaller one: a smaller split's evaluation costs little and its own
+    search may use the point, while a point of the test split's search evaluated on the training split too
+    would cost a pass over six times as many samples for nothing the search needs."""
     keys = {(row["leg"], row["t"], row["split"]): (row["acc"], -row["loss"]) for row in rows}
     added: list[dict] = []
+    sizes = {split: len(evaluator.data.split(split)[1]) for split in splits}
     for split in splits:
+        evaluated_on = [other for other in splits if sizes[other] <= sizes[split]]
         searchable = [row for row in rows + added if row["split"] == split and path.legs[row["leg"]].eval_ts is None]
         if not searchable:
             continue
@@ -254,9 +258,9 @@ def searched_rows(evaluator: Evaluator, path: Path, rows: list[dict], splits: Se
         ts = sorted({row["t"] for row in searchable if row["leg"] == index})
         at = ts.index(worst["t"])
 
-        def key(t: float, index: int = index, split: str = split) -> tuple[float, float]:
+        def key(t: float, index: int = index, split: str = split, on: list[str] = evaluated_on) -> tuple[float, float]:
             if (index, t, split) not in keys:
-                new = leg_rows(evaluator, path.method, index, path.legs[index], [t], splits)
+                new = leg_rows(evaluator, path.method, index, path.legs[index], [t], on)
                 keys.update({(index, t, row["split"]): (row["acc"], -row["loss"]) for row in new})
                 added.extend(new)
                 bar.update(1)

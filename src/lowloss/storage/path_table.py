@@ -2,9 +2,10 @@
 
 `lowloss connect` writes it, the report, the tracking and the identification of files read it; its
 columns, writer, reader and checks live here only. A table holds both endpoints (t = 0 of its first leg,
-t = 1 of its last) on both splits; `position` is leg index + t, so leg k spans [k, k + 1] (the paper's
-Fig. 5); `stage` is the route stage of the leg (0 for methods without a route); `acc` is a fraction.
-pandas is imported when a table is read or written, so naming a file's kind stays quick.
+t = 1 of its last) on both splits (`--points auto`'s test-split search adds points of the test split only);
+`position` is leg index + t, so leg k spans [k, k + 1] (the paper's Fig. 5); `stage` is the route stage of the
+leg (0 for methods without a route); `acc` is a fraction. pandas is imported when a table is read or written,
+so naming a file's kind stays quick.
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ def _check_rows(path: Path, table: pd.DataFrame) -> None:
         )
     absent = [split for split in SPLITS if split not in set(table["split"])]
     if absent:
-        raise LowlossError(f"{path}: no rows of split {absent[0]!r}; a path table holds every point on {SPLITS}")
+        raise LowlossError(f"{path}: no rows of split {absent[0]!r}; a path table has rows of both splits {SPLITS}")
     repeated = table.duplicated(["leg", "t", "split"]).to_numpy().nonzero()[0]
     if len(repeated):
         row = int(repeated[0])
