@@ -30,9 +30,9 @@ WRITES_NOTHING = {"info"}
 """Commands without an --out."""
 BAD = ["-1", "-0.5", "1e9", "9" * 30, str(2**64), "1e400", "nan", "inf", "-inf", "text", "", "0x10", "1;5"]
 """Refused by every numeric option."""
-ZERO_ALLOWED = {"--seed", "--weight-decay", "fit-curve --epochs"}
-"""The options (or command and option) whose range starts at 0, where 0 leaves a curve's bends where they start;
-every other one refuses 0 as well."""
+ZERO_ALLOWED = {"--seed", "--weight-decay", "fit-curve --epochs", "--wm-sweeps"}
+"""The options (or command and option) whose range starts at 0, where 0 leaves a curve's bends where they start
+and weight matching at its aligned start; every other one refuses 0 as well."""
 BAD_IN_A_LIST = {
     "--widths": ["64,0", "64,-1", "64,70000", "64,nan", "64,"],
     "--channels": ["8,0", "8,5000", "8,1e3"],

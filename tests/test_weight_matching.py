@@ -8,7 +8,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from lowloss.methods.registry import get_method
-from lowloss.methods.weight_matching import MATCHED_ON, Scores, aligned_start, weight_matching
+from lowloss.methods.weight_matching import MATCHED_ON, Scores, aligned_start, match_weights, weight_matching
 from lowloss.methods.weight_matching import objective as matched_objective
 from lowloss.nets.inference import infer_spec
 from lowloss.nets.spec import permute
@@ -72,6 +72,28 @@ def test_independent_networks_meet_at_a_fixed_point_that_beats_the_identity(arch
     assert all(torch.equal(again[group], perms[group]) for group in perms)
 
 
+@pytest.mark.parametrize("arch,options", [ARCHITECTURES[1], ARCHITECTURES[4]], ids=[IDS[1], IDS[4]])
+def test_a_budget_of_sweeps_stops_the_descent_between_the_aligned_start_and_the_fixed_point(arch, options):
+    network = network_of(arch, options)
+    spec = context(network).spec.trained()
+    theta_a, theta_b = endpoint(arch, options, 0), endpoint(arch, options, 1)
+    start = aligned_start(theta_a, theta_b, spec)
+    fixed, sweeps = weight_matching(theta_a, theta_b, spec, seed=0, start=start)
+    assert sweeps >= 2  # at least one sweep improves on the start
+
+    def reached(perms: dict) -> float:
+        return matched_objective(theta_a, theta_b, spec, perms)
+
+    budgeted = {n: match_weights(theta_a, theta_b, spec, sweeps=n) for n in (0, 1, 2)}
+    assert all(torch.equal(budgeted[0][group], start[group]) for group in start)  # 0: the aligned start itself
+    assert reached(start) < reached(budgeted[1]) <= reached(budgeted[2]) <= reached(fixed)
+    unlimited = match_weights(theta_a, theta_b, spec)
+    assert all(torch.equal(unlimited[group], fixed[group]) for group in fixed)
+    matched = permute(theta_b, network.spec, budgeted[1])  # every budget is a permutation: the same function
+    x = torch.randn(5, 1, 8, 8)
+    torch.testing.assert_close(network.run(matched, x), network.run(theta_b, x), rtol=1e-4, atol=1e-5)
+
+
 def test_batchnorm_running_statistics_do_not_enter_the_matching():
     arch, options = ARCHITECTURES[4]
     ctx = context(network_of(arch, options))
@@ -121,6 +143,26 @@ def test_the_matching_file_records_what_it_matched_on_and_connect_checks_it(digi
     )
     assert_one_line_error(result, "matching was computed with", "'order_seed': 0", "'order_seed': 1")
     assert not other.exists()
+
+    # a budget of sweeps is recorded, and a matching made with another budget is refused
+    budgeted = tmp_path / "wm0.safetensors"
+    result = run_main(capsys, "match", a, b, "--method", "weight-matching", "--wm-sweeps", "0", "--out", budgeted)
+    assert result.returncode == 0, result.stderr
+    assert load_weights(budgeted).meta["fitted"] == {"matched_on": MATCHED_ON, "order_seed": 0, "sweeps": 0}
+    result = run_main(capsys, "connect", a, b, "--method", "weight-matching", "--matching", budgeted, "--out", other)
+    assert_one_line_error(result, "matching was computed with", "'sweeps': 0")
+    assert not other.exists()
+
+
+@pytest.mark.parametrize("command", ["match", "connect"])
+def test_wm_sweeps_is_refused_for_another_method_and_below_zero(digits_endpoints, tmp_path, capsys, command):
+    a, b = digits_endpoints(16, 0), digits_endpoints(16, 1)
+    out = tmp_path / ("m.safetensors" if command == "match" else "p.csv")
+    result = run_main(capsys, command, a, b, "--method", "ot", "--wm-sweeps", "0", "--out", out)
+    assert_one_line_error(result, "--wm-sweeps applies to weight-matching", "method 'ot' does not read it")
+    result = run_main(capsys, command, a, b, "--method", "weight-matching", "--wm-sweeps", "-1", "--out", out)
+    assert_one_line_error(result, "argument --wm-sweeps: must be at least 0, got -1")
+    assert not out.exists()
 
 
 def cycles(perm: list[int]) -> list[list[int]]:

@@ -186,6 +186,7 @@ def connect(
     wa_breakpoints: int | str = DEFAULT_BREAKPOINTS,
     wa_samples: int | None = None,
     ot_solver: str = "emd",
+    wm_sweeps: int | None = None,
     curve: str | os.PathLike | None = None,
     connector: str | os.PathLike | None = None,
     matching: str | os.PathLike | None = None,
@@ -210,7 +211,8 @@ def connect(
         freeze: modules whose units stay in place (for a model whose spec is inferred).
         bn_batches: measure BatchNorm's statistics at every point on this many training batches of 128.
         repair_batches: `*+repair` methods: the training batches REPAIR measures channel statistics on.
-        wa_breakpoints, wa_samples, ot_solver: the route's and OT's options (`lowloss connect --help`).
+        wa_breakpoints, wa_samples, ot_solver, wm_sweeps: the route's, OT's and weight matching's options
+            (`lowloss connect --help`).
         curve, connector, matching: fitted files a method reads (Garipov curves, learned flows, a matching).
         seed: seed of every random choice.
         device: `auto` (CUDA when available), `cpu`, `cuda:N`.
@@ -238,6 +240,7 @@ def connect(
         wa_samples=wa_samples,
         bn_batches=bn_batches,
         ot_solver=ot_solver,
+        wm_sweeps=wm_sweeps,
         seed=seed,
         allow_seen=allow_seen,
         progress=progress,

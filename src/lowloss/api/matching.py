@@ -81,6 +81,7 @@ def match(
     bn_batches: int | None = None,
     wa_samples: int | None = None,
     ot_solver: str = "emd",
+    wm_sweeps: int | None = None,
     seed: int = 0,
     device: str | torch.device = "auto",
     data_root: str | os.PathLike = "data",
@@ -89,8 +90,10 @@ def match(
     """Match B's units onto A's as `method` does: `weight-matching` (Git Re-Basin), `ot` (optimal transport,
     §3.4), or a route method's (`ot+wa`, `ot+bfly`, fitted on `train`).
 
-    `weight-matching` and `ot` need no data: without `train`, two nn.Modules need `input_size`, the shape
-    (C, H, W) of one input, for their spec. Returns the `Matching`: `perms`, and `aligned()`, B permuted onto A.
+    `wm_sweeps`: `weight-matching`'s coordinate descent stops after that many sweeps (0: the aligned start
+    alone; None: at its fixed point). `weight-matching` and `ot` need no data: without `train`, two nn.Modules
+    need `input_size`, the shape (C, H, W) of one input, for their spec. Returns the `Matching`: `perms`, and
+    `aligned()`, B permuted onto A.
     """
     chosen = get_method(method)
     endpoints = endpoints_of(model_a, model_b, freeze)
@@ -102,5 +105,12 @@ def match(
         if input_size is None:
             raise LowlossError(f"{method}: pass train= (the data) or input_size= (C, H, W) for the models' spec")
         endpoints = with_inputs(endpoints, tuple(input_size), None)
-    options = Options(wa_samples=wa_samples, bn_batches=bn_batches, ot_solver=ot_solver, seed=seed, progress=progress)
+    options = Options(
+        wa_samples=wa_samples,
+        bn_batches=bn_batches,
+        ot_solver=ot_solver,
+        wm_sweeps=wm_sweeps,
+        seed=seed,
+        progress=progress,
+    )
     return match_endpoints(endpoints, data, chosen, options)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from lowloss.errors import LowlossError, shortened, unknown_name
 from lowloss.evaluate.adaptive import AUTO
-from lowloss.methods.context import ALL, OT_SOLVERS
+from lowloss.methods.context import ALL, MAX_SWEEPS, OT_SOLVERS
 from lowloss.nets.architectures import ARCHITECTURES, NORMS
 from lowloss.nets.references import (
     FORMS,
@@ -352,13 +352,24 @@ def add_ot_solver_option(parser: argparse.ArgumentParser, applies_to: str | None
     parser.add_argument("--ot-solver", choices=OT_SOLVERS, default="emd", help=help)
 
 
+def add_wm_sweeps_option(parser: argparse.ArgumentParser) -> None:
+    """`--wm-sweeps`: a budget of coordinate-descent sweeps for weight matching (None: to its fixed point)."""
+    parser.add_argument(
+        "--wm-sweeps",
+        type=count(0, MAX_SWEEPS),
+        metavar="N",
+        help=f"weight-matching: stop its coordinate descent after N sweeps, 0 for the aligned start alone (0 to "
+        f"{MAX_SWEEPS}; default: at its fixed point)",
+    )
+
+
 def add_seed_option(parser: argparse.ArgumentParser, help: str, default: int = 0) -> None:
     parser.add_argument("--seed", type=seed, default=default, help=f"{help} (0 to 2^32 - 1, default {default})")
 
 
 def given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
-    """Which of the options `names` the command line gave (not left at None or False)."""
-    return [name for name in names if getattr(args, name, None) not in (None, False)]
+    """Which of the options `names` the command line gave (not left at None or False; a 0 counts as given)."""
+    return [name for name in names if getattr(args, name, None) is not None and getattr(args, name) is not False]
 
 
 def count(minimum: int = 1, maximum: int | None = None):

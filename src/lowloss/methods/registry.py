@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 FILE_INPUTS = ("connector", "curve", "matching")
 """Fitted files a method can read besides its endpoints, each made by its own command."""
-OPTIONS = ("wa_breakpoints", "wa_samples", "allow_seen", "repair_batches")
+OPTIONS = ("wa_breakpoints", "wa_samples", "allow_seen", "repair_batches", "wm_sweeps")
 """Options of `lowloss connect` that only some methods read (each method's `options` say which): given to
 another method they are refused, never ignored."""
 
@@ -181,6 +181,7 @@ def _catalogue() -> dict[str, Method]:
             accepts=("matching",),
             matcher="lowloss.methods.weight_matching:weight_matching_matcher",
             settings="lowloss.methods.weight_matching:matching_settings",
+            options=("wm_sweeps",),
         ),
     ]
     for first, how in FIRST_LAYERS.items():

@@ -20,6 +20,7 @@ from lowloss.cli.options import (
     add_ot_solver_option,
     add_seed_option,
     add_wa_samples_option,
+    add_wm_sweeps_option,
     count,
     endpoints_and_data,
     given,
@@ -75,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_wa_samples_option(parser, "*+wa, *+bfly")
     add_ot_solver_option(parser)
+    add_wm_sweeps_option(parser)
     add_bn_batches_option(parser)
     parser.add_argument(
         "--repair-batches",

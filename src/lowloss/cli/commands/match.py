@@ -15,6 +15,7 @@ from lowloss.cli.options import (
     add_ot_solver_option,
     add_seed_option,
     add_wa_samples_option,
+    add_wm_sweeps_option,
     endpoints_and_data,
     given,
     method_name,
@@ -44,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=output_path, required=True, help="output matching (.safetensors + .json)")
     add_ot_solver_option(parser)
+    add_wm_sweeps_option(parser)
     add_wa_samples_option(parser, "route methods")
     add_bn_batches_option(parser, "route methods")
     add_seed_option(
@@ -59,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check(args: argparse.Namespace) -> None:
     method = get_method(args.method)
     method.require_matcher()
+    method.refuse_unused(given(args, ("wm_sweeps",)))
     for option in given(args, ("wa_samples", "bn_batches")):
         if method.base_name not in ROUTE_METHODS:
             flag = "--" + option.replace("_", "-")
