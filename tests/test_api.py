@@ -103,11 +103,12 @@ def test_match_recovers_a_planted_permutation_and_aligns_b_to_a(modules):
     )
     model_b = TinyCNN()
     model_b.load_state_dict(shuffled)
-    for method in ("weight-matching", "ot"):
-        matching = lowloss.match(model_a, model_b.eval(), method, input_size=(1, 8, 8))
+    for method, options in (("weight-matching", {}), ("weight-matching", {"wm_sweeps": 0}), ("ot", {})):
+        matching = lowloss.match(model_a, model_b.eval(), method, input_size=(1, 8, 8), **options)
         aligned = matching.aligned().state_dict()
         assert all(torch.equal(aligned[key], value) for key, value in theta.items()), method
         assert sum(matching.units_moved.values()) > 0
+        assert (matching.fitted or {}).get("sweeps") == options.get("wm_sweeps")  # a budget is recorded when set
 
 
 def test_a_route_matching_needs_data_and_a_module_pair_a_shape():
