@@ -435,7 +435,8 @@ def matching_args(wildcards):
 
 
 def connect_args(wildcards):
-    """Evaluation points, the route's options for +wa and +bfly methods, and the method's fitted files."""
+    """Evaluation points, the route's options for +wa and +bfly methods, weight matching's budget of sweeps, and
+    the method's fitted files."""
     settings = experiment(wildcards.exp)["connect"]
     method = get_method(wildcards.method)
     options = {"points": settings["points"], "bn_batches": settings["bn_batches"], **route_options(wildcards),
@@ -444,6 +445,8 @@ def connect_args(wildcards):
         options["wa_breakpoints"] = settings["wa_breakpoints"]
     if method.repair:
         options["repair_batches"] = settings["repair_batches"]
+    if "wm_sweeps" in method.options:
+        options["wm_sweeps"] = settings["wm_sweeps"]
     return flags(options)
 
 

@@ -434,6 +434,18 @@ def test_a_curve_between_aligned_networks_trains_its_own_epochs(tmp_path):
     )
 
 
+def test_weight_matchings_budget_of_sweeps_reaches_its_connect_jobs_only(tmp_path):
+    def change(config):
+        config["experiments"][DEEP]["methods"] = ["linear", "weight-matching"]
+        config["experiments"][DEEP]["connect"] = {"points": 3, "wm_sweeps": 0}
+
+    output = snakemake(tmp_path, "--dry-run", config=write_config(tmp_path / "wm.yaml", change)).stdout
+    connects = [line for line in output.splitlines() if " connect " in line and f"/{DEEP}/" in line]
+    matched = [line for line in connects if "--method weight-matching " in line]
+    assert matched and all("--wm-sweeps 0 " in line for line in matched)
+    assert all("--wm-sweeps" not in line for line in connects if line not in matched)
+
+
 def test_changing_the_training_epochs_reruns_everything_downstream(workflow, tmp_path):
     workdir, plan = workflow
     config = write_config(tmp_path / "epochs.yaml", lambda c: c["experiments"][EXPERIMENT]["train"].update(epochs=4))
