@@ -4,9 +4,11 @@ For each pair of a finished run's trained models (`results/<experiment>/models/s
 leaves them), matches Θ^B onto Θ^A by weight matching at its aligned start (`--wm-sweeps 0`), after one sweep and
 at its fixed point (the default), and evaluates the straight leg from Θ^A to each matched Θ^B at `--points` points
 (the leg whose worst point the matching decides; the permutation stage after it keeps the function). Prints a
-Markdown table: objective, sweeps and worst train/test accuracy per pair and budget; decide on the train column.
+Markdown table, and with `--out` writes it as `OUT/sweeps.md` for `docs_tables.py` to copy: objective, sweeps and
+worst train/test accuracy per pair and budget; decide on the train column.
 
-    python scripts/wm_sweeps.py results/digits-fc3 results/digits-onehidden --dataset digits --pairs 0-1 2-3
+    python scripts/wm_sweeps.py results/digits-fc3 results/digits-onehidden --out results/report/digits-sweeps
+    python scripts/docs_tables.py results/report/digits-sweeps
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from lowloss.nets.network import Network
 from lowloss.nets.spec import permute
 from lowloss.paths.legs import Leg
 from lowloss.paths.legs import Path as ConnectionPath
+from lowloss.storage.atomic import write_text_atomic
 from lowloss.storage.model_files import load_model
 from lowloss.training.data import load_dataset
 
@@ -58,14 +61,19 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=Path("data"))
     parser.add_argument("--pairs", nargs="+", default=["0-1", "2-3"], help="seed pairs, e.g. 0-1")
     parser.add_argument("--points", type=int, default=21)
+    parser.add_argument("--out", type=Path, help="report folder to write sweeps.md into")
     args = parser.parse_args()
     data = load_dataset(args.dataset, root=args.data_root)
-    print("| pair | budget (sweeps) | sweeps run | objective | worst train % | worst test % |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    lines = ["| pair | budget (sweeps) | sweeps run | objective | worst train % | worst test % |", "| --- " * 6 + "|"]
     for run in args.runs:
         for pair in args.pairs:
             a, b = map(int, pair.split("-"))
-            print("\n".join(rows(run, (a, b), data, args.points)), flush=True)
+            lines += rows(run, (a, b), data, args.points)
+    table = "\n".join(lines) + "\n"
+    print(table, end="")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(args.out / "sweeps.md", table)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,14 @@ def test_each_budget_is_a_row_and_more_sweeps_never_lower_the_objective(digits, 
     for seed in (0, 1):
         out = run / "models" / f"seed{seed}.safetensors"
         train_endpoint("fc3", {"widths": [12, 10]}, digits, TrainConfig(epochs=2, seed=seed), out, progress=False)
+    out = tmp_path / "report"
     done = subprocess.run(
-        [sys.executable, SCRIPT, run, "--pairs", "0-1", "--points", "3"], capture_output=True, text=True, check=True
+        [sys.executable, SCRIPT, run, "--pairs", "0-1", "--points", "3", "--out", out],
+        capture_output=True,
+        text=True,
+        check=True,
     )
+    assert (out / "sweeps.md").read_text() == done.stdout  # the printed table, for docs_tables.py to copy
     lines = done.stdout.strip().splitlines()
     assert lines[0].startswith("| pair | budget (sweeps) |") and len(lines) == 2 + 3
     cells = [line.strip("|").split("|") for line in lines[2:]]

@@ -9,10 +9,10 @@ groups are visited in an order drawn from a seeded generator, sweep after sweep,
 improves nothing: a fixed point (or until a budget of sweeps, `--wm-sweeps`, is spent). A group on two axes
 of one tensor (a square layer inside a residual stream) is not linear in its own permutation: its assignment is
 taken only when it raises the objective, which keeps descent from cycling between assignments that merely look
-better. Descent starts where each group, input side
-first, is matched on the entries its already matched predecessors align, not at the identity as in Git
-Re-Basin: from the identity it can stop at a poorer fixed point (half a planted permutation's objective on a
-random MobileNet-V3; 30300 against 30315 on two random ResNet-50s).
+better. Descent starts where each group, input side first, is matched on the entries its already matched
+predecessors align, not at the identity as in Git Re-Basin: from the identity it can stop at a poorer fixed
+point (half a planted permutation's objective on a random MobileNet-V3; 30300 against 30315 on two random
+ResNet-50s).
 
 It matches on the parameters only (weights, biases, normalisation scales and shifts), not on BatchNorm's
 running statistics, as Git Re-Basin does. A residual stream's group touches every block of its stage, so
