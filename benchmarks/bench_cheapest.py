@@ -6,7 +6,8 @@ the adaptive worst-point search saves, and how the curves' worst accuracy grows 
    timed on `BASELINE_LEGS` legs), seconds per leg.
 2. On the default config's digits networks (onehidden 256, fc3 256-128; endpoints of 30 epochs, one pair):
    `ot+wa`'s construction (matching + route) against fitting garipov-polychain-3 for the paper's MNIST budget.
-3. The same paths by `--points auto` against 21 points per leg: evaluations and the worst test accuracy.
+3. The same paths by `--points auto` against 21 points per leg: evaluations and the worst test accuracy; on fc3,
+   `ot`'s permutation stages screened (`--screen-swaps`) against evaluated in full, and the worst points of both.
 4. The budget table: worst train and test accuracy of the cold curve (garipov-polychain-3), the aligned one
    (aligned-polychain-3) and the route-started one (ot+wa+polychain-3) after 0, 1, 2, 5, 10, 20 epochs.
 """
@@ -31,6 +32,7 @@ from lowloss.methods.permutation import permutation_legs
 from lowloss.methods.registry import get_method
 from lowloss.nets.network import Network
 from lowloss.paths.legs import Path as ConnectionPath
+from lowloss.paths.swaps import SwapLeg
 from lowloss.storage.model_files import load_model
 from lowloss.storage.weights import load_weights
 from lowloss.training.config import TrainConfig
@@ -148,7 +150,35 @@ def digits_rows(arch: str, data, folder: Path) -> list[dict]:
                 f"worst train {percent(auto, 'train')} (grid {percent(grid, 'train')})",
             }
         )
+    if arch == "fc3":
+        rows.append(screening_row(ctx))
     return rows + budget_rows(arch, ctx, folder)
+
+
+def screening_row(ctx: Context) -> dict:
+    """`ot`'s permutation stages (its swap legs alone) screened against evaluated in full, on trained endpoints:
+    random weights leave most samples too close to a class boundary for the bound to certify them."""
+    path = get_method("ot").build(*(artifact.tensors for artifact in ctx.endpoints), ctx)
+    swaps = ConnectionPath([leg for leg in path.legs if isinstance(leg, SwapLeg)], "ot")
+    tables = {}
+
+    def evaluated(screen: bool) -> None:
+        tables[screen] = evaluate_path(ctx.network, swaps, ctx.data, progress=False, screen_swaps=screen)
+
+    full_s, screened_s = (best_time(lambda screen=screen: evaluated(screen), 2) for screen in (False, True))
+    found, reference = worst_points(tables[True]), worst_points(tables[False])
+    same = all(found[split]["position"] == reference[split]["position"] for split in found)
+    return {
+        "name": f"digits fc3: ot's permutation stages ({len(swaps)} swap legs), screened",
+        "baseline": "every swap leg evaluated in full",
+        "value": screened_s,
+        "baseline_value": full_s,
+        "ratio": full_s / screened_s,
+        "target": None,
+        "note": f"seconds, train+test; worst points {'the same' if same else 'DIFFERENT'} (test "
+        f"{percent(found, 'test')}, train {percent(found, 'train')}); {int(tables[True]['loss'].isna().sum())} of "
+        f"{len(tables[True])} rows screened",
+    }
 
 
 def percent(found: dict, split: str) -> str:

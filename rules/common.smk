@@ -20,6 +20,7 @@ from lowloss.errors import LowlossError  # noqa: E402
 from lowloss.nets.architectures import ARCHITECTURES  # noqa: E402
 from lowloss.nets.references import parse_reference, possible_topologies  # noqa: E402
 from lowloss.nets.topology import ONE_HIDDEN  # noqa: E402
+from lowloss.results.budget import BUDGET_FILES  # noqa: E402
 from lowloss.results.figures import FIGURE_SUFFIXES  # noqa: E402
 from lowloss.results.tables import figure_stem, table_files  # noqa: E402
 from lowloss.training.datasets import DATASETS  # noqa: E402
@@ -31,7 +32,7 @@ SRC = Path(workflow.basedir) / "src"
 # results/{exp}/; the registry says which method reads which. A new method is one line in the registry.
 INPUT_FILES = {
     "connector": "connectors/{method}/fit{fit}.safetensors",
-    "curve": "curves/{method}/{pair}.safetensors",
+    "curve": "curves/{method}/{pair}{budget}.safetensors",  # {budget}: "" or ".epochs<E>" (curves.budget)
     "matching": "matchings/{method}/{pair}.safetensors",
 }
 
@@ -211,6 +212,8 @@ def report_files():
         files.extend(figure_files(figure_stem("cost", name)))
         if not one_hidden(name) and set(methods(name)) & set(ROUTE_METHODS):
             files.extend(figure_files(figure_stem("route", name)))
+    if any(budget_curves(name) for name in names):
+        files.extend([*BUDGET_FILES, *figure_files("budget")])
     return files
 
 
@@ -237,6 +240,9 @@ REPORT_RESULTS = {
     "ensembles_cost.svg": ("8", "Ensembles by inference cost", "ensembles_cost.rst"),
     "cost.svg": ("9", "Accuracy against cost", "cost.rst"),
     "cost.csv": ("9", "Accuracy against cost", "cost.rst"),
+    "budget.html": ("9", "Worst accuracy against fitting budget", "budget.rst"),
+    "budget.svg": ("9", "Worst test accuracy against fitting epochs", "budget.rst"),
+    "budget.csv": ("9", "Worst accuracy against fitting budget", "budget.rst"),
 }
 REPORT_FORMATS = {".html": "HTML table", ".csv": "spreadsheet (CSV)", ".svg": "figure (SVG)"}
 """The report's `file` label: what clicking the result gives (the report sorts a table before its CSV)."""
@@ -305,12 +311,26 @@ def fitted_path_table(name, method, pair, fit):
     return f"results/{name}/paths/{method}/{pair}.fit{fit}.csv"
 
 
+def budget_path_table(name, method, pair, epochs):
+    return f"results/{name}/paths/{method}/{pair}.epochs{epochs}.csv"
+
+
+def budget_curves(name):
+    """The curve methods experiment `name` also fits at every budget of `curves.budget` (none without budgets)."""
+    if not experiment(name)["curves"]["budget"]:
+        return []
+    return [method for method in methods(name) if "curve" in get_method(method).inputs]
+
+
 def report_paths(wildcards):
     """Every path table of the run, experiments in config order, methods in table order; a learned method's
-    table once per connector fit."""
-    return [fitted_path_table(name, method, pair, fit) if learned(method) else path_table(name, method, pair)
-            for name in config["experiments"] for method in methods(name) for pair in pairs(name)
-            for fit in (range(experiment(name)["connector_fits"]) if learned(method) else [None])]
+    table once per connector fit; then every curve's path at every fitting budget."""
+    paths = [fitted_path_table(name, method, pair, fit) if learned(method) else path_table(name, method, pair)
+             for name in config["experiments"] for method in methods(name) for pair in pairs(name)
+             for fit in (range(experiment(name)["connector_fits"]) if learned(method) else [None])]
+    return paths + [budget_path_table(name, method, pair, epochs) for name in config["experiments"]
+                    for method in budget_curves(name) for pair in pairs(name)
+                    for epochs in experiment(name)["curves"]["budget"]]
 
 
 def first_seed_model(wildcards):
@@ -350,12 +370,13 @@ def ensemble_models(wildcards):
 
 def method_inputs(wildcards):
     """The fitted files (connector, curve, matching) that method `wildcards.method` reads for the pair (a
-    connector: the one of fit `wildcards.fit`)."""
+    connector: the one of fit `wildcards.fit`; a curve: the one fitted for `wildcards.epochs` on a budget path)."""
     method = get_method(wildcards.method)  # a +repair variant reads the files made for its method
     if learned(method.name) and "fit" not in wildcards.keys():
         raise WorkflowError(f"{wildcards.method}: a learned method's path table is <pair>.fit<k>.csv, one per fit")
     return {need: os.path.join("results", wildcards.exp, INPUT_FILES[need].format(
-                method=method.base_name, pair=wildcards.pair, fit=wildcards.get("fit")))
+                method=method.base_name, pair=wildcards.pair, fit=wildcards.get("fit"),
+                budget=f".epochs{wildcards.epochs}" if "epochs" in wildcards.keys() else ""))
             for need in method.inputs}
 
 
@@ -412,12 +433,15 @@ def connector_args(wildcards):
 
 def curve_args(wildcards):
     """The curve's training: an aligned curve's epochs are `aligned_epochs` (null: fit-curve's default for them),
-    its learning rate `aligned_lr` (null: the curves' `lr`)."""
+    its learning rate `aligned_lr` (null: the curves' `lr`); a budget's fit (`wildcards.epochs`) runs that many."""
     settings = dict(experiment(wildcards.exp)["curves"])
     aligned_epochs, aligned_lr = settings.pop("aligned_epochs"), settings.pop("aligned_lr")
+    del settings["budget"]
     if CURVES[wildcards.method].align is not None:
         settings["epochs"] = aligned_epochs
         settings["lr"] = settings["lr"] if aligned_lr is None else aligned_lr
+    if "epochs" in wildcards.keys():
+        settings["epochs"] = int(wildcards.epochs)
     return flags(settings)
 
 
@@ -435,12 +459,12 @@ def matching_args(wildcards):
 
 
 def connect_args(wildcards):
-    """Evaluation points, the route's options for +wa and +bfly methods, weight matching's budget of sweeps, and
-    the method's fitted files."""
+    """Evaluation points and swap-leg screening, the route's options for +wa and +bfly methods, weight matching's
+    budget of sweeps, and the method's fitted files."""
     settings = experiment(wildcards.exp)["connect"]
     method = get_method(wildcards.method)
-    options = {"points": settings["points"], "bn_batches": settings["bn_batches"], **route_options(wildcards),
-               **method_inputs(wildcards)}
+    options = {"points": settings["points"], "bn_batches": settings["bn_batches"],
+               "screen_swaps": settings["screen_swaps"], **route_options(wildcards), **method_inputs(wildcards)}
     if method.base_name in WA_METHODS:  # weight-adjusted methods, §3.5
         options["wa_breakpoints"] = settings["wa_breakpoints"]
     if method.repair:
@@ -462,6 +486,16 @@ def tags(wildcards):
     values = {"experiment": wildcards.exp, "dataset": exp["dataset"], "arch": architecture(wildcards.exp),
               **{key: value for key, value in wildcards.items() if key != "exp"}}
     return tag_flags(values)
+
+
+def rule_tags(name):
+    """The MLflow tags of a job of rule `name` or of its variant for a learned connector's fit (`<name>_fit`) or a
+    fitting budget (`<name>_budget`), told apart by the wildcards of the file it makes."""
+    def job_tags(wildcards):
+        variants = [f"_{kind}" for kind, key in (("fit", "fit"), ("budget", "epochs")) if key in wildcards.keys()]
+        return f"{tag_flags({'rule': name + (variants or [''])[0]})} {tags(wildcards)}"
+
+    return job_tags
 
 
 def report_tags(wildcards):
@@ -554,6 +588,7 @@ wildcard_constraints:
     seed=r"\d+",
     pair=r"\d+-\d+",
     fit=r"\d+",
+    epochs=r"\d+",
     method=r"[a-z0-9][a-z0-9+-]*",
     ensemble=r"ind|wa\d+",
     size=r"\d+",

@@ -1,5 +1,5 @@
 # Stage 6: every configured method on every pair, evaluated along its path on train and test; a learned
-# method once per connector fit (connect_fit).
+# method once per connector fit (connect_fit), a curve once more per fitting budget (connect_budget).
 
 
 rule connect:
@@ -11,10 +11,8 @@ rule connect:
     params:
         data=data_args,
         options=connect_args,
-        # a learned method's fits are connect_fit jobs (the rule tag tells them apart in MLflow)
-        tags=lambda wildcards: tag_flags({"rule": "connect_fit" if "fit" in wildcards.keys() else "connect"})
-        + " "
-        + tags(wildcards),
+        # a learned method's fits are connect_fit jobs, budget paths connect_budget (the rule tag tells them apart)
+        tags=rule_tags("connect"),
     log:
         "logs/{exp}/paths/{method}/{pair}.log",
     conda:
@@ -29,3 +27,10 @@ use rule connect as connect_fit with:
         "results/{exp}/paths/{method}/{pair}.fit{fit}.csv",
     log:
         "logs/{exp}/paths/{method}/{pair}.fit{fit}.log",
+
+
+use rule connect as connect_budget with:
+    output:
+        "results/{exp}/paths/{method}/{pair}.epochs{epochs}.csv",
+    log:
+        "logs/{exp}/paths/{method}/{pair}.epochs{epochs}.log",

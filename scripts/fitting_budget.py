@@ -17,8 +17,9 @@ A row records its fit's learning rate: a run with other rates (`--curves aligned
 adds rows to the same file, shown in the table labelled with their rate.
 `--render OUT WORK...` joins the rows of several networks into `OUT/budget.md` (the table: worst train/test
 accuracy, mean over pairs, per budget; also as a sortable page, `OUT/budget.html`), `OUT/cost.md` (seconds:
-`ot+wa` end to end and built against the cold curve at the endpoint schedule's epochs) and the figure
-`OUT/budget.{png,svg}`.
+`ot+wa` end to end and built against the cold curve at the endpoint schedule's epochs), the figure
+`OUT/budget.{png,svg,pdf}` and every curve's row, `OUT/budget.csv` (the table and figure are the workflow report's,
+`lowloss.results.budget`; the workflow makes them from its own fits with `curves: {budget: [...]}`).
 
     python scripts/fitting_budget.py --arch fc3 --options '{"widths": [768, 384]}' --points 11 \\
         --work results/fitting-budget/fc3
@@ -49,7 +50,8 @@ from lowloss.methods.registry import get_method  # noqa: E402
 from lowloss.nets.network import Network  # noqa: E402
 from lowloss.paths.legs import Path as ConnectionPath  # noqa: E402
 from lowloss.paths.swaps import SwapLeg  # noqa: E402
-from lowloss.results.html import write_table_page  # noqa: E402
+from lowloss.results.budget import LEVEL_METHOD as ROUTE  # noqa: E402
+from lowloss.results.budget import write_budget
 from lowloss.storage.atomic import write_text_atomic  # noqa: E402
 from lowloss.storage.model_files import load_model  # noqa: E402
 from lowloss.training.config import TrainConfig  # noqa: E402
@@ -58,7 +60,6 @@ from lowloss.training.device import pick_device  # noqa: E402
 from lowloss.training.train import train_endpoint  # noqa: E402
 
 COLUMNS = ("network", "pair", "method", "epochs", "lr", "build_s", "fit_s", "evaluate_s", "train", "test", "points")
-ROUTE = "ot+wa"
 COLD = CURVES[0]
 
 
@@ -182,30 +183,6 @@ def curves_in_order(rows: pd.DataFrame) -> pd.DataFrame:
     return curves.sort_values(["network_order", "order", "pair", "epochs"], kind="stable")
 
 
-def budget_means(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per network and curve (with its learning rate where that is not the endpoint schedule's): the mean
-    over pairs of the worst train and test accuracy (%) after each budget, columns `train E` and `test E`."""
-    curves = curves_in_order(rows)
-    curves["curve"] = [curve_label(method, lr) for method, lr in zip(curves["method"], curves["lr"])]
-    mean = curves.groupby(["network", "curve", "epochs"], sort=False)[["train", "test"]].mean() * 100
-    wide = mean.unstack("epochs")
-    wide.columns = [f"{split} {epochs}" for split, epochs in wide.columns]
-    wide.insert(0, "pairs", curves.groupby(["network", "curve"], sort=False)["pair"].nunique())
-    return wide.reset_index()
-
-
-def budget_table(means: pd.DataFrame) -> str:
-    """`budget_means` as Markdown: a row per network and curve, a train/test cell per budget."""
-    lines = [
-        "| network, curve | " + " | ".join(str(e) for e in BUDGETS) + " epochs |",
-        "| --- |" + " --- |" * len(BUDGETS),
-    ]
-    for row in means.to_dict("records"):
-        values = " | ".join(f"{row[f'train {e}']:.2f}/{row[f'test {e}']:.2f}" for e in BUDGETS)
-        lines.append(f"| {row['network']} ({row['pairs']} pairs), {row['curve']} | {values} |")
-    return "\n".join(lines) + "\n"
-
-
 def cost_table(rows: pd.DataFrame) -> str:
     """Per network and pair: `ot+wa` end to end and its construction against the cold curve at the endpoint
     schedule's epochs (fit + evaluate; fit alone), with both worst test accuracies."""
@@ -230,66 +207,18 @@ def cost_table(rows: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(rows: pd.DataFrame, out: Path) -> None:
-    """Worst test accuracy against the fitting budget: one panel per network, one line per curve and pair,
-    `ot+wa` (no fitting) as a dashed level."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    networks = list(dict.fromkeys(rows["network"]))
-    fig, axes = plt.subplots(1, len(networks), figsize=(5 * len(networks), 3.8), squeeze=False)
-    colours = dict(zip(CURVES, ("tab:gray", "tab:blue", "tab:orange")))
-    for ax, network in zip(axes[0], networks):
-        here = rows[rows["network"] == network]
-        for (method, lr, pair), group in curves_in_order(here).groupby(["method", "lr", "pair"], sort=False):
-            ax.plot(
-                group["epochs"] + 0.5,
-                100 * group["test"],
-                marker="o",
-                color=colours[method],
-                linestyle="-" if lr == TrainConfig.lr else ":",
-                alpha=0.8,
-                label=curve_label(method, lr) if pair == here["pair"].iloc[0] else None,
-            )
-        for route in here[here["method"] == ROUTE].itertuples():
-            ax.axhline(
-                100 * route.test,
-                color="tab:green",
-                linestyle="--",
-                linewidth=1,
-                label=f"{ROUTE} (no fitting)" if route.pair == here["pair"].iloc[0] else None,
-            )
-        ax.set_xscale("log")
-        ax.set_xticks([e + 0.5 for e in BUDGETS], [str(e) for e in BUDGETS])
-        ax.set_xlabel("fitting epochs")
-        ax.set_ylabel("worst test accuracy (%)")
-        ax.set_title(network)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    for suffix in ("png", "svg"):
-        fig.savefig(out / f"budget.{suffix}", dpi=120)
-
-
 def render(out: Path, works: list[Path]) -> None:
     missing = [work for work in works if not (work / "rows.csv").is_file()]
     if missing or not works:
         raise SystemExit(f"{missing[0] if missing else 'no WORK folder'}: no rows.csv to render (measure first)")
     rows = pd.concat([pd.read_csv(work / "rows.csv") for work in works], ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
-    means = budget_means(rows)
-    write_text_atomic(out / "budget.md", budget_table(means))
-    write_table_page(
-        out / "budget.html",
-        means,
-        "Worst accuracy against fitting budget",
-        "Worst train and test accuracy (%) along each curve's path after E epochs of fitting, mean over pairs; "
-        "budget.csv holds every pair's row with its seconds.",
-    )
+    curves = curves_in_order(rows)
+    curves.insert(2, "curve", [curve_label(method, lr) for method, lr in zip(curves["method"], curves["lr"])])
+    route = rows[rows["method"] == ROUTE]
+    levels = pd.DataFrame({"network": route["network"], "pair": route["pair"], "label": ROUTE, "test": route["test"]})
+    write_budget(out, curves.drop(columns=["order", "network_order"]), levels)
     write_text_atomic(out / "cost.md", cost_table(rows))
-    write_text_atomic(out / "budget.csv", rows.to_csv(index=False))
-    figure(rows, out)
     print((out / "budget.md").read_text() + "\n" + (out / "cost.md").read_text())
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from lowloss.storage.path_table import read_path_table
 from lowloss.storage.weights import load_weights
 from lowloss.training.config import TrainConfig
 from lowloss.training.data import load_dataset
@@ -201,3 +202,26 @@ def test_deep_networks_connect_through_their_route_with_a_precomputed_matching(o
         "--no-progress",
     )
     assert_one_line_error(result, "matching was computed with", "this connection uses")
+
+
+def test_screened_swap_legs_leave_their_loss_empty_and_keep_every_accuracy(odd_endpoints, tmp_path, capsys):
+    """`--screen-swaps` on fc3's OT path: the same accuracies and worst points, an empty loss on screened rows only
+    (the path table still reads), and the summary counts the screened points."""
+    fc3 = odd_endpoints[1]
+    other = tmp_path / "fc3-b.safetensors"
+    train_endpoint(
+        "fc3", {"widths": [16, 8]}, load_dataset("digits"), TrainConfig(epochs=1, seed=5), other, progress=False
+    )
+    lines, tables = {}, {}
+    for screen in (False, True):
+        out = tmp_path / f"{screen}.csv"
+        flags = ["--screen-swaps"] if screen else []
+        args = ["connect", fc3, other, "--method", "ot", "--points", "3", *flags, "--out", out, "--no-progress"]
+        lines[screen], tables[screen] = summary(run_main(capsys, *args)), read_path_table(out)
+    assert tables[True]["acc"].equals(tables[False]["acc"])
+    for key in ("worst_train_acc", "worst_test_acc", "worst_test_position", "points"):
+        assert lines[True][key] == lines[False][key]
+    empty = tables[True]["loss"].isna()
+    assert empty.any() and tables[True].loc[empty, "leg_name"].str.startswith("swap-").all()
+    assert lines[True]["screened"] == len(tables[True][empty].drop_duplicates(["leg", "t"]))
+    assert "screened" not in lines[False]

@@ -10,7 +10,7 @@ from torch import nn
 from lowloss.evaluate import endpoint_scores, evaluate_path, evaluate_stacked, worst_points
 from lowloss.evaluate.layered import LayeredEngine
 from lowloss.evaluate.onehidden import OneHiddenForm
-from lowloss.evaluate.swaps import GroupCut, swap_scores
+from lowloss.evaluate.swaps import GroupCut, MarginBound, swap_scores
 from lowloss.methods.interpolate import arc_leg
 from lowloss.methods.permutation import permutation_legs
 from lowloss.methods.registry import get_method
@@ -134,6 +134,81 @@ def test_swap_legs_in_blocks_of_a_few_rows_equal_full_passes(arch, group, few_di
     dead = next(i for i, leg in enumerate(legs) if set(leg.units) == {0, 1})
     base = evaluate_stacked(network.model, {key: value[None] for key, value in theta.items()}, x, y, batch=256)
     torch.testing.assert_close((fast[0][dead], fast[1][dead]), (base[0][0], base[1][0]), rtol=1e-5, atol=1e-5)
+
+
+def stage_of(arch: str, group: str, seed: int = 1):
+    """A network, its base and the legs of a permutation stage of `group` at their midpoints, with the cut."""
+    network = network_of(arch)
+    theta = random_params(seed, arch=arch)
+    perm = torch.randperm(network.spec.size(theta, group), generator=torch.Generator().manual_seed(0))
+    legs = permutation_stage(theta, network.spec, group, perm).legs()
+    units, t = torch.tensor([leg.units for leg in legs]), torch.full((len(legs),), 0.5)
+    return network, theta, legs, units, t, GroupCut.of(network, group, theta)
+
+
+@pytest.mark.parametrize("arch,group", [("fc3", "h1"), ("fc3", "h2"), ("conv2fc1", "c2")])
+def test_screened_swap_legs_keep_every_accuracy_and_the_lowest_legs_loss(arch, group, few_digits):
+    """A dense reader, the output layer, and the output layer behind ReLU, pooling and a flatten (at this input
+    size a channel is one input of the reader): every leg's accuracy as the full evaluation gives it, the loss of
+    the legs of the stage's lowest accuracy, none for the others (which can never be the worst point)."""
+    *_, units, t, cut = stage_of(arch, group)
+    x, y = few_digits.split("train")
+    assert MarginBound.of(cut) is not None
+    screened = swap_scores(cut, units, t, x, y, batch=64, screen=True)
+    full = swap_scores(cut, units, t, x, y, batch=64)
+    assert torch.equal(screened[1], full[1])
+    lowest = full[1] == full[1].min()
+    assert torch.equal(~screened[0].isnan(), lowest) and 0 < lowest.sum() < len(units)
+    torch.testing.assert_close(screened[0][lowest], full[0][lowest])
+
+
+def test_a_change_of_the_readers_output_within_a_samples_radius_keeps_its_class(few_digits):
+    """The certificate: any change smaller than the radius keeps the class; for the output layer (no layer after
+    it) the bound is tight: the radius is just under the distance to the nearest class's boundary, and a change 1 %
+    beyond that distance, toward that class, flips the class."""
+    x = few_digits.x_train[:256]
+    for group in ("h1", "h2"):
+        *_, cut = stage_of("fc3", group, seed=2)
+        out = cut.read(cut.between(cut.own(cut.prefix(x))))
+        logits = cut.suffix(out)
+        radius = MarginBound.of(cut).radii(logits)
+        assert (radius > 0).float().mean() > 0.9  # near-ties have none
+        direction = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
+        moved = out + direction / direction.norm(dim=1, keepdim=True) * radius[:, None]
+        assert torch.equal(cut.suffix(moved).argmax(1), logits.argmax(1))
+    top, predicted = logits.topk(2, dim=1)  # h2: the reader's output is the logits
+    boundary = (top[:, 0] - top[:, 1]) / 2**0.5  # the distance to where the two classes tie
+    spare = 1e-4 * (1 + logits.abs().max(1).values)  # the room kept for rounding
+    assert (radius <= boundary).all() and (radius >= boundary - spare).all()
+    toward = F.one_hot(predicted[:, 1], 10) - F.one_hot(predicted[:, 0], 10)
+    beyond = logits + toward / 2**0.5 * (1.01 * boundary)[:, None]
+    assert (beyond.argmax(1) != predicted[:, 0]).all()
+
+
+def test_swap_legs_of_a_conv_reader_are_not_screened(few_digits):
+    """conv2fc1's c1, read by a conv layer (a unit's change is a whole map: no cheap quadratic form), and the
+    layers after the reader hold a conv: its legs are evaluated in full, loss included."""
+    *_, units, t, cut = stage_of("conv2fc1", "c1")
+    assert MarginBound.of(cut) is None
+    x, y = few_digits.split("train")
+    screened = swap_scores(cut, units[:6], t[:6], x, y, batch=64, screen=True)
+    assert not screened[0].isnan().any()
+    torch.testing.assert_close(screened, swap_scores(cut, units[:6], t[:6], x, y, batch=64))
+
+
+def test_a_screened_path_has_the_same_worst_points_and_loss_only_where_swap_legs_are_screened(few_digits):
+    network = network_of("fc3")
+    theta_a, theta_b = random_params(0, arch="fc3"), random_params(1, arch="fc3")
+    path = get_method("ot").build(theta_a, theta_b, context(network, few_digits))
+    full = evaluate_path(network, path, few_digits, points=3, progress=False)
+    screened = evaluate_path(network, path, few_digits, points=3, progress=False, screen_swaps=True)
+    assert screened["acc"].equals(full["acc"])
+    for split, worst in worst_points(full).items():  # the same point; its loss up to rounding (other batches)
+        assert worst_points(screened)[split] == {**worst, "loss": pytest.approx(worst["loss"], rel=1e-6)}
+    unscored = screened["loss"].isna()
+    assert unscored.sum() > len(screened) / 2 and screened.loc[unscored, "leg_name"].str.startswith("swap-").all()
+    kept = torch.tensor(screened.loc[~unscored, "loss"].to_numpy())
+    torch.testing.assert_close(kept, torch.tensor(full.loc[~unscored, "loss"].to_numpy()), rtol=1e-6, atol=1e-6)
 
 
 def test_the_vmapped_engine_of_gpus_equals_the_loop_of_cpus(digits):

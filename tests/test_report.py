@@ -13,6 +13,7 @@ import pytest
 from lowloss.errors import LowlossError
 from lowloss.results.figures import (
     END_POINTS,
+    FIGURE_SUFFIXES,
     legend_entries,
     logit_ticks,
     panel_grid,
@@ -389,3 +390,62 @@ def test_tables_that_record_no_seconds_leave_the_cost_chart_empty_and_say_so(res
     build_report(csvs, out)
     assert pd.read_csv(out / "cost.csv").empty
     assert "no path of this experiment records its seconds" in (out / "cost-exp.svg").read_text()
+
+
+def test_budget_paths_make_the_budget_table_and_figure_and_stay_out_of_table_1(results):
+    out, csvs = results
+    root = csvs[0].parents[2]
+    budget = {0: (0.6, 0.4), 5: (0.85, 0.75)}  # epochs: the dip on pairs 0-1 and 2-3
+    for epochs, dips in budget.items():
+        for pair, acc in zip(("0-1", "2-3"), dips):
+            csv = root / "paths" / GARIPOV / f"{pair}.epochs{epochs}.csv"
+            csv.parent.mkdir(parents=True, exist_ok=True)
+            path_table(GARIPOV, ["bend-0", "bend-1"], acc, tuple(map(int, pair.split("-")))).to_csv(csv, index=False)
+            csvs.append(csv)
+    ot_wa = root / "paths" / "ot+wa" / "0-1.csv"  # the level the figure draws
+    ot_wa.parent.mkdir()
+    path_table("ot+wa", ["ot+wa"], 0.88).to_csv(ot_wa, index=False)
+    report = build_report([*csvs, ot_wa], out)
+    assert report["paths"] == 5 and report["budget_paths"] == 4
+    assert set(summary(out / "table1.csv").index.get_level_values("method")) == {"linear", "ot", "ot+wa", "End Points"}
+    rows = pd.read_csv(out / "budget.csv")
+    assert list(rows.columns) == ["network", "method", "curve", "pair", "epochs", "train", "test"]
+    assert len(rows) == 4 and set(rows["network"]) == {"exp"}
+    assert rows.set_index(["pair", "epochs"])["train"][("2-3", 5)] == pytest.approx(0.75)
+    lines = (out / "budget.md").read_text().splitlines()
+    assert lines[0] == "| network, curve | 0 | 5 epochs |"
+    assert lines[2] == f"| exp (2 pairs), {GARIPOV} | 50.00/49.00 | 80.00/79.00 |"  # mean over the two pairs
+    assert "Worst accuracy against fitting budget" in (out / "budget.html").read_text()
+    for suffix in FIGURE_SUFFIXES:
+        assert (out / f"budget{suffix}").stat().st_size > 0
+
+
+def test_only_budget_paths_are_refused_in_one_line(tmp_path):
+    csv = tmp_path / "results" / "exp" / "paths" / GARIPOV / "0-1.epochs2.csv"
+    csv.parent.mkdir(parents=True)
+    path_table(GARIPOV, ["bend-0", "bend-1"], 0.5).to_csv(csv, index=False)
+    assert_one_line_error(
+        run_cli("report", csv, "--out-dir", tmp_path / "out"),
+        f"{csv}: only budget paths (<pair>.epochs<E>.csv) given; the report needs the paths of Tables 1 and 2 too",
+    )
+
+
+def test_a_swap_leg_row_without_a_loss_is_a_screened_leg_and_no_other_row_may_lack_one(results):
+    """`connect --screen-swaps` leaves the loss of screened swap legs empty: such a table reads and reports; an
+    empty loss elsewhere, or a loss that is not a number, is still refused."""
+    from lowloss.storage.path_table import read_path_table, screened
+
+    out, csvs = results
+    ot = csvs[2]
+    table = pd.read_csv(ot)
+    swaps = table.index[table["leg_name"].str.startswith("swap-")][:4]
+    table.loc[swaps, "loss"] = np.nan
+    table.to_csv(ot, index=False)
+    assert screened(read_path_table(ot)).sum() == 4
+    build_report(csvs, out)
+    assert set(pd.read_csv(out / "worst_points.csv").query("method == 'ot'")["worst_loss"].notna()) == {True}
+    table["loss"] = table["loss"].astype(object)
+    table.loc[swaps[0], "loss"] = "none"
+    table.to_csv(ot, index=False)
+    with pytest.raises(LowlossError, match=f"line {swaps[0] + 2}: loss none: must be a finite number"):
+        read_path_table(ot)

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "test-tiny.yaml"
 EXPERIMENT, DEEP = "digits-tiny", "digits-fc3-tiny"
 FITS = yaml.safe_load(TINY.read_text())["experiments"][EXPERIMENT]["connector_fits"]
+BUDGET = yaml.safe_load(TINY.read_text())["experiments"][EXPERIMENT]["curves"]["budget"]
 REPORT = Path("results/report/test-tiny")
 MLFLOW_EXPERIMENT = "lowloss-test-tiny"
 FIGURES = [
@@ -38,6 +39,7 @@ FIGURES = [
     f"cost-{DEEP}",
     "fig7",
     "ensembles_cost",
+    "budget",
 ]
 REPORT_FILES = [
     *(f"{table}.{suffix}" for table in ("table1", "table2") for suffix in ("csv", "md", "html", "tex")),
@@ -47,6 +49,9 @@ REPORT_FILES = [
     "ensembles.csv",
     "ensembles.md",
     "ensembles.html",
+    "budget.csv",
+    "budget.md",
+    "budget.html",
     *(f"{figure}.{suffix}" for figure in FIGURES for suffix in ("png", "svg", "pdf")),
 ]
 ENSEMBLES = ["ind", "wa1", "wa2"]  # the deep experiment's ensembles of its two endpoints
@@ -127,6 +132,8 @@ def test_every_stage_runs_and_every_output_exists(workflow):
         fit_connector=FITS,
         match=2 + 1,
         fit_curve=2,
+        fit_curve_budget=2 * len(BUDGET),
+        connect_budget=2 * len(BUDGET),
         connect=2 * (len(config["methods"]) - 1) + len(deep),
         connect_fit=2 * FITS,  # realnvp-flow, once per connector fit
         report=1,
@@ -149,6 +156,9 @@ def test_every_stage_runs_and_every_output_exists(workflow):
             for name in names:
                 assert (results / "paths" / method / f"{name}.csv").is_file()
                 assert (workdir / "logs" / EXPERIMENT / "paths" / method / f"{name}.log").is_file()
+        for epochs in BUDGET:  # the curve once more per fitting budget
+            assert (results / "curves" / "garipov-polychain-3" / f"{pair}.epochs{epochs}.safetensors").is_file()
+            assert (results / "paths" / "garipov-polychain-3" / f"{pair}.epochs{epochs}.csv").is_file()
     assert (workdir / "results" / DEEP / "matchings" / "ot+wa" / "0-1.safetensors").is_file()
     for method in deep:
         assert (workdir / "results" / DEEP / "paths" / method / "0-1.csv").is_file()
@@ -176,6 +186,25 @@ def test_tables_have_every_method_and_end_points_in_percent(workflow):
     deep = report_table(workdir, "table2")
     assert list(dict.fromkeys(deep["method"])) == [*config["experiments"][DEEP]["methods"], "End Points"]  # paper's
     assert set(deep["experiment"]) == {DEEP}
+
+
+def test_the_budget_table_has_a_fit_of_its_own_per_budget_and_stays_out_of_table_1(workflow):
+    workdir, _ = workflow
+    curves = workdir / "results" / EXPERIMENT / "curves" / "garipov-polychain-3"
+    for epochs in BUDGET:
+        assert json.loads((curves / f"0-1.epochs{epochs}.json").read_text())["epochs"] == epochs
+    rows = pd.read_csv(workdir / REPORT / "budget.csv")
+    assert sorted(zip(rows["pair"], rows["epochs"])) == sorted((p, e) for p in ("0-1", "2-3") for e in BUDGET)
+    assert set(rows["network"]) == {EXPERIMENT} and set(rows["method"]) == {"garipov-polychain-3"}
+    # 0 epochs leave the bend at the straight segment's midpoint: the curve's grid holds linear's points
+    worst = pd.read_csv(workdir / REPORT / "worst_points.csv").query("method == 'linear'")
+    unfitted = rows[rows["epochs"] == 0].set_index("pair")
+    for row in worst.itertuples():
+        assert 100 * unfitted.loc[row.pair, row.split] <= row.worst_acc + 1e-9
+    table = (workdir / REPORT / "budget.md").read_text().splitlines()
+    assert table[0] == "| network, curve | " + " | ".join(map(str, BUDGET)) + " epochs |"
+    assert table[2].startswith(f"| {EXPERIMENT} (2 pairs), garipov-polychain-3 | ") and len(table) == 3
+    assert set(report_table(workdir).query("method == 'garipov-polychain-3'")["n"]) == {2}  # its own fit alone
 
 
 def test_the_ensembles_table_has_every_method_by_number_of_models(workflow):
@@ -334,6 +363,8 @@ def test_the_html_report_shows_the_tables_as_tables_and_every_figure(workflow):
         "Ensembles by inference cost",
         f"Accuracy against cost: {DEEP}",
         f"Accuracy against cost: {EXPERIMENT}",
+        "Worst accuracy against fitting budget",
+        "Worst test accuracy against fitting epochs",
     ]
     link = r'<li><a class=\\"reference external\\" href=\\"javascript:app.showResultInfo[^"]*\\">([^<]+)</a>'
     listed = re.findall(link, text)  # the description is a JSON string: its quotes are escaped
@@ -416,13 +447,27 @@ def test_adding_a_method_runs_only_its_jobs_and_the_report(workflow, tmp_path):
 def test_a_curve_between_aligned_networks_trains_its_own_epochs(tmp_path):
     def change(config):
         config["experiments"][DEEP]["methods"].append("ot+wa+polychain-3")
-        config["experiments"][DEEP]["curves"] = {"epochs": 7, "aligned_epochs": 0, "lr": 0.02, "aligned_lr": 0.005}
+        config["experiments"][DEEP]["curves"] = {
+            "epochs": 7,
+            "aligned_epochs": 0,
+            "lr": 0.02,
+            "aligned_lr": 0.005,
+            "budget": [3],
+        }
 
     output = snakemake(tmp_path, "--dry-run", config=write_config(tmp_path / "aligned.yaml", change)).stdout
-    fits = {re.search(r"--method (\S+)", line)[1]: line for line in output.splitlines() if " fit-curve " in line}
-    assert set(fits) == {"garipov-polychain-3", "ot+wa+polychain-3"}
-    assert "--epochs 0 " in fits["ot+wa+polychain-3"] and "--epochs 2 " in fits["garipov-polychain-3"]
-    assert "--lr 0.005 " in fits["ot+wa+polychain-3"]  # aligned_lr, not the curves' lr
+    fits = {
+        (re.search(r"--method (\S+)", line)[1], re.search(r"--out \S+/(\S+)\.safetensors", line)[1]): line
+        for line in output.splitlines()
+        if " fit-curve " in line
+    }
+    assert {method for method, _ in fits} == {"garipov-polychain-3", "ot+wa+polychain-3"}
+    assert "--epochs 0 " in fits["ot+wa+polychain-3", "0-1"] and "--epochs 2 " in fits["garipov-polychain-3", "0-1"]
+    assert "--lr 0.005 " in fits["ot+wa+polychain-3", "0-1"]  # aligned_lr, not the curves' lr
+    # a budget's fit: its own epochs, the curve's own learning rate
+    budget_fit = fits["ot+wa+polychain-3", "0-1.epochs3"]
+    assert "--epochs 3 " in budget_fit and "--lr 0.005 " in budget_fit
+    assert "--epochs 1 " in fits["garipov-polychain-3", "2-3.epochs1"]  # digits-tiny's budget
 
     def without_aligned_lr(config):
         change(config)
@@ -529,6 +574,18 @@ def test_lint_is_clean():
         (
             lambda c: c["experiments"][DEEP].setdefault("curves", {}).update(aligned_lr=0),
             f"config: experiments.{DEEP}.curves.aligned_lr: 0 is less than or equal to the minimum of 0",
+        ),
+        (
+            lambda c: c["experiments"][EXPERIMENT]["curves"].update(budget=[1, -1]),
+            f"config: experiments.{EXPERIMENT}.curves.budget.1: -1 is less than the minimum of 0",
+        ),
+        (
+            lambda c: c["experiments"][EXPERIMENT]["connect"].update(screen_swaps="yes"),
+            f"config: experiments.{EXPERIMENT}.connect.screen_swaps: 'yes' is not of type 'boolean'",
+        ),
+        (
+            lambda c: c["experiments"][EXPERIMENT]["curves"].update(budget=[1, 1]),
+            f"config: experiments.{EXPERIMENT}.curves.budget: [1, 1] has non-unique elements",
         ),
         (
             lambda c: c["experiments"][EXPERIMENT]["arch_options"].update(widths=[8, 8]),

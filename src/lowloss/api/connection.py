@@ -113,6 +113,9 @@ class Connection:
         result.update({f"endpoint_{split}_acc": min(ends[split].values()) for split in splits})
         points = len(self.evaluated.drop_duplicates(["leg", "t"]))  # on either split (`auto` searches each on its own)
         result.update(legs=len(self.path), points=points)
+        screened_rows = int(self.evaluated["loss"].isna().sum())
+        if screened_rows:  # `screen_swaps`: swap-leg points of exact accuracy whose loss was not computed
+            result["screened"] = len(self.evaluated[self.evaluated["loss"].isna()].drop_duplicates(["leg", "t"]))
         result.update({f"{name}_samples": fix.samples for name, fix in self.fixes.items()})
         result.update(self.cost, seconds=round(self.seconds, 3))
         return result
@@ -140,10 +143,11 @@ def connect_endpoints(
     curve: Artifact | None = None,
     matching: Artifact | None = None,
     started: float | None = None,
+    screen_swaps: bool = False,
 ) -> Connection:
     """Build `method`'s path between the endpoints and evaluate it on every split `data` holds (the endpoints
     already checked against the data, `for_data`). `started`: when the work began (perf_counter), for the
-    timings."""
+    timings. `screen_swaps`: see `evaluate_path`."""
     started = time.perf_counter() if started is None else started
     device = data.x_train.device
     ctx = Context(endpoints.network(device), data, options, endpoints.artifacts, connector, curve, matching)
@@ -155,7 +159,14 @@ def connect_endpoints(
     built = time.perf_counter()
     splits = ("train", "test") if len(data.y_test) else ("train",)
     evaluated = evaluate_path(
-        ctx.network, path, data, points, splits, progress=options.progress, fixes=list(fixes.values())
+        ctx.network,
+        path,
+        data,
+        points,
+        splits,
+        progress=options.progress,
+        fixes=list(fixes.values()),
+        screen_swaps=screen_swaps,
     )
     evaluated_at = time.perf_counter()
     return Connection(
@@ -180,6 +191,7 @@ def connect(
     train: DataInput,
     test: UserSplit | None = None,
     points: int | str = POINTS,
+    screen_swaps: bool = False,
     freeze: Sequence[str] = (),
     bn_batches: int | None = None,
     repair_batches: int | None = None,
@@ -208,6 +220,9 @@ def connect(
         test: the user's test split, in the same forms (none: only the training split is evaluated).
         points: evaluated points per leg, or `auto`: a coarse grid, then a search of each split's worst point
             (`lowloss.evaluate.adaptive`).
+        screen_swaps: screen the legs of permutation stages (dense layers after the group's reader): every leg's
+            accuracy exact at a fraction of the cost, the loss only of each stage's legs of its lowest accuracy
+            (NaN elsewhere), the same worst points (`lowloss.evaluate.swaps`).
         freeze: modules whose units stay in place (for a model whose spec is inferred).
         bn_batches: measure BatchNorm's statistics at every point on this many training batches of 128.
         repair_batches: `*+repair` methods: the training batches REPAIR measures channel statistics on.
@@ -249,4 +264,6 @@ def connect(
         name: None if file is None else load_weights(file)
         for name, file in (("connector", connector), ("curve", curve), ("matching", matching))
     }
-    return connect_endpoints(endpoints, data, chosen, options, points, repair_batches, started=started, **files)
+    return connect_endpoints(
+        endpoints, data, chosen, options, points, repair_batches, started=started, screen_swaps=screen_swaps, **files
+    )

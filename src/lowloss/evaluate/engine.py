@@ -65,7 +65,8 @@ def path_grids(path: Path, points: int) -> list[list[float]]:
 class Evaluator:
     """The strategies for one network on one device, and the chunking that keeps them in a memory budget.
 
-    `fixes` are applied to every point, in order, before it is evaluated.
+    `fixes` are applied to every point, in order, before it is evaluated; with `screen_swaps`, the permutation
+    stages of chains whose layers after a group's reader are dense are screened (`evaluate.swaps`).
     """
 
     def __init__(
@@ -77,8 +78,10 @@ class Evaluator:
         fast: bool,
         points: int,
         fixes: Sequence[PointFix] = (),
+        screen_swaps: bool = False,
     ):
         self.network, self.data, self.budget, self.fixes = network, data, budget, fixes
+        self.screen_swaps = screen_swaps
         self.device = data.x_train.device
         self.reuse = fast and not fixes  # strategies that derive points' activations from other points'
         self.form = (
@@ -129,7 +132,8 @@ class Evaluator:
             return self.form.evaluate_swaps(base, units, t, x, y, self.batch, per_chunk)
         if self.layered is None or not self._layered_swaps_exact(legs[0], base):
             return None
-        return swap_scores(self.group_cut(swaps, base), units, t, x, y, self.batch, self.block_bytes)
+        cut = self.group_cut(swaps, base)
+        return swap_scores(cut, units, t, x, y, self.batch, self.block_bytes, self.screen_swaps)
 
     def group_cut(self, swaps: PermutationStage, base: Params) -> GroupCut:
         """The network cut around the stage's group with the stage's base (the last stage's is kept: its splits
@@ -183,6 +187,7 @@ def evaluate_path(
     budget: int = MEMORY_BUDGET,
     fast: bool = True,
     fixes: Sequence[PointFix] = (),
+    screen_swaps: bool = False,
 ) -> pd.DataFrame:
     """Tidy table with one row per (leg, t, split): loss and accuracy (a fraction) along the path.
 
@@ -192,11 +197,14 @@ def evaluate_path(
     a search of each split's worst point, each point on its split and the smaller ones; the table holds every
     point evaluated). `fast=False` evaluates every point by the generic vmapped functional call (the reference).
     `fixes` change every point before it is evaluated (BatchNorm statistics measured on it, REPAIR).
+    `screen_swaps`: screen the legs of permutation stages where `evaluate.swaps.MarginBound` applies: every leg's
+    accuracy exact, the loss (NaN otherwise) of each stage's legs of its lowest accuracy only; the worst points
+    are the same.
     """
     network.model.to(data.x_train.device).eval()
     adaptive = points == AUTO
     grids = path_grids(path, COARSE_POINTS if adaptive else points)
-    evaluator = Evaluator(network, data, path.theta_a, budget, fast, max(len(g) for g in grids), fixes)
+    evaluator = Evaluator(network, data, path.theta_a, budget, fast, max(len(g) for g in grids), fixes, screen_swaps)
     searched = len(splits) * (search_steps() + 1) if adaptive else 0
     with progress_bar(path, sum(len(g) for g in grids) + searched, progress) as bar:
         rows = grid_rows(evaluator, path, grids, splits, bar)

@@ -11,6 +11,13 @@ not zero: where the operations between the group and its reader (ReLU, pooling) 
 as they were, the leg's logits are the base's, exactly, and so are that sample's loss and correctness. A
 leg's loss and accuracy are the base's sums corrected on the other samples.
 
+With `screen`, a stage's legs are screened (`MarginBound`): a leg's accuracy is computed exactly, but a sample
+goes through the layers after the reader only when a bound on how far the leg moves the reader's output cannot
+rule out a change of its predicted class, and only the legs of the stage's lowest accuracy are evaluated in full
+(their loss too). A leg of higher accuracy can never be the path's worst point, whose accuracy is no higher than
+the stage's lowest (of equal accuracies the loss decides, and every leg at the lowest has its loss): the worst
+point is the one the full evaluation finds; the other legs' loss is left out (NaN).
+
 Legs and samples go through the rest of the network in blocks of `BLOCK_BYTES` of activations, and on a
 CPU the blocks run side by side on torch's threads, each single-threaded: a block's many small operations
 split over threads would each wait for every thread. Image batches run in channels-last memory, where a
@@ -19,6 +26,7 @@ CPU's pooling is many times faster.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -38,6 +46,27 @@ BLOCK_BYTES = 1 << 25
 samples (2 cores), 8 MiB blocks ran a stage 1.3 times slower, 64 and 128 MiB no faster."""
 ROW_COPIES = 3
 """Copies of the reader's output one row holds in a block: the updated output, its activation, the next input."""
+SCREEN_ROW_BYTES = 64
+"""What one (leg, sample) row of a screened block holds: the two units' inputs, mixes and changes, and the change
+of the reader's output (about 16 numbers); the few rows that are not certified go on in chunks of their own."""
+SCREEN_TOLERANCE = 1e-4
+"""How much of a sample's logit gap a certified change must leave, per unit of its largest logit (plus one): room
+for the rounding of a full evaluation, which then cannot flip a certified prediction either; near-ties (of
+networks whose dead units leave many samples with equal logits) are never certified."""
+LIPSCHITZ_OPS = (
+    torch.relu,
+    F.relu,
+    torch.flatten,
+    "relu",
+    "flatten",
+    "view",
+    "reshape",
+    nn.ReLU,
+    nn.Flatten,
+    nn.Identity,
+    nn.Dropout,
+)
+"""Operations after the reader that move no output further than their input moves (Euclidean norm)."""
 
 
 def apply_weight(layer: Layer, weight: Tensor, inputs: Tensor) -> Tensor:
@@ -102,6 +131,46 @@ class GroupCut:
         return out.add_(vmap(lambda w, a: apply_weight(self.reader, w, a))(weight, acts))
 
 
+@dataclass(frozen=True)
+class MarginBound:
+    """How far the reader's output can move without changing a sample's predicted class, when the layers after it
+    are ReLUs and linear layers (`LIPSCHITZ_OPS`): a change Δz of the reader's output moves the logit gap
+    l_p − l_k by at most ‖W[p] − W[k]‖ · L · ‖Δz‖, W the last linear layer's weight (the identity when the
+    reader makes the logits) and L the product of the other linear layers' spectral norms. Written here: a
+    certificate for this chain is a few lines, and no library bounds a rank-two change of one layer's output."""
+
+    gaps: Tensor
+    """(C, C): ‖W[p] − W[k]‖ · L."""
+
+    @classmethod
+    def of(cls, cut: GroupCut) -> MarginBound | None:
+        """The bound for the cut's reader, or None when its layers after the reader are not such a chain or a unit
+        feeds the reader more than one input (the change of its output is then not a cheap quadratic form)."""
+        if not isinstance(cut.reader.module, nn.Linear) or cut.per_unit != 1:
+            return None
+        weights = []
+        for node in cut.suffix.graph.nodes:
+            if node.op in ("placeholder", "output"):
+                continue
+            target = type(cut.suffix.get_submodule(node.target)) if node.op == "call_module" else node.target
+            if target is nn.Linear:
+                weights.append(cut.suffix.get_submodule(node.target).weight)
+            elif target not in LIPSCHITZ_OPS or weights:  # nothing may follow the last linear layer
+                return None
+        last = weights[-1] if weights else torch.eye(cut.reader.module.out_features, device=cut.columns.device)
+        lipschitz = math.prod(float(torch.linalg.matrix_norm(weight, 2)) for weight in weights[:-1])
+        return cls(torch.cdist(last, last) * lipschitz)
+
+    def radii(self, logits: Tensor) -> Tensor:
+        """(B,): per sample, the largest change ‖Δz‖ of the reader's output that keeps its predicted class with
+        `SCREEN_TOLERANCE` to spare (0 for a near-tie)."""
+        top, predicted = logits.max(1)
+        spare = SCREEN_TOLERANCE * (1 + logits.abs().max(1, keepdim=True).values)
+        ratio = (top[:, None] - logits - spare) / self.gaps[predicted]
+        ratio[torch.arange(len(logits)), predicted] = torch.inf
+        return ratio.nan_to_num(0.0, posinf=torch.inf, neginf=0.0).min(1).values.clamp_min(0)
+
+
 @contextmanager
 def one_thread_each(workers: int) -> Iterator[ThreadPoolExecutor | None]:
     """A pool of `workers` threads whose torch operations run single-threaded (torch's intra-op threads set to 1
@@ -120,19 +189,49 @@ def one_thread_each(workers: int) -> Iterator[ThreadPoolExecutor | None]:
 
 @torch.no_grad()
 def swap_scores(
-    cut: GroupCut, units: Tensor, t: Tensor, x: Tensor, y: Tensor, batch: int, block_bytes: int = BLOCK_BYTES
+    cut: GroupCut,
+    units: Tensor,
+    t: Tensor,
+    x: Tensor,
+    y: Tensor,
+    batch: int,
+    block_bytes: int = BLOCK_BYTES,
+    screen: bool = False,
 ) -> Scores:
     """Mean loss and accuracy at P swap-leg points of a chain network: the base's units units[p] = (u, v) of the
     cut's group trade places a fraction t[p] of the way. Assumes the operations between the group's layer and its
-    reader act channel by channel (the evaluator checks one leg against a full pass first)."""
+    reader act channel by channel (the evaluator checks one leg against a full pass first). With `screen`, where
+    `MarginBound` applies: every leg's accuracy, the loss of the legs of the lowest accuracy only (NaN elsewhere)."""
+    bound = MarginBound.of(cut) if screen else None
+    loss_sum, correct = changes(cut, units, t, x, y, batch, block_bytes, bound)
+    if bound is None:
+        return loss_sum / len(y), correct / len(y)
+    lowest = (correct == correct.min()).nonzero()[:, 0]
+    loss = torch.full_like(correct, torch.nan)
+    loss[lowest] = swap_scores(cut, units[lowest], t[lowest], x, y, batch, block_bytes)[0]
+    return loss, correct / len(y)
+
+
+def changes(
+    cut: GroupCut,
+    units: Tensor,
+    t: Tensor,
+    x: Tensor,
+    y: Tensor,
+    batch: int,
+    block_bytes: int,
+    bound: MarginBound | None,
+) -> tuple[Tensor, Tensor]:
+    """Every leg's loss sum and correct count over the samples (the loss sum without meaning under a `bound`: the
+    samples it certifies are left out)."""
     loss_sum = torch.zeros(len(units), dtype=torch.float64, device=x.device)
     correct = torch.zeros(len(units), dtype=torch.float64, device=x.device)
     workers = torch.get_num_threads() if x.device.type == "cpu" else 1
     for start in range(0, len(x), batch):
-        ref = Reference.of(cut, x[start : start + batch], y[start : start + batch])
+        ref = Reference.of(cut, x[start : start + batch], y[start : start + batch], bound)
         loss_sum += ref.loss.double().sum()
         correct += ref.correct.double().sum()
-        row_bytes = 4 * ROW_COPIES * ref.out[0].numel()
+        row_bytes = 4 * ROW_COPIES * ref.out[0].numel() if bound is None else SCREEN_ROW_BYTES
         samples = max(1, min(len(ref.y), block_bytes // row_bytes))
         legs = max(1, block_bytes // (row_bytes * samples))
         blocks = [
@@ -143,20 +242,22 @@ def swap_scores(
 
         def change(block: tuple[slice, slice], ref: Reference = ref) -> tuple[Tensor, Tensor]:
             rows, chosen = block
-            return ref.rows(rows).change(cut, units[chosen], t[chosen])
+            part = ref.rows(rows)
+            return (part.change if bound is None else part.screened_change)(cut, units[chosen], t[chosen])
 
         with one_thread_each(min(workers, len(blocks))) as pool:
-            changes = pool.map(change, blocks) if pool else map(change, blocks)
-            for (_, chosen), (d_loss, d_correct) in zip(blocks, changes):
+            deltas = pool.map(change, blocks) if pool else map(change, blocks)
+            for (_, chosen), (d_loss, d_correct) in zip(blocks, deltas):
                 loss_sum[chosen] += d_loss
                 correct[chosen] += d_correct
-    return loss_sum / len(y), correct / len(y)
+    return loss_sum, correct
 
 
 @dataclass(frozen=True)
 class Reference:
     """The base network on a batch: the group's pre-activations and the reader's input, units first (n, B, …), so
-    that a unit's values lie together; the reader's output; each sample's label, loss and correctness."""
+    that a unit's values lie together; the reader's output; each sample's label, loss and correctness; and, when
+    legs are screened, each sample's radius (`MarginBound.radii`)."""
 
     pre: Tensor
     inputs: Tensor
@@ -164,23 +265,26 @@ class Reference:
     y: Tensor
     loss: Tensor
     correct: Tensor
+    radius: Tensor | None = None
 
     @classmethod
-    def of(cls, cut: GroupCut, x: Tensor, y: Tensor) -> Reference:
+    def of(cls, cut: GroupCut, x: Tensor, y: Tensor, bound: MarginBound | None = None) -> Reference:
         pre = cut.own(cut.prefix(x))
         inputs = cut.between(pre)
         out = cut.read(inputs)
         n = len(cut.columns)
         by_unit = (values.unflatten(1, (n, -1)).movedim(1, 0).contiguous() for values in (pre, inputs))
-        return cls(*by_unit, out, y, *per_sample(cut.suffix(channels_last(out)), y))
+        logits = cut.suffix(channels_last(out))
+        return cls(*by_unit, out, y, *per_sample(logits, y), None if bound is None else bound.radii(logits))
 
     def rows(self, rows: slice) -> Reference:
         return Reference(self.pre[:, rows], self.inputs[:, rows], self.out[rows], *(
-            values[rows] for values in (self.y, self.loss, self.correct)
+            None if values is None else values[rows] for values in (self.y, self.loss, self.correct, self.radius)
         ))  # fmt: skip
 
-    def change(self, cut: GroupCut, units: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Each leg's loss sum and correct count minus the base's on these samples: (P,) each."""
+    def deltas(self, cut: GroupCut, units: Tensor, t: Tensor) -> Tensor:
+        """(P, B, 2·k, …): what each leg changes the reader's input by, for every sample (units u's k entries,
+        then v's)."""
         count, samples = len(units), len(self.y)
         u, v = units.T.contiguous()  # contiguous: on a busy CPU strided indices slowed index_select down
         pre_u, pre_v = (self.pre.index_select(0, w).flatten(2) for w in (u, v))  # (P, B, k…) a unit's entries
@@ -193,15 +297,24 @@ class Reference:
         s = t.reshape(-1, *[1] * (mixed_u.dim() - 1))
         delta = torch.stack([(1 - s) * mixed_u + s * mixed_v - kept_u, s * mixed_u + (1 - s) * mixed_v - kept_v], 2)
         shape = self.inputs.shape[2:]  # (k,) or (1, H, W): one unit's part of the reader's input
-        delta = delta.view(count, samples, 2 * shape[0], *shape[1:])  # what the reader's input changes by
+        return delta.view(count, samples, 2 * shape[0], *shape[1:])
+
+    def change(self, cut: GroupCut, units: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Each leg's loss sum and correct count minus the base's on these samples: (P,) each."""
+        count, samples = len(units), len(self.y)
+        delta = self.deltas(cut, units, t)
         active = delta.flatten(2).ne(0).any(2)  # (P, B): samples whose reader output changes
         changed = active.sum(1)
         width = int(changed.max())
         if width == 0:
             zero = torch.zeros(count, dtype=torch.float64, device=self.y.device)
             return zero, zero
-        order = torch.argsort((~active).to(torch.int8), dim=1, stable=True)[:, :width]  # active samples first
-        valid = (torch.arange(width, device=order.device) < changed[:, None]).double()
+        leg, sample = active.nonzero(as_tuple=True)  # each leg's active samples, in order
+        slot = torch.arange(len(leg), device=leg.device) - (changed.cumsum(0) - changed)[leg]
+        order = torch.zeros(count, width, dtype=torch.int64, device=leg.device)  # padded with sample 0, not valid
+        order[leg, slot] = sample
+        valid = torch.zeros(count, width, dtype=torch.float64, device=leg.device)
+        valid[leg, slot] = 1
         picked = (order + samples * torch.arange(count, device=order.device)[:, None]).flatten()
         delta = delta.flatten(0, 1).index_select(0, picked).unflatten(0, (count, width))
         order = order.flatten()
@@ -215,3 +328,25 @@ class Reference:
         d_loss = ((loss - gathered(self.loss)).double() * valid).sum(1)
         d_correct = ((correct.double() - gathered(self.correct).double()) * valid).sum(1)
         return d_loss, d_correct
+
+    def screened_change(self, cut: GroupCut, units: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Each leg's correct count minus the base's on these samples, (P,), and zeros for the loss: a dense reader
+        fed one input per unit moves its output by ‖c_u δ_u + c_v δ_v‖, a quadratic form in (δ_u, δ_v) with the
+        Gram matrix of the base's columns c_u, c_v; a sample moved less than its radius keeps its class, and only
+        the other (leg, sample) pairs run through the layers after the reader, flat, without padding."""
+        count = len(units)
+        delta = self.deltas(cut, units, t).flatten(2)  # (P, B, 2)
+        columns = cut.columns[units]  # (P, 2, out)
+        gram = columns @ columns.transpose(1, 2)
+        d_u, d_v = delta.unbind(2)
+        moved = d_u.square() * gram[:, :1, 0] + 2 * d_u * d_v * gram[:, :1, 1] + d_v.square() * gram[:, 1:, 1]
+        leg, sample = (moved >= self.radius.square()).nonzero(as_tuple=True)  # δ = 0 moves nothing: never chosen
+        d_correct = torch.zeros(count, dtype=torch.float64, device=self.y.device)
+        rows = max(1, BLOCK_BYTES // (4 * ROW_COPIES * self.out[0].numel()))
+        for first in range(0, len(leg), rows):
+            legs, samples = leg[first : first + rows], sample[first : first + rows]
+            weight = cut.reading_weight(units[legs])  # (N, out, 2): as `change` computes it, so rounds alike
+            z = cut.corrected(weight, delta[legs, samples][:, None], self.out[samples][:, None])[:, 0]
+            _, correct = per_sample(cut.suffix(z), self.y[samples])
+            d_correct.index_add_(0, legs, correct.double() - self.correct[samples].double())
+        return torch.zeros_like(d_correct), d_correct

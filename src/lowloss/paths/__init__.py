@@ -6,7 +6,10 @@ Imports `lowloss.nets` and `lowloss.errors` only.
 
 from lowloss._lazy import lazy_exports
 
-__all__ = ["Leg", "Path", "PermutationStage", "SwapLeg", "chain", "interpolate", "permutation_stage"]
+SWAP_LEG_PREFIX = "swap-"
+"""How a swap leg's name starts (`swap-<group>-<step>`): the path table's readers tell them apart by it."""
+
+__all__ = ["SWAP_LEG_PREFIX", "Leg", "Path", "PermutationStage", "SwapLeg", "chain", "interpolate", "permutation_stage"]
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {

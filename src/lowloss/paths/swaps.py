@@ -21,6 +21,7 @@ from torch import Tensor
 
 from lowloss.nets.params import Params
 from lowloss.nets.spec import Spec, permute
+from lowloss.paths import SWAP_LEG_PREFIX
 from lowloss.paths.legs import Leg
 
 CACHED_BREAKPOINTS = 3
@@ -80,7 +81,7 @@ class SwapLeg(Leg):
 
     def __init__(self, swaps: PermutationStage, step: int):
         self.swaps, self.step = swaps, step
-        self.name, self.fn, self.eval_ts, self.stage = f"swap-{swaps.group}-{step}", None, (0.5,), 0
+        self.name, self.fn, self.eval_ts, self.stage = f"{SWAP_LEG_PREFIX}{swaps.group}-{step}", None, (0.5,), 0
 
     @property
     def units(self) -> tuple[int, int]:

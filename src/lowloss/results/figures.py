@@ -1,5 +1,6 @@
-"""Figures of a report: accuracy along every method's path, the layer-wise route like the paper's Fig. 5, and
-the ensembles' Fig. 7 and cost, and each method's accuracy against its seconds; each as PNG, SVG and PDF in one colour-blind-safe style."""
+"""Figures of a report: accuracy along every method's path, the layer-wise route like the paper's Fig. 5, the
+ensembles' Fig. 7 and cost, each method's accuracy against its seconds, and curves' worst accuracy against their
+fitting budget; each as PNG, SVG and PDF in one colour-blind-safe style."""
 
 from __future__ import annotations
 
@@ -391,3 +392,41 @@ def _label_sizes(ax, rows: pd.DataFrame, x: str, style: dict) -> None:
             color=style[label][0],
             arrowprops=tie,
         )
+
+
+def plot_budget(rows: pd.DataFrame, levels: pd.DataFrame, out_stem: Path) -> list[Path]:
+    """Worst test accuracy against the fitting budget (log axis, budget + ½ so that 0 epochs shows): one panel per
+    network, one line per curve and pair in its method's colour (dotted where the curve's label says more than its
+    method), and each pair's `levels` (network, pair, label, test) as a dashed line: a path that needs no fit."""
+    plt = _pyplot()
+    networks = list(dict.fromkeys(rows["network"]))
+    fig, axes = plt.subplots(
+        1, len(networks), figsize=(1.5 + 4.2 * len(networks), 3.8), squeeze=False, layout="constrained"
+    )
+    palette = colors()
+    methods = list(dict.fromkeys([*rows["method"], *levels.get("label", [])]))
+    color = {method: palette[k % len(palette)] for k, method in enumerate(methods)}
+    epochs = sorted(int(e) for e in rows["epochs"].unique())
+    labelled: set[str] = set()
+    for ax, network in zip(axes[0], networks):
+        for (method, curve, _), line in rows[rows["network"] == network].groupby(
+            ["method", "curve", "pair"], sort=False
+        ):
+            line = line.sort_values("epochs")
+            ax.plot(line["epochs"] + 0.5, 100 * line["test"], marker="o", markersize=4, color=color[method],
+                    linestyle="-" if curve == method else ":", label=None if curve in labelled else curve)
+            labelled.add(curve)
+        for level in levels[levels["network"] == network].itertuples() if len(levels) else ():
+            name = f"{level.label} (no fitting)"
+            ax.axhline(100 * level.test, color=color[level.label], linestyle="--", linewidth=1,
+                       label=None if name in labelled else name)
+            labelled.add(name)
+        ax.set_xscale("log")
+        ax.set_xticks([e + 0.5 for e in epochs], [str(e) for e in epochs])
+        ax.minorticks_off()
+        ax.set_xlabel("fitting epochs")
+        ax.set_ylabel("worst test accuracy (%)")
+        ax.set_title(network)
+        ax.grid(alpha=0.3)
+    fig.legend(loc="outside right upper", frameon=False, fontsize=8)
+    return save_figure(fig, out_stem)

@@ -30,14 +30,16 @@ from lowloss.storage.atomic import write_text_atomic
 from lowloss.storage.path_table import SECONDS_COLUMNS, path_seconds, read_path_table, worst_row
 from lowloss.methods.registry import ROUTE_METHODS
 from lowloss.errors import LowlossError
+from lowloss.results.budget import budget_rows, level_rows, write_budget
 from lowloss.results.figures import END_POINTS, SPLITS, plot_costs, plot_paths, plot_routes
 from lowloss.results.html import write_table_page
 from lowloss.nets.architectures import ARCHITECTURES
 from lowloss.nets.topology import ONE_HIDDEN
 
-PATH_NAME = re.compile(r"(?P<a>\d+)-(?P<b>\d+)(\.fit(?P<fit>\d+))?\.csv")
-"""`<seed A>-<seed B>.csv`, or `<seed A>-<seed B>.fit<k>.csv` for the path through a learned method's k-th
-connector fit (each fit is one more sample of the method's row)."""
+PATH_NAME = re.compile(r"(?P<a>\d+)-(?P<b>\d+)(\.fit(?P<fit>\d+)|\.epochs(?P<epochs>\d+))?\.csv")
+"""`<seed A>-<seed B>.csv`; `<seed A>-<seed B>.fit<k>.csv` for the path through a learned method's k-th
+connector fit (each fit is one more sample of the method's row); `<seed A>-<seed B>.epochs<E>.csv` for a curve
+fitted for E epochs, a point of the budget table (`results.budget`), not of Tables 1 and 2."""
 TABLE2_ORDER = ["linear", "arc", "linear+bfly", "arc+bfly", "linear+wa", "arc+wa", "ot+bfly", "ot+wa",
                 "garipov-polychain-3"]
 """The rows of the paper's Table 2 (methods not in it follow in the order they come)."""
@@ -67,6 +69,7 @@ class PathRun:
     seeds: tuple[int, int]
     table: pd.DataFrame
     fit: int | None = None
+    epochs: int | None = None
 
     @property
     def pair(self) -> str:
@@ -74,8 +77,11 @@ class PathRun:
 
     @property
     def sample(self) -> str:
-        """The pair, and the connector fit of a learned method's path (`0-1`, `0-1.fit2`)."""
-        return self.pair if self.fit is None else f"{self.pair}.fit{self.fit}"
+        """The pair, and the connector fit of a learned method's path or a budget path's epochs (`0-1`, `0-1.fit2`,
+        `0-1.epochs5`)."""
+        if self.fit is not None:
+            return f"{self.pair}.fit{self.fit}"
+        return self.pair if self.epochs is None else f"{self.pair}.epochs{self.epochs}"
 
     @property
     def one_hidden(self) -> bool:
@@ -89,14 +95,15 @@ def load_path_run(csv: str | os.PathLike) -> PathRun:
     match = PATH_NAME.fullmatch(csv.name)
     if match is None or csv.parent.parent.name != "paths":
         raise LowlossError(f"{csv}: expected a path table at <experiment>/paths/<method>/<seedA>-<seedB>.csv "
-                           f"(or <seedA>-<seedB>.fit<k>.csv for a learned method's k-th connector)")
+                           f"(or <seedA>-<seedB>.fit<k>.csv for a learned method's k-th connector, "
+                           f"<seedA>-<seedB>.epochs<E>.csv for a curve fitted for E epochs)")
     table = read_path_table(csv)
     if table["method"].iloc[0] != csv.parent.name:
         raise LowlossError(f"{csv}: holds a path of method {table['method'].iloc[0]!r}, but lies in the folder of "
                            f"{csv.parent.name!r}")
-    fit = None if match["fit"] is None else int(match["fit"])
+    fit, epochs = (None if match[key] is None else int(match[key]) for key in ("fit", "epochs"))
     return PathRun(experiment=csv.parent.parent.parent.name, method=csv.parent.name, arch=str(table["arch"].iloc[0]),
-                   seeds=(int(match["a"]), int(match["b"])), table=table, fit=fit)
+                   seeds=(int(match["a"]), int(match["b"])), table=table, fit=fit, epochs=epochs)
 
 
 def load_path_runs(csvs: Sequence[str | os.PathLike]) -> list[PathRun]:
@@ -107,7 +114,7 @@ def load_path_runs(csvs: Sequence[str | os.PathLike]) -> list[PathRun]:
         run = load_path_run(csv)
         key = (run.experiment, run.method, run.sample)
         if key in seen:
-            raise LowlossError(f"{csv}: the path of {run.method} between {run.pair} in {run.experiment} again "
+            raise LowlossError(f"{csv}: the path of {run.method} between {run.sample} in {run.experiment} again "
                                f"(already read from {seen[key]}); give every path table once")
         seen[key] = csv
         runs.append(run)
@@ -278,7 +285,8 @@ def write_costs(out_dir: Path, points: pd.DataFrame, methods: Sequence[str], exp
 def build_report(csvs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
     """Read every path table; write Table 1 (one-hidden experiments) and Table 2 (the others) as CSV,
     Markdown, HTML and LaTeX, the tidy worst points (CSV, HTML), every path's cost (CSV) and each experiment's
-    chart of accuracy against cost, every experiment's path figure, and for deep experiments their route figure.
+    chart of accuracy against cost, every experiment's path figure, and for deep experiments their route figure;
+    with budget paths (curves fitted for several numbers of epochs), the budget table and figure (`results.budget`).
 
     Columns keep the order of experiments in `csvs`; Table 1's rows the order in which methods first
     appear, Table 2's the paper's. Returns the command's summary: counts and the files written.
@@ -286,7 +294,12 @@ def build_report(csvs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) 
     if not csvs:
         raise LowlossError("no path tables given")
     out_dir = Path(out_dir)
-    runs = load_path_runs(csvs)
+    every_run = load_path_runs(csvs)
+    runs = [run for run in every_run if run.epochs is None]
+    budget = [run for run in every_run if run.epochs is not None]
+    if not runs:
+        raise LowlossError(f"{csvs[0]}: only budget paths (<pair>.epochs<E>.csv) given; the report needs the "
+                           f"paths of Tables 1 and 2 too")
     endpoints = endpoint_accuracies(runs)
     methods = list(dict.fromkeys(run.method for run in runs))
     experiments = list(dict.fromkeys(run.experiment for run in runs))
@@ -308,5 +321,7 @@ def build_report(csvs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) 
     route_methods = [m for m in TABLE2_ORDER if any(run.method == m for run in deep)]
     for experiment in dict.fromkeys(run.experiment for run in deep):
         files += plot_routes(deep, route_methods, experiment, out_dir / figure_stem("route", experiment))
+    if budget:
+        files += write_budget(out_dir, budget_rows(budget), level_rows(runs))
     return {"out_dir": str(out_dir), "experiments": len(experiments), "methods": len(methods),
-            "paths": len(runs), "files": [str(f) for f in files]}
+            "paths": len(runs), "budget_paths": len(budget), "files": [str(f) for f in files]}

@@ -131,8 +131,8 @@ def discard_checkpoint(out: Path) -> None:
         made_by = read_meta(out).get("config_hash")
     except ArtifactError:
         return
-    meta = header.meta
-    if meta["kind"] == CHECKPOINT and meta["identity"] == made_by and meta.get("output", Path(out).name) == out.name:
+    meta, name = header.meta, Path(out).name
+    if meta["kind"] == CHECKPOINT and meta["identity"] == made_by and meta.get("output", name) == name:
         path.unlink(missing_ok=True)
         sidecar_path(path).unlink(missing_ok=True)
     else:

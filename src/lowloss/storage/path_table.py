@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from lowloss.errors import LowlossError
 from lowloss.nets.architectures import ARCHITECTURES
+from lowloss.paths import SWAP_LEG_PREFIX
 from lowloss.storage.atomic import require_file, write_text_atomic
 
 if TYPE_CHECKING:
@@ -120,6 +121,12 @@ def path_seconds(table: pd.DataFrame) -> dict[str, float] | None:
     return {column: float(table[column].iloc[0]) for column in SECONDS_COLUMNS}
 
 
+def screened(table: pd.DataFrame) -> pd.Series:
+    """Which rows are of screened swap legs (`connect --screen-swaps`): a swap leg's row without a loss (empty, NaN);
+    its accuracy is exact, and it is not its stage's lowest, so it is never a worst point."""
+    return table["loss"].isna() & table["leg_name"].astype(str).str.startswith(SWAP_LEG_PREFIX)
+
+
 def worst_row(rows: pd.DataFrame) -> pd.Series:
     """The row of lowest accuracy (the paper's worst point); of rows of equal accuracy, the one of highest loss."""
     return rows.sort_values(["acc", "loss"], ascending=[True, False], kind="stable").iloc[0]
@@ -154,6 +161,8 @@ def read_path_table(path: str | os.PathLike) -> pd.DataFrame:
     optional = [(name, column) for name, column in OPTIONAL_SCHEMA.items() if name in table.columns]
     for name, column in [*SCHEMA.items(), *optional]:
         values, bad = column.values(table[name])
+        if name == "loss":
+            bad &= ~screened(table)
         rows = bad.to_numpy().nonzero()[0]
         if len(rows):
             row = int(rows[0])

@@ -90,7 +90,8 @@ def _path_series(path: Path) -> Iterator[tuple[str, float, int]]:
         for row in worst.itertuples():
             yield f"path/{split}_acc", float(row.acc), int(row.step)
             yield f"path/{split}_error", 1 - float(row.acc), int(row.step)
-            yield f"path/{split}_loss", float(row.loss), int(row.step)
+            if not np.isnan(row.loss):  # a screened swap leg has no loss (`connect --screen-swaps`)
+                yield f"path/{split}_loss", float(row.loss), int(row.step)
 
 
 def is_table(path: Path) -> bool:

@@ -61,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"evaluated points per leg (default {POINTS}, at most {MAX_POINTS}), or auto: {COARSE_POINTS} per leg, "
         f"then a golden-section search of each split's worst point to {TOLERANCE} in t",
     )
+    parser.add_argument(
+        "--screen-swaps",
+        action="store_true",
+        help="permutation stages of networks with dense layers after the group's reader: every swap leg's accuracy "
+        "exact, its loss only for each stage's legs of the lowest accuracy (empty elsewhere); the same worst points",
+    )
     parser.add_argument("--out", type=output_path, required=True, help="output CSV: one row per leg, t and split")
     parser.add_argument("--save-path", type=output_path, help="folder for the path's breakpoints (safetensors)")
     parser.add_argument("--connector", type=Path, help="fitted connector (learned ν) for realnvp-*/iaf-*")
@@ -160,6 +166,7 @@ def run(args: argparse.Namespace) -> dict:
         curve=optional_weights(args.curve),
         matching=optional_weights(args.matching),
         started=started,
+        screen_swaps=args.screen_swaps,
     )
     if args.save_path is not None:
         save_breakpoints(args.save_path, connection.path, model_meta(endpoints.meta))
