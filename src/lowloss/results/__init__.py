@@ -1,5 +1,6 @@
-"""Results of a run: the paper's Tables 1 and 2 from the path tables, the ensembles' table and Fig. 7, every
-figure, and each table as a page a browser sorts and searches (`html`).
+"""Results of a run: the paper's Tables 1 and 2 from the path tables, the ensembles' table and Fig. 7, the worst
+accuracy against fitting budget (`budget`), every figure, and each table as a page a browser sorts and searches
+(`html`).
 
 Imports `lowloss.methods` (the method table) and everything below it.
 """
