@@ -64,7 +64,6 @@ LIPSCHITZ_OPS = (
     nn.ReLU,
     nn.Flatten,
     nn.Identity,
-    nn.Dropout,
 )
 """Operations after the reader that move no output further than their input moves (Euclidean norm)."""
 
