@@ -113,9 +113,9 @@ class Connection:
         result.update({f"endpoint_{split}_acc": min(ends[split].values()) for split in splits})
         points = len(self.evaluated.drop_duplicates(["leg", "t"]))  # on either split (`auto` searches each on its own)
         result.update(legs=len(self.path), points=points)
-        screened_rows = int(self.evaluated["loss"].isna().sum())
-        if screened_rows:  # `screen_swaps`: swap-leg points of exact accuracy whose loss was not computed
-            result["screened"] = len(self.evaluated[self.evaluated["loss"].isna()].drop_duplicates(["leg", "t"]))
+        unscored = self.evaluated[self.evaluated["loss"].isna()]  # `screen_swaps`: swap legs without their loss
+        if len(unscored):
+            result["screened"] = len(unscored.drop_duplicates(["leg", "t"]))
         result.update({f"{name}_samples": fix.samples for name, fix in self.fixes.items()})
         result.update(self.cost, seconds=round(self.seconds, 3))
         return result

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lowloss.results.figures import SPLITS, plot_budget
+from lowloss.results.figures import SPLITS, budget_epochs, plot_budget
 from lowloss.results.html import write_table_page
 from lowloss.storage.atomic import write_text_atomic
 from lowloss.storage.path_table import worst_row
@@ -62,14 +62,10 @@ def budget_means(rows: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index()
 
 
-def budgets(rows: pd.DataFrame) -> list[int]:
-    return sorted(int(epochs) for epochs in rows["epochs"].unique())
-
-
 def budget_markdown(rows: pd.DataFrame) -> str:
     """`budget_means` as Markdown: a row per network and curve, a train/test cell per budget (an empty one where a
     budget was not measured)."""
-    means, epochs = budget_means(rows), budgets(rows)
+    means, epochs = budget_means(rows), budget_epochs(rows)
 
     def cell(row: dict, budget: int) -> str:
         values = [row.get(f"{split} {budget}") for split in SPLITS]

@@ -394,6 +394,11 @@ def _label_sizes(ax, rows: pd.DataFrame, x: str, style: dict) -> None:
         )
 
 
+def budget_epochs(rows: pd.DataFrame) -> list[int]:
+    """The budgets (epochs) budget rows hold, ascending: the budget table's columns and the figure's ticks."""
+    return sorted(int(epochs) for epochs in rows["epochs"].unique())
+
+
 def plot_budget(rows: pd.DataFrame, levels: pd.DataFrame, out_stem: Path) -> list[Path]:
     """Worst test accuracy against the fitting budget (log axis, budget + ½ so that 0 epochs shows): one panel per
     network, one line per curve and pair in its method's colour (dotted where the curve's label says more than its
@@ -406,7 +411,7 @@ def plot_budget(rows: pd.DataFrame, levels: pd.DataFrame, out_stem: Path) -> lis
     palette = colors()
     methods = list(dict.fromkeys([*rows["method"], *levels.get("label", [])]))
     color = {method: palette[k % len(palette)] for k, method in enumerate(methods)}
-    epochs = sorted(int(e) for e in rows["epochs"].unique())
+    epochs = budget_epochs(rows)
     labelled: set[str] = set()
     for ax, network in zip(axes[0], networks):
         for (method, curve, _), line in rows[rows["network"] == network].groupby(
