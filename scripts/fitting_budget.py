@@ -7,7 +7,7 @@ For one network (`--arch`, `--options`) on `--dataset`: trains 2·`--pairs` endp
   untimed first one that pays the process's one-time start-up costs, as `benchmarks/bench_cheapest.py` does;
   the curves' fits come after it and find them paid);
 - fits the cold curve (garipov-polychain-3), the aligned one (aligned-polychain-3) and the route-started one
-  (ot+wa+polychain-3) for 0, 1, 2, 5, 10 and 20 epochs (each budget a fit of its own, as `fit-curve --epochs E`
+  (ot+wa+polychain-3) for 0, 1, 2, 5, 10 and 20 epochs (`--budgets`; each budget a fit of its own, as `fit-curve --epochs E`
   would make it: the learning-rate schedule spans the budget, from `--lr`, `--aligned-lr` for aligned curves,
   both the endpoint schedule's 0.01 by default), and evaluates each at `--points` per leg (an aligned curve's
   permutation stage, the same at every budget, once per curve and pair; its seconds count in every row).
@@ -157,7 +157,7 @@ def measure(args: argparse.Namespace) -> None:
         stages: dict = {}
         for method in args.curves:
             lr = fit_lr(args, method)
-            for epochs in BUDGETS:
+            for epochs in args.budgets:
                 if (pair, method, epochs, lr) in done:
                     continue
                 fresh_fit(args.work / pair, method, epochs)
@@ -237,6 +237,9 @@ def main() -> None:
     parser.add_argument("--curves", type=lambda text: text.split(","), default=list(CURVES), help="curve methods")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="the cold curves' initial learning rate")
     parser.add_argument("--aligned-lr", type=float, default=TrainConfig.lr, help="the aligned curves' one")
+    parser.add_argument(
+        "--budgets", type=lambda text: [int(e) for e in text.split(",")], default=list(BUDGETS), help="epochs"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("results/fitting-budget"))
     args = parser.parse_args()

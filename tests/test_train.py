@@ -20,10 +20,18 @@ def test_digits_onehidden_reaches_95_percent(digits_endpoints):
 
 def test_schedule_is_constant_then_linear_to_one_percent():
     config = TrainConfig(epochs=100, lr=0.1)
-    assert learning_rate(0, config) == learning_rate(50, config) == 0.1
-    assert learning_rate(70, config) == pytest.approx(0.1 * (1 - 0.5 * 0.99))
-    assert learning_rate(90, config) == pytest.approx(0.001)
-    assert learning_rate(99, config) == pytest.approx(0.001)
+    assert learning_rate(0.0, config) == learning_rate(0.5, config) == 0.1
+    assert learning_rate(0.7, config) == pytest.approx(0.1 * (1 - 0.5 * 0.99))
+    assert learning_rate(0.9, config) == pytest.approx(0.001)
+    assert learning_rate(0.99, config) == pytest.approx(0.001)
+
+
+def test_a_one_epoch_run_anneals_within_its_epoch(digits, tmp_path):
+    """The schedule runs per step: a single epoch ends at 1 % of the rate, as a long run's last epochs do."""
+    meta = train_endpoint(
+        "onehidden", {"width": 16}, digits, TrainConfig(epochs=1, lr=0.05), tmp_path / "m.safetensors", progress=False
+    )
+    assert meta["history"][0]["lr"] == pytest.approx(0.0005)
 
 
 def _train(digits, out, epochs=4, interrupt_after=None, seed=3):
