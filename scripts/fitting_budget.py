@@ -7,10 +7,11 @@ For one network (`--arch`, `--options`) on `--dataset`: trains 2·`--pairs` endp
   untimed first one that pays the process's one-time start-up costs, as `benchmarks/bench_cheapest.py` does;
   the curves' fits come after it and find them paid);
 - fits the cold curve (garipov-polychain-3), the aligned one (aligned-polychain-3) and the route-started one
-  (ot+wa+polychain-3) for 0, 1, 2, 5, 10 and 20 epochs (`--budgets`; each budget a fit of its own, as `fit-curve --epochs E`
-  would make it: the learning-rate schedule spans the budget, from `--lr`, `--aligned-lr` for aligned curves,
-  both the endpoint schedule's 0.01 by default), and evaluates each at `--points` per leg (an aligned curve's
-  permutation stage, the same at every budget, once per curve and pair; its seconds count in every row).
+  (ot+wa+polychain-3) for 0, 1, 2, 5, 10 and 20 epochs (`--budgets`; each budget a fit of its own, as
+  `fit-curve --epochs E` would make it: the learning-rate schedule spans the budget, from `--lr`, `--aligned-lr`
+  for aligned curves, both the endpoint schedule's 0.01 by default), and evaluates each at `--points` per leg
+  (an aligned curve's permutation stage, the same at every budget, once per curve and pair; its seconds count
+  in every row).
 
 Every result is a row of `WORK/rows.csv`, written as it is measured: an interrupted run resumes where it stopped.
 A row records its fit's learning rate: a run with other rates (`--curves aligned-polychain-3 --aligned-lr 0.001`)
