@@ -62,9 +62,8 @@ def test_auto_points_find_a_synthetic_legs_worst_point_within_tolerance_at_fewer
     auto = evaluate_path(network, path, digits, AUTO, progress=False)
     grid = evaluate_path(network, path, digits, 21, progress=False)
     for split in ("train", "test"):
-        found, fixed = worst_points(auto)[split], worst_points(grid)[split]
+        found = worst_points(auto)[split]
         assert abs(found["position"] - (1 + LOWEST)) <= TOLERANCE
-        assert found["acc"] <= fixed["acc"] and found["loss"] > fixed["loss"]  # a worse point than the grid's
     for split in ("train", "test"):
         evaluations, fixed_grid = auto[auto["split"] == split], grid[grid["split"] == split]
         assert len(evaluations) < len(fixed_grid) / 2
