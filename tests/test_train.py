@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from lowloss.storage.checkpoints import checkpoint_path
 from lowloss.storage.weights import read_meta
 from lowloss.training.config import TrainConfig
-from lowloss.training.train import learning_rate, train_endpoint
+from lowloss.training.train import SCHEDULE, learning_rate, train_endpoint
 
 
 def test_digits_onehidden_reaches_95_percent(digits_endpoints):
@@ -32,6 +32,7 @@ def test_a_one_epoch_run_anneals_within_its_epoch(digits, tmp_path):
         "onehidden", {"width": 16}, digits, TrainConfig(epochs=1, lr=0.05), tmp_path / "m.safetensors", progress=False
     )
     assert meta["history"][0]["lr"] == pytest.approx(0.0005)
+    assert meta["schedule"] == SCHEDULE  # in the identity: a checkpoint of another schedule is not resumed
 
 
 def _train(digits, out, epochs=4, interrupt_after=None, seed=3):

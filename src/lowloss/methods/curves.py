@@ -47,7 +47,7 @@ from lowloss.storage.model_files import model_from_artifact
 from lowloss.storage.weights import Artifact, save_weights
 from lowloss.training.config import TrainConfig
 from lowloss.training.data import Dataset
-from lowloss.training.train import Objective, train
+from lowloss.training.train import SCHEDULE, Objective, train
 
 PAPER_EPOCHS = {"cifar10": 200}  # the paper's curve budgets: 200 epochs on CIFAR-10, 60 otherwise
 DEFAULT_EPOCHS = 60
@@ -259,6 +259,7 @@ def fit_curve(
         "dataset": data.name,
         "endpoints": [model_a.meta["sha256"], model_b.meta["sha256"]],
         "train": asdict(config),
+        "schedule": SCHEDULE,
     }
     perms = {}
     if start is None:

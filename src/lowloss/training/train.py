@@ -36,6 +36,11 @@ Objective = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.
 """(x, y, generator) -> (loss to minimise, logits) for one minibatch."""
 
 
+SCHEDULE = "garipov-per-step"
+"""The learning-rate schedule (`learning_rate`), named in every trained file's sidecar and so in its identity: a
+checkpoint written under another schedule is set aside rather than resumed under this one."""
+
+
 def learning_rate(fraction: float, config: TrainConfig) -> float:
     """Garipov et al.'s schedule at `fraction`, the fraction of the run's steps done: constant for the first half,
     then linearly down to 1 % of lr by 90 %. Evaluated at every step rather than at each epoch's start (as their
@@ -181,7 +186,13 @@ def train_endpoint(
     options = arch_options(arch, options)
     torch.manual_seed(config.seed)
     model = build_model(arch, data.input_shape, data.num_classes, options).to(data.x_train.device)
-    produced_by = {"arch": arch, "arch_options": options, "dataset": data.name, "train": asdict(config)}
+    produced_by = {
+        "arch": arch,
+        "arch_options": options,
+        "dataset": data.name,
+        "train": asdict(config),
+        "schedule": SCHEDULE,
+    }
     identity = config_hash(produced_by)
     epoch_end = None if on_epoch_end is None else lambda epoch, row: on_epoch_end(epoch, row, model)
     history = train(model, data, config, checkpoint_path(out), identity, epoch_end, progress)
