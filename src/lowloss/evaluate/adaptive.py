@@ -19,10 +19,10 @@ COARSE_POINTS = 5
 TOLERANCE = 0.1
 """Width in t of the bracket the search ends on: that of the bracket the 21-point grid's lowest point leaves (its
 two neighbours, two steps apart), so the search brackets the worst point as tightly as the grid does, with three
-evaluated points in it (its ends and the lowest) as the grid has. Chosen on the training
-split: on the twelve digits paths of `benchmarks/bench_cheapest.py` a bracket of 0.1 finds the same worst train
-accuracy as one of 0.05 on eleven and one training sample higher on the twelfth (fc3's straight leg, both below
-the grid's), at 1–4 fewer evaluations per split."""
+evaluated points in it (its ends and the lowest) as the grid has. Chosen on the training split: on the twelve
+digits paths of `benchmarks/bench_cheapest.py` a bracket of 0.1 finds the same worst train accuracy as one of
+0.05 on eleven and one training sample higher on the twelfth (fc3's straight leg, both below the grid's), at 1–4
+fewer evaluations per split."""
 GOLDEN = (3 - math.sqrt(5)) / 2
 """The golden-section step: the share of the larger part of the bracket where the next point is evaluated."""
 
