@@ -34,6 +34,7 @@ from lowloss.nets.network import Network
 from lowloss.paths.legs import Path as ConnectionPath
 from lowloss.paths.swaps import SwapLeg
 from lowloss.storage.model_files import load_model
+from lowloss.storage.path_table import screened
 from lowloss.storage.weights import load_weights
 from lowloss.training.config import TrainConfig
 from lowloss.training.data import load_dataset
@@ -176,7 +177,7 @@ def screening_row(ctx: Context) -> dict:
         "ratio": full_s / screened_s,
         "target": None,
         "note": f"seconds, train+test; worst points {'the same' if same else 'DIFFERENT'} (test "
-        f"{percent(found, 'test')}, train {percent(found, 'train')}); {int(tables[True]['loss'].isna().sum())} of "
+        f"{percent(found, 'test')}, train {percent(found, 'train')}); {int(screened(tables[True]).sum())} of "
         f"{len(tables[True])} rows screened",
     }
 

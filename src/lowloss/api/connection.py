@@ -29,7 +29,7 @@ from lowloss.nets.network import Network
 from lowloss.nets.params import on_device, unstack_params
 from lowloss.paths.legs import Path as ConnectionPath
 from lowloss.results.figures import plot_path, save_figure
-from lowloss.storage.path_table import SECONDS_COLUMNS, path_table_frame
+from lowloss.storage.path_table import SECONDS_COLUMNS, path_table_frame, screened
 from lowloss.storage.weights import Artifact, load_weights
 from lowloss.training.data import Dataset, Normalize
 from lowloss.training.user_data import UserSplit
@@ -113,7 +113,7 @@ class Connection:
         result.update({f"endpoint_{split}_acc": min(ends[split].values()) for split in splits})
         points = len(self.evaluated.drop_duplicates(["leg", "t"]))  # on either split (`auto` searches each on its own)
         result.update(legs=len(self.path), points=points)
-        unscored = self.evaluated[self.evaluated["loss"].isna()]  # `screen_swaps`: swap legs without their loss
+        unscored = self.evaluated[screened(self.evaluated)]  # `screen_swaps`: swap legs without their loss
         if len(unscored):
             result["screened"] = len(unscored.drop_duplicates(["leg", "t"]))
         result.update({f"{name}_samples": fix.samples for name, fix in self.fixes.items()})
