@@ -9,7 +9,8 @@ import torch
 from lowloss.methods.interpolate import UnitCurve, arc_leg, generalised_arc, unit_partition, units_leg
 from lowloss.methods.neurons import butterflies
 from lowloss.methods.registry import METHODS, get_method
-from lowloss.paths.legs import Path
+from lowloss.evaluate.layered import LayeredEngine
+from lowloss.paths.legs import Leg, Path
 from tests.conftest import SMALL, context, network_of, random_params
 
 WITHOUT_FILES = [name for name, method in METHODS.items() if not method.needs]
@@ -111,3 +112,19 @@ def test_every_method_starts_and_ends_exactly_at_the_endpoints(name, arch, digit
     path = get_method(name).build(theta_a, theta_b, ctx)
     assert path.method == name
     assert_path_joins(path, theta_a, theta_b)
+
+
+def test_a_tensor_equal_at_both_ends_stays_itself_along_a_leg_and_the_evaluation_starts_after_it():
+    """(1 - t) a + t a rounds away from a; a leg keeps what it does not move bit for bit, so the layered evaluation
+    finds the first moving layer where the path actually starts to move (a weight-adjusted stage's later legs)."""
+    network = network_of("fc3", {"widths": [16, 8]})
+    theta_a = random_params(0, arch="fc3", options={"widths": [16, 8]})
+    moved = random_params(1, arch="fc3", options={"widths": [16, 8]})
+    second = network.layers[1]
+    theta_b = {key: moved[key] if key in second.keys else value.clone() for key, value in theta_a.items()}
+    ts = torch.linspace(0, 1, 7, dtype=torch.float64)
+    points = Leg(theta_a, theta_b).at(ts)
+    for key, value in theta_a.items():
+        assert torch.equal(points[key], value.expand_as(points[key])) == (key not in second.keys), key
+    plan = LayeredEngine(network, batched=False).plan_stacked(points)
+    assert plan.span == (second, second)

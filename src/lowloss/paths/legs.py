@@ -16,11 +16,18 @@ from lowloss.nets.params import Params
 
 
 def interpolate(theta_a: Params, theta_b: Params, t: torch.Tensor) -> Params:
-    """(1 - t) θ_A + t θ_B for a vector of t, stacked; exact at t = 0 and 1 in floating point."""
+    """(1 - t) θ_A + t θ_B for a vector of t, stacked; exact at t = 0 and 1 in floating point.
+
+    A tensor equal at both ends is that tensor at every t, bit for bit ((1 - t) a + t a rounds away from a):
+    what the evaluation finds unchanged along a leg it runs once for all points."""
     out = {}
     for key, a in theta_a.items():
+        b = theta_b[key]
+        if a is b or torch.equal(a, b):
+            out[key] = a.expand(len(t), *a.shape).clone()
+            continue
         t_key = t.reshape(-1, *([1] * a.dim())).to(a)
-        out[key] = (1 - t_key) * a + t_key * theta_b[key]
+        out[key] = (1 - t_key) * a + t_key * b
     return out
 
 
