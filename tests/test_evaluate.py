@@ -10,6 +10,7 @@ from torch import nn
 from lowloss.evaluate import endpoint_scores, evaluate_path, evaluate_stacked, worst_points
 from lowloss.evaluate.layered import LayeredEngine
 from lowloss.evaluate.onehidden import OneHiddenForm
+from lowloss.evaluate import swaps
 from lowloss.evaluate.swaps import GroupCut, MarginBound, swap_scores
 from lowloss.methods.interpolate import arc_leg
 from lowloss.methods.permutation import permutation_legs
@@ -146,11 +147,14 @@ def stage_of(arch: str, group: str, seed: int = 1):
     return network, theta, legs, units, t, GroupCut.of(network, group, theta)
 
 
-@pytest.mark.parametrize("arch,group", [("fc3", "h1"), ("fc3", "h2"), ("conv2fc1", "c2")])
-def test_screened_swap_legs_keep_every_accuracy_and_the_lowest_legs_loss(arch, group, few_digits):
+@pytest.mark.parametrize("arch,group,kept", [("fc3", "h1", 0), ("fc3", "h2", None), ("conv2fc1", "c2", None)])
+def test_screened_swap_legs_keep_every_accuracy_and_the_lowest_legs_loss(arch, group, kept, few_digits, monkeypatch):
     """A dense reader, the output layer, and the output layer behind ReLU, pooling and a flatten (at this input
     size a channel is one input of the reader): every leg's accuracy as the full evaluation gives it, the loss of
-    the legs of the stage's lowest accuracy, none for the others (which can never be the worst point)."""
+    the legs of the stage's lowest accuracy, none for the others (which can never be the worst point); alike
+    whether the base's activations are kept between the two passes or (`kept` = 0 bytes) computed again."""
+    if kept is not None:
+        monkeypatch.setattr(swaps, "KEPT_BYTES", kept)
     *_, units, t, cut = stage_of(arch, group)
     x, y = few_digits.split("train")
     assert MarginBound.of(cut) is not None

@@ -27,7 +27,7 @@ CPU's pooling is many times faster.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +49,9 @@ ROW_COPIES = 3
 SCREEN_ROW_BYTES = 64
 """What one (leg, sample) row of a screened block holds: the two units' inputs, mixes and changes, and the change
 of the reader's output (about 16 numbers); the few rows that are not certified go on in chunks of their own."""
+KEPT_BYTES = 1 << 30
+"""The base's activations a screened stage keeps from its screening pass for the full evaluation of its lowest legs
+(1 GiB); a stage whose activations need more computes them again."""
 SCREEN_TOLERANCE = 1e-4
 """How much of a sample's logit gap a certified change must leave, per unit of its largest logit (plus one): room
 for the rounding of a full evaluation, which then cannot flip a certified prediction either; near-ties (of
@@ -202,32 +205,42 @@ def swap_scores(
     reader act channel by channel (the evaluator checks one leg against a full pass first). With `screen`, where
     `MarginBound` applies: every leg's accuracy, the loss of the legs of the lowest accuracy only (NaN elsewhere)."""
     bound = MarginBound.of(cut) if screen else None
-    loss_sum, correct = changes(cut, units, t, x, y, batch, block_bytes, bound)
     if bound is None:
+        loss_sum, correct = changes(cut, units, t, references(cut, x, y, batch), block_bytes, None)
         return loss_sum / len(y), correct / len(y)
+    kept = len(x) * 4 * (2 * len(cut.columns) + cut.columns.shape[1]) <= KEPT_BYTES  # pre, inputs, the reader's out
+    refs = list(references(cut, x, y, batch, bound)) if kept else None
+    _, correct = changes(cut, units, t, refs or references(cut, x, y, batch, bound), block_bytes, bound)
     lowest = (correct == correct.min()).nonzero()[:, 0]
     loss = torch.full_like(correct, torch.nan)
-    loss[lowest] = swap_scores(cut, units[lowest], t[lowest], x, y, batch, block_bytes)[0]
+    refs = refs or references(cut, x, y, batch)
+    loss[lowest] = changes(cut, units[lowest], t[lowest], refs, block_bytes, None)[0] / len(y)
     return loss, correct / len(y)
+
+
+def references(
+    cut: GroupCut, x: Tensor, y: Tensor, batch: int, bound: MarginBound | None = None
+) -> Iterator[Reference]:
+    """The base network on every batch of the samples, computed as they are read."""
+    for start in range(0, len(x), batch):
+        yield Reference.of(cut, x[start : start + batch], y[start : start + batch], bound)
 
 
 def changes(
     cut: GroupCut,
     units: Tensor,
     t: Tensor,
-    x: Tensor,
-    y: Tensor,
-    batch: int,
+    refs: Iterable[Reference],
     block_bytes: int,
     bound: MarginBound | None,
 ) -> tuple[Tensor, Tensor]:
-    """Every leg's loss sum and correct count over the samples (the loss sum without meaning under a `bound`: the
-    samples it certifies are left out)."""
-    loss_sum = torch.zeros(len(units), dtype=torch.float64, device=x.device)
-    correct = torch.zeros(len(units), dtype=torch.float64, device=x.device)
-    workers = torch.get_num_threads() if x.device.type == "cpu" else 1
-    for start in range(0, len(x), batch):
-        ref = Reference.of(cut, x[start : start + batch], y[start : start + batch], bound)
+    """Every leg's loss sum and correct count over the samples of `refs` (the loss sum without meaning under a
+    `bound`: the samples it certifies are left out)."""
+    device = cut.columns.device
+    loss_sum = torch.zeros(len(units), dtype=torch.float64, device=device)
+    correct = torch.zeros(len(units), dtype=torch.float64, device=device)
+    workers = torch.get_num_threads() if device.type == "cpu" else 1
+    for ref in refs:
         loss_sum += ref.loss.double().sum()
         correct += ref.correct.double().sum()
         row_bytes = 4 * ROW_COPIES * ref.out[0].numel() if bound is None else SCREEN_ROW_BYTES
