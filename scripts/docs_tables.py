@@ -2,9 +2,10 @@
 
 `lowloss report` and `lowloss ensemble-report` write their tables as Markdown beside the CSV files
 (`results/report/<name>/table1.md`, `table2.md`, `ensembles.md`; `scripts/fitting_budget.py --render` writes
-`budget.md` and `cost.md`; `scripts/wm_sweeps.py --out` writes `sweeps.md`). This copies each into
-`docs/results/<name>/` under the same name, headed by a comment that says where it came from (the report
-folder, the package version and the git commit), so a page includes it instead of a pasted copy:
+`budget.md` and `cost.md`; `scripts/end_to_end.py` writes `end-to-end.md`; `scripts/wm_sweeps.py --out` writes
+`sweeps.md`). This copies each into `docs/results/<name>/` under the same name, headed by a comment that says
+where it came from (the report folder, the package version and the git commit), so a page includes it instead
+of a pasted copy:
 
     python scripts/docs_tables.py results/report/default            # after `make run`
     python scripts/docs_tables.py results/report/default --check    # exit 1 when the docs differ
@@ -31,9 +32,10 @@ from pathlib import Path
 from lowloss import __version__
 from lowloss.storage.atomic import write_text_atomic
 
-TABLES = ("table1.md", "table2.md", "ensembles.md", "budget.md", "cost.md", "sweeps.md")
+TABLES = ("table1.md", "table2.md", "ensembles.md", "budget.md", "cost.md", "end-to-end.md", "sweeps.md")
 """The Markdown tables of the reports (`budget.md` and `cost.md` from `scripts/fitting_budget.py --render`,
-`sweeps.md` from `scripts/wm_sweeps.py --out`), in the order a page shows them."""
+`end-to-end.md` from `scripts/end_to_end.py`, `sweeps.md` from `scripts/wm_sweeps.py --out`), in the order a page
+shows them."""
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "results"
 README = ROOT / "README.md"

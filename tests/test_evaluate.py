@@ -7,10 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lowloss.evaluate import endpoint_scores, evaluate_path, evaluate_stacked, worst_points
+from lowloss.evaluate import endpoint_scores, evaluate_path, evaluate_stacked, swaps, worst_points
 from lowloss.evaluate.layered import LayeredEngine
 from lowloss.evaluate.onehidden import OneHiddenForm
-from lowloss.evaluate import swaps
 from lowloss.evaluate.swaps import GroupCut, MarginBound, swap_scores
 from lowloss.methods.interpolate import arc_leg
 from lowloss.methods.permutation import permutation_legs

@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
+from lowloss.evaluate.layered import LayeredEngine
 from lowloss.methods.interpolate import UnitCurve, arc_leg, generalised_arc, unit_partition, units_leg
 from lowloss.methods.neurons import butterflies
 from lowloss.methods.registry import METHODS, get_method
-from lowloss.evaluate.layered import LayeredEngine
 from lowloss.paths.legs import Leg, Path
 from tests.conftest import SMALL, context, network_of, random_params
 
