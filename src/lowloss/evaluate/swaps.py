@@ -300,14 +300,22 @@ class Reference:
         count, samples = len(units), len(self.y)
         u, v = units.T.contiguous()  # contiguous: on a busy CPU strided indices slowed index_select down
         pre_u, pre_v = (self.pre.index_select(0, w).flatten(2) for w in (u, v))  # (P, B, k…) a unit's entries
-        s = t.reshape(-1, 1, 1)
-        mixed = torch.stack([(1 - s) * pre_u + s * pre_v, s * pre_u + (1 - s) * pre_v], dim=2)  # (P, B, 2, k…)
+        midpoint = bool((t == 0.5).all())  # a swap leg's one evaluated point: both units take the same mix
+        if midpoint:
+            mixed = (pre_u + pre_v) * 0.5  # (P, B, k…)
+        else:
+            s = t.reshape(-1, 1, 1)
+            mixed = torch.stack([(1 - s) * pre_u + s * pre_v, s * pre_u + (1 - s) * pre_v], dim=2)  # (P, B, 2, k…)
         shape = self.pre.shape[2:]
-        mixed = cut.between(mixed.view(count * samples, 2 * shape[0], *shape[1:]))
-        mixed_u, mixed_v = mixed.reshape(count, samples, 2, -1).unbind(2)  # the reader's input from u and v
+        mixed = cut.between(mixed.view(count * samples, (1 if midpoint else 2) * shape[0], *shape[1:]))
         kept_u, kept_v = (self.inputs.index_select(0, w).flatten(2) for w in (u, v))
-        s = t.reshape(-1, *[1] * (mixed_u.dim() - 1))
-        delta = torch.stack([(1 - s) * mixed_u + s * mixed_v - kept_u, s * mixed_u + (1 - s) * mixed_v - kept_v], 2)
+        if midpoint:  # the reader's input from u and v, in the base's columns c_u and c_v
+            read_u = read_v = mixed.reshape(count, samples, -1)
+        else:
+            mixed_u, mixed_v = mixed.reshape(count, samples, 2, -1).unbind(2)
+            s = t.reshape(-1, *[1] * (mixed_u.dim() - 1))
+            read_u, read_v = (1 - s) * mixed_u + s * mixed_v, s * mixed_u + (1 - s) * mixed_v
+        delta = torch.stack([read_u - kept_u, read_v - kept_v], 2)
         shape = self.inputs.shape[2:]  # (k,) or (1, H, W): one unit's part of the reader's input
         return delta.view(count, samples, 2 * shape[0], *shape[1:])
 
