@@ -31,7 +31,15 @@ from lowloss.evaluate.adaptive import AUTO, COARSE_POINTS, golden_search, search
 from lowloss.evaluate.fixes import PointFix
 from lowloss.evaluate.layered import LayeredEngine
 from lowloss.evaluate.onehidden import OneHiddenForm
-from lowloss.evaluate.scores import MEMORY_BUDGET, Scores, chunk_sizes, evaluate_stacked, low_rank
+from lowloss.evaluate.scores import (
+    CPU_BATCH_BYTES,
+    MEMORY_BUDGET,
+    Scores,
+    batch_size,
+    chunk_sizes,
+    evaluate_stacked,
+    low_rank,
+)
 from lowloss.evaluate.swaps import BLOCK_BYTES as SWAP_BLOCK_BYTES
 from lowloss.evaluate.swaps import GroupCut, swap_scores
 from lowloss.nets.network import Network
@@ -89,6 +97,9 @@ class Evaluator:
         )
         self.layered = LayeredEngine(network, batched=self.device.type == "cuda") if fast and network.is_chain else None
         self.points_per_chunk, self.batch = chunk_sizes(network.model, data.input_shape, points, budget)
+        if self.device.type == "cpu":
+            cap = batch_size(network.model, data.input_shape, self.points_per_chunk, CPU_BATCH_BYTES)
+            self.batch = min(self.batch, cap)
         self.block_bytes = SWAP_BLOCK_BYTES if self.device.type == "cpu" else budget
         self._swap_ok: dict[int, bool] = {}
         self._cut: tuple[PermutationStage, GroupCut] | None = None
