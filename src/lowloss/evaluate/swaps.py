@@ -213,8 +213,8 @@ def swap_scores(
     _, correct = changes(cut, units, t, refs or references(cut, x, y, batch, bound), block_bytes, bound)
     lowest = (correct == correct.min()).nonzero()[:, 0]
     loss = torch.full_like(correct, torch.nan)
-    refs = refs or references(cut, x, y, batch)
-    loss[lowest] = changes(cut, units[lowest], t[lowest], refs, block_bytes, None)[0] / len(y)
+    loss[lowest] = changes(cut, units[lowest], t[lowest], refs or references(cut, x, y, batch), block_bytes, None)[0]
+    loss[lowest] /= len(y)
     return loss, correct / len(y)
 
 
