@@ -306,13 +306,13 @@ def test_worst_point_is_the_lowest_accuracy_per_split():
 
 
 def test_batches_capped_on_a_cpu_change_the_speed_not_the_table(few_digits, monkeypatch):
-    """A CPU evaluates batches whose activations stay near its caches (`CPU_BATCH_BYTES`): forced down to 7
-    samples a batch, every point of a route with swap legs scores as in one batch."""
+    """A CPU's layered engine evaluates batches whose activations stay near its caches (`CPU_BATCH_BYTES`): forced
+    down to 7 samples a batch, every point of a route scores as in one batch."""
     network = network_of("fc3")
     theta_a, theta_b = random_params(0, arch="fc3"), random_params(1, arch="fc3")
     path = with_few_swaps(get_method("ot+wa").build(theta_a, theta_b, context(network, few_digits, wa_breakpoints=2)))
     whole = evaluate_path(network, path, few_digits, points=3, progress=False)
     per_sample = 4 * 3 * activation_elements(network.model, few_digits.input_shape)
     monkeypatch.setattr(engine, "CPU_BATCH_BYTES", per_sample * 3 * 7)
-    assert Evaluator(network, few_digits, theta_a, MEMORY_BUDGET, True, 3).batch == 7 < len(few_digits.y_test)
+    assert Evaluator(network, few_digits, theta_a, MEMORY_BUDGET, True, 3).layered_batch == 7 < len(few_digits.y_test)
     assert_same_tables(evaluate_path(network, path, few_digits, points=3, progress=False), whole)

@@ -97,9 +97,11 @@ class Evaluator:
         )
         self.layered = LayeredEngine(network, batched=self.device.type == "cuda") if fast and network.is_chain else None
         self.points_per_chunk, self.batch = chunk_sizes(network.model, data.input_shape, points, budget)
-        if self.device.type == "cpu":
-            cap = batch_size(network.model, data.input_shape, self.points_per_chunk, CPU_BATCH_BYTES)
-            self.batch = min(self.batch, cap)
+        self.layered_batch = (
+            min(self.batch, batch_size(network.model, data.input_shape, self.points_per_chunk, CPU_BATCH_BYTES))
+            if self.device.type == "cpu"
+            else self.batch
+        )
         self.block_bytes = SWAP_BLOCK_BYTES if self.device.type == "cpu" else budget
         self._swap_ok: dict[int, bool] = {}
         self._cut: tuple[PermutationStage, GroupCut] | None = None
@@ -108,7 +110,7 @@ class Evaluator:
         """Scores of the leg's points at `ts` on every split; whatever a strategy prepares is shared by the splits."""
         if self.reuse and self.layered is not None and leg.fn is None:  # straight: what stays still is not stacked
             plan = self.layered.plan_straight(on_device(leg.start, self.device), on_device(leg.end, self.device), ts)
-            return {split: self.layered.points(plan, *self.data.split(split), self.batch) for split in splits}
+            return {split: self.layered.points(plan, *self.data.split(split), self.layered_batch) for split in splits}
         return self.stacked_points(self.prepared(leg.at(ts), [leg] * len(ts), ts), splits, self.batch)
 
     def stacked_points(self, stacked: Params, splits: Sequence[str], batch: int) -> dict[str, Scores]:
@@ -119,6 +121,7 @@ class Evaluator:
             return {split: self.form.evaluate(stacked, *data.split(split), batch, factors) for split in splits}
         if self.layered is not None:
             plan = self.layered.plan_stacked(stacked)
+            batch = min(batch, self.layered_batch)
             return {split: self.layered.points(plan, *data.split(split), batch) for split in splits}
         return {split: evaluate_stacked(self.network.model, stacked, *data.split(split), batch) for split in splits}
 
