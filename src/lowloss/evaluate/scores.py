@@ -17,8 +17,8 @@ CPU_BATCH_BYTES = 1 << 27
 """Activations of one batch of a chunk's points in the layered engine on a CPU (128 MiB): the elementwise work on a
 chunk's stacked activations is bound by memory, and batches whose activations stay near the caches ran the legs
 of Fashion-MNIST fc3 768-384 paths a fifth faster than the 512 MiB budget's (`linear` 8.8 → 6.8–7.5 s; `ot+wa`'s
-route legs, least squares included, 15.1 → 12.3 s); 64 MiB was no faster. Swap legs keep the budget's batches (their blocks are
-sized on their own, and smaller batches ran them slower), and so does a GPU."""
+route legs, least squares included, 15.1 → 12.3 s); 64 MiB was no faster. Swap legs keep the budget's batches
+(their blocks are sized on their own, and smaller batches ran them slower), and so does a GPU."""
 Scores = tuple[torch.Tensor, torch.Tensor]
 """Mean cross-entropy and accuracy, one entry per point."""
 
