@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lowloss.errors import LowlossError
-from lowloss.methods.adjust import fit_layers, solve_rows
+from lowloss.methods.adjust import LeastSquares, fit_layers, solve_rows
 from lowloss.methods.context import ALL, Options
 from lowloss.methods.layerwise import Route
 from lowloss.methods.registry import get_method
@@ -39,6 +39,22 @@ def test_solve_matches_the_pseudo_inverse_residual(n, m):
     assert residual <= reference_residual * (1 + 1e-6) + 1e-8
     if n < m:  # underdetermined: the minimum-norm solution, as eq. (10)'s pseudo-inverse gives
         torch.testing.assert_close(w, torch.from_numpy(reference), atol=1e-6, rtol=1e-6)
+
+
+def test_an_underdetermined_problem_keeps_its_rows_and_no_gram_matrix_until_it_has_enough():
+    """Fewer rows than unknowns need only F Fᵀ (the minimum norm): FᵀF is not accumulated until the rows outnumber
+    the columns, and then from every row so far."""
+    f = features_with_dead_units(90, 40)
+    y = torch.randn(90, 2, generator=torch.Generator().manual_seed(3))
+    problem = LeastSquares(bias=True)
+    for start in range(0, 30, 10):
+        problem.add(f[start : start + 10], y[start : start + 10])
+    assert problem.gram is None and problem.rows == 30
+    for start in range(30, 90, 10):
+        problem.add(f[start : start + 10], y[start : start + 10])
+    assert problem.kept is None
+    torch.testing.assert_close(problem.gram, with_ones(f).T @ with_ones(f))
+    torch.testing.assert_close(problem.solve(), solve_rows(lambda rows: f[rows], y, bias=True, batch=90))
 
 
 def test_batched_accumulation_does_not_change_the_solution():

@@ -40,8 +40,9 @@ def _cholesky_solve(gram: Tensor, rhs: Tensor, ridge: float) -> Tensor:
 class LeastSquares:
     """Accumulates one least-squares problem [F 1] W ≈ Y over row batches; `solve` gives W (m (+1), C).
 
-    While there are no more rows than columns the rows themselves are kept too (at most m × m
-    numbers), so an underdetermined problem gets the minimum-norm solution.
+    While there are no more rows than columns the rows themselves are kept instead of the Gram matrix (at most
+    m × m numbers): an underdetermined problem gets the minimum-norm solution from them and never needs FᵀF,
+    whose m × m × N products would cost more than the solve (a layer of 2000 units fitted on digits' 1437 images).
     """
 
     def __init__(self, bias: bool, ridge: float = RIDGE):
@@ -56,17 +57,21 @@ class LeastSquares:
         if self.bias:
             f = torch.cat([f, f.new_ones(len(f), 1)], 1)
         y = targets.double()
+        self.rows += len(f)
+        if self.kept is not None:
+            self.kept.append((f, y))
+            if self.rows < f.shape[1]:
+                return
+            f, y = (torch.cat(parts) for parts in zip(*self.kept))  # enough rows: from now on, the Gram matrix
+            self.kept = None
         if self.gram is None:
             self.gram = f.new_zeros(f.shape[1], f.shape[1])
             self.rhs = f.new_zeros(f.shape[1], y.shape[1])
         self.gram.addmm_(f.T, f)
         self.rhs.addmm_(f.T, y)
-        self.rows += len(f)
-        if self.kept is not None:
-            self.kept = [*self.kept, (f, y)] if self.rows < len(self.gram) else None
 
     def solve(self) -> Tensor:
-        if self.gram is None:
+        if not self.rows:
             raise LowlossError("weight adjustment: no samples to fit on")
         if self.kept is not None:  # fewer rows than unknowns: W = Fᵀ(F Fᵀ)⁻¹Y, the minimum norm
             f = torch.cat([part for part, _ in self.kept])
