@@ -36,6 +36,7 @@ from lowloss.methods.registry import get_method
 from lowloss.nets.network import Network
 from lowloss.paths.legs import Path as ConnectionPath
 from lowloss.paths.swaps import SwapLeg
+from lowloss.storage.atomic import write_text_atomic
 from lowloss.storage.model_files import load_model
 from lowloss.storage.path_table import screened
 from lowloss.storage.weights import load_weights
@@ -55,6 +56,8 @@ ENDPOINT_EPOCHS = 30
 METHODS = ("linear", "arc", "ot", "ot+wa", "linear+wa")
 CURVES = ("garipov-polychain-3", "aligned-polychain-3", "ot+wa+polychain-3")
 BUDGETS = (0, 1, 2, 5, 10, 20)
+SEARCH_TABLE = Path(__file__).resolve().parent / "auto-search.md"
+"""Where `run` writes the `--points auto` table (`search_table`)."""
 
 
 def flops(module: torch.nn.Module, x: torch.Tensor) -> int:
@@ -121,7 +124,8 @@ def fitted(ctx: Context, method: str, epochs: int, folder: Path, lr: float = Tra
     return replace(ctx, curve=load_weights(out)), time.perf_counter() - start
 
 
-def digits_rows(arch: str, data, folder: Path) -> list[dict]:
+def digits_rows(arch: str, data, folder: Path, search: dict[tuple[str, str], str]) -> list[dict]:
+    """The digits network's rows; `search` gets a cell per method for the `--points auto` table."""
     ctx = endpoints(arch, data, folder)
     thetas = [artifact.tensors for artifact in ctx.endpoints]
     path = get_method("ot+wa").build(*thetas, ctx)  # the first build also pays one-time start-up costs
@@ -154,6 +158,9 @@ def digits_rows(arch: str, data, folder: Path) -> list[dict]:
     contexts = {method: ctx for method in METHODS} | {"garipov-polychain-3": curve_ctx}
     for method, method_ctx in contexts.items():
         (grid, grid_n), (auto, auto_n) = worst(method_ctx, method, 21), worst(method_ctx, method, "auto")
+        found, reference = (round(100 * points["test"]["acc"], 2) for points in (auto, grid))
+        relation = "=" if found == reference else "<" if found < reference else ">"
+        search[arch, method] = f"{auto_n} / {grid_n} ({found:.2f} {relation} {reference:.2f})"
         rows.append(
             {
                 "name": f"digits {arch}: {method}, --points auto (evaluations per split)",
@@ -233,10 +240,23 @@ def budget_rows(arch: str, ctx: Context, folder: Path) -> list[dict]:
     return rows
 
 
+def search_table(search: dict[tuple[str, str], str]) -> str:
+    """`--points auto` per network and method: evaluations per split against 21 points per leg, and the worst test
+    accuracy (%) found against the grid's (docs/methods.md includes it)."""
+    methods = list(dict.fromkeys(method for _, method in search))
+    lines = [f"| network | {' | '.join(methods)} |", f"| --- |{' --- |' * len(methods)}"]
+    for arch, options in DIGITS.items():
+        name = f"{arch} {'-'.join(map(str, options.get('widths', [options.get('width')])))}"
+        lines.append(f"| {name} | {' | '.join(search[arch, method] for method in methods)} |")
+    return "\n".join(lines) + "\n"
+
+
 def run() -> list[dict]:
     rows = [stage_row(arch) for arch in STAGES]
     data = load_dataset("digits", device=pick_device())
+    search: dict[tuple[str, str], str] = {}
     with tempfile.TemporaryDirectory() as folder:
         for arch in DIGITS:
-            rows += digits_rows(arch, data, Path(folder))
+            rows += digits_rows(arch, data, Path(folder), search)
+    write_text_atomic(SEARCH_TABLE, search_table(search))
     return rows
