@@ -240,14 +240,18 @@ def budget_rows(arch: str, ctx: Context, folder: Path) -> list[dict]:
     return rows
 
 
+def network_label(arch: str, options: dict) -> str:
+    """'fc3 256-128', 'onehidden 256': an architecture and its widths, as the docs' tables name a network."""
+    return f"{arch} {'-'.join(str(width) for width in options.get('widths', [options.get('width')]))}"
+
+
 def search_table(search: dict[tuple[str, str], str]) -> str:
     """`--points auto` per network and method: evaluations per split against 21 points per leg, and the worst test
     accuracy (%) found against the grid's (docs/methods.md includes it)."""
     methods = list(dict.fromkeys(method for _, method in search))
     lines = [f"| network | {' | '.join(methods)} |", f"| --- |{' --- |' * len(methods)}"]
     for arch, options in DIGITS.items():
-        name = f"{arch} {'-'.join(map(str, options.get('widths', [options.get('width')])))}"
-        lines.append(f"| {name} | {' | '.join(search[arch, method] for method in methods)} |")
+        lines.append(f"| {network_label(arch, options)} | {' | '.join(search[arch, method] for method in methods)} |")
     return "\n".join(lines) + "\n"
 
 

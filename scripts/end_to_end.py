@@ -43,7 +43,8 @@ def lowloss(*args: str) -> dict:
         [sys.executable, "-m", "lowloss", *args, "--no-progress"], capture_output=True, text=True, check=False
     )
     if done.returncode:
-        raise SystemExit(f"lowloss {args[0]} failed: {done.stderr.strip().splitlines()[-1]}")
+        why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise SystemExit(f"lowloss {args[0]} failed: {why}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -97,10 +98,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="the cold curve's epochs (default 20)")
     parser.add_argument("--out", type=Path, required=True, help="folder for end-to-end.md and end-to-end.csv")
     args = parser.parse_args()
+    if args.out.exists() and not args.out.is_dir():  # refused before minutes of measuring, not after
+        raise SystemExit(f"{args.out}: --out must be a folder, and this is a file")
+    args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
         rows = pd.DataFrame(measure(args, Path(work)))
-    rows["fit_seconds"] = rows["fit_seconds"].fillna(0.0)
-    args.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out / "end-to-end.csv", rows.to_csv(index=False))
     write_text_atomic(args.out / "end-to-end.md", markdown(rows))
     print((args.out / "end-to-end.md").read_text(), end="")

@@ -43,7 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_cheapest import BUDGETS, CURVES, fitted  # noqa: E402
+from benchmarks.bench_cheapest import BUDGETS, CURVES, fitted, network_label  # noqa: E402
 from lowloss.evaluate import evaluate_path, worst_points  # noqa: E402
 from lowloss.methods.context import Context, Options  # noqa: E402
 from lowloss.methods.registry import CURVES as CURVE_KINDS  # noqa: E402
@@ -142,7 +142,7 @@ def measure(args: argparse.Namespace) -> None:
         }
     data = load_dataset(args.dataset, root=args.data_root, device=pick_device())
     files = endpoints(args, data)
-    network = f"{args.arch} {'-'.join(str(w) for w in args.options.get('widths', [args.options.get('width')]))}"
+    network = network_label(args.arch, args.options)
     for k in range(args.pairs):
         pair = f"{2 * k}-{2 * k + 1}"
         (model, art_a), (_, art_b) = load_model(files[2 * k]), load_model(files[2 * k + 1])
