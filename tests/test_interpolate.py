@@ -104,6 +104,26 @@ def test_units_leg_is_exact_at_the_ends_even_when_the_curve_is_not():
     assert torch.equal(ends["fc1.weight"][1], torch.ones(16, 64))
 
 
+def test_a_legs_function_is_never_called_at_its_ends():
+    """A weight-adjusted leg's function fits least squares per point: its breakpoints, known, cost nothing."""
+    theta_a, theta_b = random_params(0), random_params(1)
+    asked = []
+
+    def fn(t: torch.Tensor) -> dict:
+        asked.extend(t.tolist())
+        return {key: torch.full((len(t), *value.shape), 7.0) for key, value in theta_a.items()}
+
+    leg = Leg(theta_a, theta_b, fn=fn)
+    points = leg.at([0.0, 0.25, 1.0, 0.75, 0.0])
+    assert asked == [0.25, 0.75]
+    for key in theta_a:
+        assert torch.equal(points[key][0], theta_a[key]) and torch.equal(points[key][4], theta_a[key])
+        assert torch.equal(points[key][2], theta_b[key])
+        assert (points[key][[1, 3]] == 7.0).all()
+    asked.clear()
+    assert all(torch.equal(leg.at([1.0])[key][0], theta_b[key]) for key in theta_a) and asked == []
+
+
 @pytest.mark.parametrize("arch", list(SMALL))
 @pytest.mark.parametrize("name", WITHOUT_FILES)
 def test_every_method_starts_and_ends_exactly_at_the_endpoints(name, arch, digits):

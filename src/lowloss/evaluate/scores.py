@@ -19,6 +19,10 @@ chunk's stacked activations is bound by memory, and batches whose activations st
 of Fashion-MNIST fc3 768-384 paths a fifth faster than the 512 MiB budget's (`linear` 8.8 → 6.8–7.5 s; `ot+wa`'s
 route legs, least squares included, 15.1 → 12.3 s); 64 MiB was no faster. Swap legs keep the budget's batches
 (their blocks are sized on their own, and smaller batches ran them slower), and so does a GPU."""
+KEPT_BYTES = 1 << 30
+"""Activations over whole splits the evaluation keeps to reuse (1 GiB each time it keeps some): a chain's first layers'
+outputs across the legs that share them, a screened stage's base between its screening and its full pass. What
+would need more is computed again where it is needed."""
 Scores = tuple[torch.Tensor, torch.Tensor]
 """Mean cross-entropy and accuracy, one entry per point."""
 

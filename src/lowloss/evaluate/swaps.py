@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import vmap
 
-from lowloss.evaluate.scores import Scores
+from lowloss.evaluate.scores import KEPT_BYTES, Scores
 from lowloss.nets.network import INPUT, OUTPUT, Layer, Network, after, before
 from lowloss.nets.params import Params
 
@@ -49,9 +49,6 @@ ROW_COPIES = 3
 SCREEN_ROW_BYTES = 64
 """What one (leg, sample) row of a screened block holds: the two units' inputs, mixes and changes, and the change
 of the reader's output (about 16 numbers); the few rows that are not certified go on in chunks of their own."""
-KEPT_BYTES = 1 << 30
-"""The base's activations a screened stage keeps from its screening pass for the full evaluation of its lowest legs
-(1 GiB); a stage whose activations need more computes them again."""
 SCREEN_TOLERANCE = 1e-4
 """How much of a sample's logit gap a certified change must leave, per unit of its largest logit (plus one): room
 for the rounding of a full evaluation, which then cannot flip a certified prediction either; near-ties (of

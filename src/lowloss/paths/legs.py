@@ -48,15 +48,24 @@ class Leg:
     stage: int = 0
 
     def at(self, t: torch.Tensor | Sequence[float]) -> Params:
-        """Stacked parameters at each t; rows with t == 0 or t == 1 are the breakpoints themselves."""
+        """Stacked parameters at each t; rows with t == 0 or t == 1 are the breakpoints themselves, and `fn` is
+        called for the other rows only (a weight-adjusted leg's fn fits least squares per point: its ends are
+        known)."""
         t = torch.as_tensor(t, dtype=torch.float64).flatten()
         if self.fn is None:
             return interpolate(self.start, self.end, t)
-        points = self.fn(t)
-        for breakpoint, rows in ((self.start, t == 0), (self.end, t == 1)):
-            for row in rows.nonzero().flatten().tolist():  # overwrite just those rows: no copy of the stack
-                for key, value in points.items():
-                    value[row] = breakpoint[key]
+        ends = (t == 0) | (t == 1)
+        if not ends.any():
+            return self.fn(t)
+        inner = self.fn(t[~ends]) if not ends.all() else self.start
+        points = {}
+        for key, like in inner.items():
+            value = like.new_empty(len(t), *self.start[key].shape)
+            if not ends.all():
+                value[~ends] = like
+            for breakpoint, rows in ((self.start, t == 0), (self.end, t == 1)):
+                value[rows] = breakpoint[key].to(value)
+            points[key] = value
         return points
 
 
