@@ -290,6 +290,26 @@ def test_tables_hold_both_endpoints_evaluated_like_the_path(digits):
     assert table["position"].max() == len(path)
 
 
+def test_a_joint_of_two_legs_is_evaluated_once(few_digits, monkeypatch):
+    """The point where one leg ends and the next starts is on both grids: evaluated for the first, its scores are the
+    second's t = 0 row, which a full evaluation of that point confirms."""
+    network = network_of("fc3")
+    theta_a, joint, theta_b = (random_params(seed, arch="fc3") for seed in range(3))
+    path = Path([Leg(theta_a, joint, "first"), Leg({k: v.clone() for k, v in joint.items()}, theta_b, "second")])
+    asked: list[tuple[str, list[float]]] = []
+    points = Evaluator.points
+    monkeypatch.setattr(
+        Evaluator, "points", lambda self, leg, ts, splits: asked.append((leg.name, ts)) or points(self, leg, ts, splits)
+    )
+    table = evaluate_path(network, path, few_digits, points=3, progress=False)
+    assert asked == [("first", [0.0, 0.5, 1.0]), ("second", [0.5, 1.0])]
+    assert_same_tables(table, evaluate_path(network, path, few_digits, points=3, progress=False, fast=False))
+    at_joint = table[table["position"] == 1.0]
+    assert list(at_joint["leg_name"]) == ["first", "first", "second", "second"]
+    for split, rows in at_joint.groupby("split"):
+        assert rows["loss"].nunique() == 1 and rows["acc"].nunique() == 1, split
+
+
 def test_worst_point_is_the_lowest_accuracy_per_split():
     table = pd.DataFrame(
         {

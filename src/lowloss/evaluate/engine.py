@@ -254,11 +254,34 @@ def grid_rows(
             continue
         for index, leg in zip(indices, legs):
             grid = grids[index]
+            if joined(evaluator, path, grids, index):
+                rows += joint_rows(rows, index, leg)
+                bar.update(1)
+                grid = [t for t in grid if t != 0.0]
             for begin in range(0, len(grid), evaluator.points_per_chunk):
                 t_chunk = grid[begin : begin + evaluator.points_per_chunk]
                 rows += leg_rows(evaluator, path.method, index, leg, t_chunk, splits)
                 bar.update(len(t_chunk))
     return rows
+
+
+def joined(evaluator: Evaluator, path: Path, grids: list[list[float]], index: int) -> bool:
+    """Whether leg `index` starts at the point the previous leg's grid ended on, already evaluated: a path's joints
+    are on two legs' grids (one point in eleven of a two-leg curve's). Not with point fixes, which may treat a
+    point differently on each leg."""
+    if not index or not evaluator.reuse or 0.0 not in grids[index] or 1.0 not in grids[index - 1]:
+        return False
+    previous, leg = path.legs[index - 1], path.legs[index]
+    return previous.end is leg.start or all(torch.equal(previous.end[key], leg.start[key]) for key in leg.start)
+
+
+def joint_rows(rows: list[dict], index: int, leg: Leg) -> list[dict]:
+    """Leg `index`'s rows at t = 0: the previous leg's at t = 1 (see `joined`)."""
+    return [
+        {**row, "leg": index, "leg_name": leg.name, "stage": leg.stage, "t": 0.0, "position": float(index)}
+        for row in rows
+        if row["leg"] == index - 1 and row["t"] == 1.0
+    ]
 
 
 def searched_rows(evaluator: Evaluator, path: Path, rows: list[dict], splits: Sequence[str], bar: tqdm) -> list[dict]:
