@@ -9,9 +9,9 @@ from torch import nn
 
 from lowloss.evaluate import endpoint_scores, engine, evaluate_path, evaluate_stacked, swaps, worst_points
 from lowloss.evaluate.engine import Evaluator
-from lowloss.evaluate.layered import LayeredEngine
+from lowloss.evaluate.layered import KeptOutputs, LayeredEngine
 from lowloss.evaluate.onehidden import OneHiddenForm
-from lowloss.evaluate.scores import MEMORY_BUDGET, activation_elements
+from lowloss.evaluate.scores import MEMORY_BUDGET, activation_elements, low_rank
 from lowloss.evaluate.swaps import GroupCut, MarginBound, swap_scores
 from lowloss.methods.interpolate import arc_leg
 from lowloss.methods.permutation import permutation_legs
@@ -288,6 +288,70 @@ def test_tables_hold_both_endpoints_evaluated_like_the_path(digits):
             _, acc = evaluate_stacked(network.model, {k: v[None] for k, v in theta.items()}, x, y, batch=len(x))
             assert ends[split][key] == pytest.approx(acc.item())
     assert table["position"].max() == len(path)
+
+
+def test_low_rank_bases_are_rows_of_their_own():
+    """A leg's points factor over some of the points themselves, the first among them, with the identity as their
+    coefficients: a point of the basis is evaluated as itself."""
+    torch.manual_seed(0)
+    a, b, c = torch.randn(3, 500)
+    t = torch.linspace(0, 1, 11)[:, None]
+    for rows, rank in (((1 - t) * a + t * b, 2), (torch.cos(t) * a + torch.sin(t) * b + t**2 * c, 3)):
+        coeffs, basis = low_rank(rows)
+        assert basis.shape == (rank, 500) and torch.equal(basis[0], rows[0])
+        picked = [next(i for i, row in enumerate(rows) if torch.equal(row, base)) for base in basis]
+        assert torch.equal(coeffs[picked], torch.eye(rank))
+        torch.testing.assert_close(coeffs @ basis, rows, rtol=1e-5, atol=1e-5)
+    rows = torch.randn(4, 500)
+    coeffs, basis = low_rank(rows)
+    assert torch.equal(coeffs, torch.eye(4)) and torch.equal(basis, rows)
+
+
+def test_kept_outputs_are_computed_once_within_their_budget():
+    x = torch.randn(10, 3)
+    weight = torch.randn(4, 3)
+    computed: list[int] = []
+
+    def compute(start: int, weight: torch.Tensor = weight) -> torch.Tensor:
+        computed.append(start)
+        return x[start : start + 4] @ weight.T
+
+    kept = KeptOutputs(budget=10 * 4 * 4 + weight.numel() * 4)  # one output over the split, with its weight
+    first = kept.get("fc:out", [weight], x, 4, compute)
+    assert computed == [0, 4, 8]
+    again = kept.get("fc:out", [weight.clone()], x, 4, compute)  # equal tensors: kept
+    assert computed == [0, 4, 8] and all(torch.equal(first(s), again(s)) for s in (0, 4, 8))
+    torch.testing.assert_close(torch.cat([again(s) for s in (0, 4, 8)]), x @ weight.T)
+    other = weight + 1
+    kept.get("fc:out", [other], x, 4, lambda start: compute(start, other))  # another point: computed, the first out
+    kept.get("fc:out", [weight], x, 4, compute)
+    assert computed == [0, 4, 8] * 3 and len(kept.entries) == 1
+    small = KeptOutputs(budget=10 * 4 * 4 + weight.numel() * 4 - 1)  # too large to keep: batch by batch
+    computed.clear()
+    lazy = small.get("fc:out", [weight], x, 4, compute)
+    assert computed == [0] and not small.entries
+    torch.testing.assert_close(torch.cat([lazy(s) for s in (0, 4, 8)]), x @ weight.T)
+    assert computed == [0, 4, 8]
+
+
+def test_legs_that_share_their_first_layers_run_them_once(few_digits):
+    """Three legs that move the first, then the second, then the last layer: the first layer runs once per split
+    for each of its two parameter sets (the first leg's ends), the legs after read its kept outputs."""
+    network = network_of("fc3")
+    theta_a, theta_b = random_params(0, arch="fc3"), random_params(1, arch="fc3")
+    middle = {**theta_a, "fc1.weight": theta_b["fc1.weight"]}
+    later = {**middle, "fc2.weight": theta_b["fc2.weight"]}
+    path = Path([Leg(theta_a, middle, "fc1"), Leg(later, theta_b, "fc3")])
+    path.legs.insert(1, Leg(middle, later, "fc2", fn=lambda t: interpolate(middle, later, t)))  # a stacked plan
+    rows = []
+    hook = network.model.fc1.register_forward_hook(lambda module, inputs, output: rows.append(len(output)))
+    try:
+        table = evaluate_path(network, path, few_digits, points=3, progress=False)
+    finally:
+        hook.remove()
+    samples = sum(count for count in rows if count > 1)  # not the one-sample probes that size the batches
+    assert samples == 2 * (len(few_digits.y_train) + len(few_digits.y_test))
+    assert_same_tables(table, evaluate_path(network, path, few_digits, points=3, progress=False, fast=False))
 
 
 def test_a_joint_of_two_legs_is_evaluated_once(few_digits, monkeypatch):

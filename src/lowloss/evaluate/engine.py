@@ -111,16 +111,20 @@ class Evaluator:
         if self.reuse and self.layered is not None and leg.fn is None:  # straight: what stays still is not stacked
             plan = self.layered.plan_straight(on_device(leg.start, self.device), on_device(leg.end, self.device), ts)
             return {split: self.layered.points(plan, *self.data.split(split), self.layered_batch) for split in splits}
-        return self.stacked_points(self.prepared(leg.at(ts), [leg] * len(ts), ts), splits, self.batch)
+        ends = (on_device(leg.start, self.device), on_device(leg.end, self.device)) if self.reuse else None
+        return self.stacked_points(self.prepared(leg.at(ts), [leg] * len(ts), ts), splits, self.batch, ends)
 
-    def stacked_points(self, stacked: Params, splits: Sequence[str], batch: int) -> dict[str, Scores]:
-        """Scores of stacked points on every split, by the fastest strategy that takes any points."""
+    def stacked_points(
+        self, stacked: Params, splits: Sequence[str], batch: int, ends: tuple[Params, Params] | None = None
+    ) -> dict[str, Scores]:
+        """Scores of stacked points on every split, by the fastest strategy that takes any points (the layered
+        engine's basis the `ends` of their leg where they can be)."""
         data = self.data
         if self.form is not None:
             factors = low_rank(self.form.first_layer(stacked))
             return {split: self.form.evaluate(stacked, *data.split(split), batch, factors) for split in splits}
         if self.layered is not None:
-            plan = self.layered.plan_stacked(stacked)
+            plan = self.layered.plan_stacked(stacked, ends)
             batch = min(batch, self.layered_batch)
             return {split: self.layered.points(plan, *data.split(split), batch) for split in splits}
         return {split: evaluate_stacked(self.network.model, stacked, *data.split(split), batch) for split in splits}

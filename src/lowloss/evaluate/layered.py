@@ -8,17 +8,22 @@ In between each point runs on its own: in a loop on a CPU, where one point's pro
 vmapped on a GPU, where batching is what keeps it busy. The first changing layer is linear in its
 parameters, so when its parameters have rank r < T over the points (2 on a straight leg, 3 on an
 arc), r products give every point's output. (Swap legs, which change two units, are `evaluate.swaps`.)
+
+The legs of a route share their first layers (Θ^A's until stage 1 moves them, B''s after; a straight leg's ends
+are the next leg's shared layers), so the outputs of the layers before the changing ones, and of the first
+changing one at each basis parameter set, are kept over whole splits (`KeptOutputs`) for the legs after.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.func import functional_call, vmap
 
-from lowloss.evaluate.scores import Scores, evaluate_stacked, low_rank, mean_scores
+from lowloss.evaluate.scores import KEPT_BYTES, Scores, evaluate_stacked, low_rank, mean_scores
 from lowloss.nets.network import INPUT, OUTPUT, Layer, Network, after, before
 from lowloss.nets.params import Params, unstack_params
 from lowloss.paths.legs import interpolate
@@ -38,11 +43,97 @@ class Plan:
     middle: Params | None = None
 
 
+Batches = Callable[[int], Tensor]
+"""A tensor over a split, batch by batch: the batch that starts at a given sample."""
+
+
+@dataclass(eq=False)
+class Kept:
+    """A network's output at a cut over a whole split, with the tensors it was computed from (copies of views,
+    which would hold on to a whole stack of points)."""
+
+    cut: str
+    tensors: list[Tensor]
+    x: Tensor
+    batch: int
+    output: Tensor
+
+    def __post_init__(self) -> None:
+        self.tensors = [tensor.clone() if tensor._base is not None else tensor for tensor in self.tensors]
+
+    @property
+    def bytes(self) -> int:
+        return sum(tensor.numel() * tensor.element_size() for tensor in (self.output, *self.tensors))
+
+    def holds(self, cut: str, tensors: list[Tensor], x: Tensor, batch: int) -> bool:
+        return (
+            (self.cut, self.batch) == (cut, batch)
+            and self.x is x
+            and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(self.tensors, tensors, strict=True))
+        )
+
+
+class KeptOutputs:
+    """Outputs at cuts over whole splits, kept up to `budget` bytes (the least recently used go first)."""
+
+    def __init__(self, budget: int = KEPT_BYTES):
+        self.budget = budget
+        self.entries: list[Kept] = []
+
+    def get(self, cut: str, tensors: list[Tensor], x: Tensor, batch: int, compute: Batches) -> Batches:
+        """The output at `cut` of the network with `tensors` on x's batches: as kept, else computed over the whole
+        split and kept, or batch by batch where one split's output would not fit the budget. Batches of the same
+        size are computed the same way each time, so a kept output is what computing it again would give."""
+        for index, entry in enumerate(self.entries):
+            if entry.holds(cut, tensors, x, batch):
+                self.entries.append(self.entries.pop(index))
+                return lambda start: entry.output[start : start + batch]
+        head = compute(0)
+        size = head[0].numel() * head.element_size() * len(x) + sum(t.numel() * t.element_size() for t in tensors)
+        if size > self.budget:
+            return lambda start: head if start == 0 else compute(start)
+        output = head.new_empty(len(x), *head.shape[1:])
+        output[: len(head)] = head
+        for start in range(batch, len(x), batch):
+            output[start : start + batch] = compute(start)
+        kept = Kept(cut, tensors, x, batch, output)
+        while sum(entry.bytes for entry in self.entries) + kept.bytes > self.budget:
+            self.entries.pop(0)
+        self.entries.append(kept)
+        return lambda start: output[start : start + batch]
+
+
 class LayeredEngine:
     """Evaluation of points of a chain network (`Network.is_chain`)."""
 
     def __init__(self, network: Network, batched: bool):
         self.network, self.batched = network, batched
+        self.kept = KeptOutputs()
+
+    def _output(self, layer: Layer, params: Params, x: Tensor, batch: int, compute: Batches) -> Batches:
+        """The output of `layer` (pre-activation) with `params`, kept across legs (`KeptOutputs`)."""
+        keys = sorted(self.network.segment(INPUT, after(layer)).keys)
+        return self.kept.get(after(layer), [params[key] for key in keys], x, batch, compute)
+
+    def _inputs(self, shared: Params, first: Layer, x: Tensor, batch: int) -> Batches:
+        """The input of `first` with `shared`, from the previous layer's output, kept (`KeptOutputs`); that output,
+        where it is not kept, from the input of the previous layer, and so on."""
+        index = self.network.layers.index(first)
+        if index == 0:
+            prefix = self.network.segment(INPUT, before(first))
+            return lambda start: prefix(shared, x[start : start + batch])
+        previous = self.network.layers[index - 1]
+        params = {name: shared[key] for name, key in zip(("weight", "bias"), previous.keys)}
+        inputs: list[Batches] = []
+
+        def compute(start: int) -> Tensor:
+            if not inputs:  # only once the previous output is not kept
+                inputs.append(self._inputs(shared, previous, x, batch))
+            return functional_call(previous.module, params, (inputs[0](start),))
+
+        output = self._output(previous, shared, x, batch, compute)
+        tail = self.network.segment(after(previous), before(first))
+        return lambda start: tail(shared, output(start))
 
     def _span(self, changing: set[str]) -> tuple[Layer, Layer] | None:
         hits = [layer for layer in self.network.layers if changing & set(layer.keys)]
@@ -63,8 +154,9 @@ class LayeredEngine:
         middle = interpolate({key: start[key] for key in keys}, end, t)
         return Plan(start, len(ts), span, coeffs, basis, middle)
 
-    def plan_stacked(self, stacked: Params) -> Plan:
-        """Any leg's points, stacked: the first changing layer through the low-rank basis of its parameters."""
+    def plan_stacked(self, stacked: Params, ends: tuple[Params, Params] | None = None) -> Plan:
+        """Any leg's points, stacked: the first changing layer through the low-rank basis of its parameters, which
+        are the leg's `ends` where they span the points (their outputs are what the legs before and after keep)."""
         count = len(next(iter(stacked.values())))
         shared = {key: value[0] for key, value in stacked.items()}
         changing = {key for key, value in stacked.items() if not torch.equal(value, value[:1].expand_as(value))}
@@ -72,12 +164,18 @@ class LayeredEngine:
         if span is None:
             return Plan(shared, count, None)
         first, last = span
-        coeffs, rows = low_rank(torch.cat([stacked[key].flatten(1) for key in first.keys], 1))
+        rows = torch.cat([stacked[key].flatten(1) for key in first.keys], 1)
+        coeffs, basis_rows = low_rank(rows)
+        if ends is not None:
+            spanned = torch.cat([torch.cat([end[key].flatten()[None] for key in first.keys], 1) for end in ends])
+            with_ends = low_rank(torch.cat([spanned.to(rows), rows]))
+            if len(with_ends[1]) == len(basis_rows):
+                coeffs, basis_rows = with_ends[0][len(ends) :], with_ends[1]
         shapes = [stacked[key].shape[1:] for key in first.keys]
         sizes = [shape.numel() for shape in shapes]
         basis = [
             dict(zip(("weight", "bias"), (part.reshape(shape) for part, shape in zip(row.split(sizes), shapes))))
-            for row in rows
+            for row in basis_rows
         ]
         keys = self.network.segment(after(first), after(last)).keys
         return Plan(shared, count, span, coeffs, basis, {key: stacked[key] for key in keys})
@@ -89,18 +187,27 @@ class LayeredEngine:
             loss, acc = evaluate_stacked(self.network.model, {k: v[None] for k, v in plan.shared.items()}, x, y, batch)
             return loss.expand(plan.count), acc.expand(plan.count)
         first, last = plan.span
-        prefix = self.network.segment(INPUT, before(first))
         middle = self.network.segment(after(first), after(last))
         suffix = self.network.segment(after(last), OUTPUT)
+        inputs = self._inputs(plan.shared, first, x, batch)
+        per_basis = [
+            self._output(
+                first,
+                {**plan.shared, **{key: params[name] for name, key in zip(("weight", "bias"), first.keys)}},
+                x,
+                batch,
+                lambda start, params=params: functional_call(first.module, params, (inputs(start),)),
+            )
+            for params in plan.basis
+        ]
 
-        def logits(xb: Tensor) -> Tensor:
-            h = prefix(plan.shared, xb)
-            per_basis = torch.stack([functional_call(first.module, params, (h,)) for params in plan.basis])
-            z = torch.tensordot(plan.coeffs, per_basis, dims=1)  # (T, B, …): every point's first changing layer
+        def logits(start: int) -> Tensor:
+            outputs = torch.stack([output(start) for output in per_basis])
+            z = torch.tensordot(plan.coeffs, outputs, dims=1)  # (T, B, …): every point's first changing layer
             if self.batched:
                 z = vmap(middle)(plan.middle, z)
             else:
                 z = torch.stack([middle(unstack_params(plan.middle, i), z[i]) for i in range(plan.count)])
-            return suffix(plan.shared, z.flatten(0, 1)).unflatten(0, (plan.count, len(xb)))
+            return suffix(plan.shared, z.flatten(0, 1)).unflatten(0, (plan.count, len(z[0])))
 
-        return mean_scores((logits(x[start : start + batch]) for start in range(0, len(x), batch)), y)
+        return mean_scores((logits(start) for start in range(0, len(x), batch)), y)

@@ -87,22 +87,35 @@ def evaluate_stacked(model: nn.Module, stacked: Params, x: torch.Tensor, y: torc
 
 
 def low_rank(rows: torch.Tensor, tol: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
-    """rows (T, P) = coeffs (T, r) @ basis (r, P), r the numerical rank (eigenvalues of the Gram > tol·max).
+    """rows (T, P) = coeffs (T, r) @ basis (r, P), r the numerical rank (eigenvalues of the Gram > tol·max), the
+    basis r of the rows themselves.
 
     A straight leg has rank 2, an arc or a quadratic Bezier curve rank 3, whatever T is. The discarded
-    directions are below float32 rounding of the rows. Points of full rank (a learned ν's path) are
-    their own basis: the identity and the rows themselves, exactly. The factoring works on the rows scaled
-    to unit length: rows of very different norms (a ν whose inverse overshoots between the endpoints) would
-    otherwise lose the small ones, endpoints included, in the large ones' rounding.
+    directions are below float32 rounding of the rows. The basis rows are picked greedily, each the row least
+    explained by those before (the first row first: a leg's start), and their coefficients are exactly the
+    identity: a point that is a basis row is evaluated as itself, and what was computed for it (a straight leg's
+    end, the next leg's start) is what the evaluation can reuse. Points of full rank (a learned ν's path) are
+    their own basis. The factoring works on the rows scaled to unit length: rows of very different norms (a ν
+    whose inverse overshoots between the endpoints) would otherwise lose the small ones in the large ones'
+    rounding.
     """
     m = rows.double()
     norms = m.norm(dim=1, keepdim=True).clamp_min(torch.finfo(m.dtype).tiny)
     unit = m / norms
-    eigval, eigvec = torch.linalg.eigh(unit @ unit.T)
-    kept = eigvec[:, eigval > tol * eigval[-1].clamp_min(torch.finfo(m.dtype).tiny)]
-    if kept.shape[1] >= len(rows):
+    gram = unit @ unit.T
+    eigval = torch.linalg.eigvalsh(gram)
+    rank = int((eigval > tol * eigval[-1].clamp_min(torch.finfo(m.dtype).tiny)).sum())
+    if rank >= len(rows):
         return torch.eye(len(rows), device=rows.device), rows.float()
-    return (norms * kept).float(), (kept.T @ unit).float()
+    residual, picked = gram.clone(), []
+    for _ in range(rank):  # pivoted Cholesky of the Gram: the row with the largest residual next
+        pick = int(residual.diagonal().argmax()) if picked else 0
+        picked.append(pick)
+        residual -= torch.outer(residual[:, pick], residual[pick]) / residual[pick, pick]
+    unit_coeffs = torch.linalg.solve(gram[picked][:, picked], gram[picked]).T  # unit (T, P) = coeffs @ unit[picked]
+    coeffs = norms * unit_coeffs / norms[picked].T
+    coeffs[picked] = torch.eye(rank, dtype=coeffs.dtype, device=coeffs.device)
+    return coeffs.float(), rows[picked]
 
 
 def flops_per_point(model: nn.Module, input_shape: Sequence[int]) -> float:
