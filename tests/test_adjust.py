@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from lowloss.errors import LowlossError
 from lowloss.methods.adjust import LeastSquares, fit_layers, solve_rows
 from lowloss.methods.context import ALL, Options
-from lowloss.methods.layerwise import Route
+from lowloss.methods.layerwise import Route, readers_inputs
 from lowloss.methods.registry import get_method
 from lowloss.nets.network import INPUT, after, before
 from lowloss.paths.legs import Leg
@@ -145,6 +145,28 @@ def test_adjusting_at_every_evaluated_t_reproduces_network_a_there(arch, options
             torch.testing.assert_close(
                 network.run({k: v[i] for k, v in stacked.items()}, x), target, atol=2e-3, rtol=1e-3
             )
+
+
+@pytest.mark.parametrize("arch", ["fc3", "conv2fc1"])
+def test_readers_inputs_mix_the_stages_first_layer_from_its_basis(arch, digits):
+    """Points of a straight leg of a stage run the stage's first layer twice per batch, whatever their number, and
+    feed the readers what each point's own forward pass would."""
+    network = network_of(arch)
+    theta_a, theta_b = random_params(0, arch=arch), random_params(1, arch=arch)
+    stage = network.stages[1]
+    moved = {**theta_a, **{key: theta_b[key] for key in stage.keys}}
+    points = [{k: v[i] for k, v in Leg(theta_a, moved).at(torch.linspace(0, 1, 6)).items()} for i in range(6)]
+    layer = next(layer for layer in network.layers if before(layer) == stage.entry)
+    calls = []
+    hook = layer.module.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        mixed = readers_inputs(network, stage, points)(digits.x_train[:32])
+    finally:
+        hook.remove()
+    assert len(calls) == 2
+    for point, inputs in zip(points, mixed):
+        own = network.run(point, digits.x_train[:32], INPUT, before(stage.readers[0]))
+        torch.testing.assert_close(inputs, own, rtol=1e-4, atol=1e-5)
 
 
 def test_the_stage_prefix_runs_once_and_cuts_compose(digits):

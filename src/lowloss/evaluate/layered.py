@@ -103,6 +103,28 @@ class KeptOutputs:
         return lambda start: output[start : start + batch]
 
 
+def layer_basis(
+    layer: Layer, stacked: Params, ends: tuple[Params, Params] | None = None
+) -> tuple[Tensor, list[dict[str, Tensor]]]:
+    """Stacked points' parameters of one layer as coeffs (T, r) over r parameter sets of the layer (its module's
+    own names, for `functional_call`), rows of `low_rank`: the layer's outputs at the r sets mix into every
+    point's. The sets are the leg's `ends` where they span the points."""
+    rows = torch.cat([stacked[key].flatten(1) for key in layer.keys], 1)
+    coeffs, basis_rows = low_rank(rows)
+    if ends is not None:
+        spanned = torch.cat([torch.cat([end[key].flatten()[None] for key in layer.keys], 1) for end in ends])
+        with_ends = low_rank(torch.cat([spanned.to(rows), rows]))
+        if len(with_ends[1]) == len(basis_rows):
+            coeffs, basis_rows = with_ends[0][len(ends) :], with_ends[1]
+    shapes = [stacked[key].shape[1:] for key in layer.keys]
+    sizes = [shape.numel() for shape in shapes]
+    basis = [
+        dict(zip(("weight", "bias"), (part.reshape(shape) for part, shape in zip(row.split(sizes), shapes))))
+        for row in basis_rows
+    ]
+    return coeffs, basis
+
+
 class LayeredEngine:
     """Evaluation of points of a chain network (`Network.is_chain`)."""
 
@@ -164,19 +186,7 @@ class LayeredEngine:
         if span is None:
             return Plan(shared, count, None)
         first, last = span
-        rows = torch.cat([stacked[key].flatten(1) for key in first.keys], 1)
-        coeffs, basis_rows = low_rank(rows)
-        if ends is not None:
-            spanned = torch.cat([torch.cat([end[key].flatten()[None] for key in first.keys], 1) for end in ends])
-            with_ends = low_rank(torch.cat([spanned.to(rows), rows]))
-            if len(with_ends[1]) == len(basis_rows):
-                coeffs, basis_rows = with_ends[0][len(ends) :], with_ends[1]
-        shapes = [stacked[key].shape[1:] for key in first.keys]
-        sizes = [shape.numel() for shape in shapes]
-        basis = [
-            dict(zip(("weight", "bias"), (part.reshape(shape) for part, shape in zip(row.split(sizes), shapes))))
-            for row in basis_rows
-        ]
+        coeffs, basis = layer_basis(first, stacked, ends)
         keys = self.network.segment(after(first), after(last)).keys
         return Plan(shared, count, span, coeffs, basis, {key: stacked[key] for key in keys})
 

@@ -26,11 +26,15 @@ For one hidden layer the route is Θ^A -> Θ_2^AB -> Θ^B: the `*+wa` methods of
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
+from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from lowloss.errors import LowlossError
+from lowloss.evaluate.layered import layer_basis
 from lowloss.methods.adjust import fit_layers, fitting_samples, replace
 from lowloss.methods.context import ALL, Context
 from lowloss.methods.interpolate import arc_leg
@@ -60,22 +64,42 @@ def adjust_points(network: Network, stage: Stage, points: list[Params], theta_a:
     per batch for all of them.
     """
     readers = stage.readers
-    prefix = network.segment(INPUT, stage.entry)
-    middle = network.segment(stage.entry, before(readers[0]))
     targets = [network.segment(INPUT, after(reader)) for reader in readers]
     gram_entries = sum((reader.module.weight[0].numel() + 1) ** 2 for reader in readers)
     per_pass = max(1, GRAM_BUDGET // (8 * gram_entries))
     adjusted = []
     for begin in range(0, len(points), per_pass):
         chunk = points[begin : begin + per_pass]
-
-        def inputs(xb: Tensor, chunk: list[Params] = chunk) -> list[Tensor]:
-            h = prefix(chunk[0], xb)
-            return [middle(point, h) for point in chunk]
-
+        inputs = readers_inputs(network, stage, chunk)
         solutions = fit_layers(readers, x, inputs, lambda xb: [target(theta_a, xb) for target in targets])
         adjusted += [replace(point, solution) for point, solution in zip(chunk, solutions)]
     return adjusted
+
+
+def readers_inputs(network: Network, stage: Stage, points: list[Params]) -> Callable[[Tensor], list[Tensor]]:
+    """The input of the stage's readers at each point, on a batch. Where the stage enters through one layer of a
+    chain, that layer's outputs come from the low-rank basis of the points' parameters (`layer_basis`: two products
+    for the points of a straight leg, not one per point)."""
+    prefix = network.segment(INPUT, stage.entry)
+    entering = [layer for layer in network.layers if before(layer) == stage.entry]
+    if not network.is_chain or len(entering) != 1:
+        middle = network.segment(stage.entry, before(stage.readers[0]))
+
+        def every_point(xb: Tensor) -> list[Tensor]:
+            h = prefix(points[0], xb)
+            return [middle(point, h) for point in points]
+
+        return every_point
+    layer = entering[0]
+    coeffs, basis = layer_basis(layer, stack_params([{key: point[key] for key in layer.keys} for point in points]))
+    rest = network.segment(after(layer), before(stage.readers[0]))
+
+    def mixed(xb: Tensor) -> list[Tensor]:
+        h = prefix(points[0], xb)
+        z = torch.tensordot(coeffs, torch.stack([functional_call(layer.module, b, (h,)) for b in basis]), dims=1)
+        return [rest(point, z[i]) for i, point in enumerate(points)]
+
+    return mixed
 
 
 class Route:
