@@ -110,11 +110,13 @@ def low_rank(rows: torch.Tensor, tol: float = 1e-12) -> tuple[torch.Tensor, torc
     residual, picked = gram.clone(), []
     for _ in range(rank):  # pivoted Cholesky of the Gram: the row with the largest residual next
         pick = int(residual.diagonal().argmax()) if picked else 0
+        if residual[pick, pick] <= tol * eigval[-1]:  # what is left is rounding
+            break
         picked.append(pick)
         residual -= torch.outer(residual[:, pick], residual[pick]) / residual[pick, pick]
     unit_coeffs = torch.linalg.solve(gram[picked][:, picked], gram[picked]).T  # unit (T, P) = coeffs @ unit[picked]
     coeffs = norms * unit_coeffs / norms[picked].T
-    coeffs[picked] = torch.eye(rank, dtype=coeffs.dtype, device=coeffs.device)
+    coeffs[picked] = torch.eye(len(picked), dtype=coeffs.dtype, device=coeffs.device)
     return coeffs.float(), rows[picked]
 
 

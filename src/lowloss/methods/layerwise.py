@@ -81,17 +81,19 @@ def readers_inputs(network: Network, stage: Stage, points: list[Params]) -> Call
     chain, that layer's outputs come from the low-rank basis of the points' parameters (`layer_basis`: two products
     for the points of a straight leg, not one per point)."""
     prefix = network.segment(INPUT, stage.entry)
+    middle = network.segment(stage.entry, before(stage.readers[0]))
+
+    def every_point(xb: Tensor) -> list[Tensor]:
+        h = prefix(points[0], xb)
+        return [middle(point, h) for point in points]
+
     entering = [layer for layer in network.layers if before(layer) == stage.entry]
-    if not network.is_chain or len(entering) != 1:
-        middle = network.segment(stage.entry, before(stage.readers[0]))
-
-        def every_point(xb: Tensor) -> list[Tensor]:
-            h = prefix(points[0], xb)
-            return [middle(point, h) for point in points]
-
+    if not network.is_chain or len(entering) != 1 or len(points) < 3:  # two points are their own basis
         return every_point
     layer = entering[0]
     coeffs, basis = layer_basis(layer, stack_params([{key: point[key] for key in layer.keys} for point in points]))
+    if len(basis) == len(points):
+        return every_point
     rest = network.segment(after(layer), before(stage.readers[0]))
 
     def mixed(xb: Tensor) -> list[Tensor]:
