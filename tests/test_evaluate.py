@@ -307,6 +307,20 @@ def test_low_rank_bases_are_rows_of_their_own():
     assert torch.equal(coeffs, torch.eye(4)) and torch.equal(basis, rows)
 
 
+def test_a_legs_ends_lead_the_basis_of_its_inner_points_where_they_span_them():
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 500)
+    t = torch.linspace(0.1, 0.9, 5)[:, None]
+    inner = (1 - t) * a + t * b
+    coeffs, basis = low_rank(torch.cat([a[None], b[None], inner]), lead=2)
+    assert coeffs.shape == (5, 2) and torch.equal(basis, torch.stack([a, b]))
+    torch.testing.assert_close(coeffs, torch.cat([1 - t, t], 1), rtol=1e-5, atol=1e-6)
+    elsewhere = torch.randn(1, 500)  # an end off the points' line: the points keep a basis of their own
+    coeffs, basis = low_rank(torch.cat([elsewhere, inner]), lead=1)
+    assert coeffs.shape == (5, 2) and torch.equal(basis[0], inner[0])
+    torch.testing.assert_close(coeffs @ basis, inner, rtol=1e-5, atol=1e-5)
+
+
 def test_kept_outputs_are_computed_once_within_their_budget():
     x = torch.randn(10, 3)
     weight = torch.randn(4, 3)

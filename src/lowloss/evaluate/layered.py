@@ -110,12 +110,9 @@ def layer_basis(
     own names, for `functional_call`), rows of `low_rank`: the layer's outputs at the r sets mix into every
     point's. The sets are the leg's `ends` where they span the points."""
     rows = torch.cat([stacked[key].flatten(1) for key in layer.keys], 1)
-    coeffs, basis_rows = low_rank(rows)
-    if ends is not None:
-        spanned = torch.cat([torch.cat([end[key].flatten()[None] for key in layer.keys], 1) for end in ends])
-        with_ends = low_rank(torch.cat([spanned.to(rows), rows]))
-        if len(with_ends[1]) == len(basis_rows):
-            coeffs, basis_rows = with_ends[0][len(ends) :], with_ends[1]
+    ends = ends or ()
+    lead = [torch.cat([end[key].flatten().to(rows) for key in layer.keys])[None] for end in ends]
+    coeffs, basis_rows = low_rank(torch.cat([*lead, rows]), lead=len(lead))
     shapes = [stacked[key].shape[1:] for key in layer.keys]
     sizes = [shape.numel() for shape in shapes]
     basis = [

@@ -86,38 +86,48 @@ def evaluate_stacked(model: nn.Module, stacked: Params, x: torch.Tensor, y: torc
     return mean_scores((batched(stacked, x[start : start + batch]) for start in range(0, len(x), batch)), y)
 
 
-def low_rank(rows: torch.Tensor, tol: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
-    """rows (T, P) = coeffs (T, r) @ basis (r, P), r the numerical rank (eigenvalues of the Gram > tol·max), the
-    basis r of the rows themselves.
+def low_rank(rows: torch.Tensor, tol: float = 1e-12, lead: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """rows[lead:] (T, P) = coeffs (T, r) @ basis (r, P), r the numerical rank (eigenvalues of the Gram > tol·max),
+    the basis r of the rows themselves: the `lead` rows before the points (a leg's ends), which need no
+    coefficients of their own, first where they lie in the points' span.
 
     A straight leg has rank 2, an arc or a quadratic Bezier curve rank 3, whatever T is. The discarded
     directions are below float32 rounding of the rows. The basis rows are picked greedily, each the row least
-    explained by those before (the first row first: a leg's start), and their coefficients are exactly the
-    identity: a point that is a basis row is evaluated as itself, and what was computed for it (a straight leg's
-    end, the next leg's start) is what the evaluation can reuse. Points of full rank (a learned ν's path) are
-    their own basis. The factoring works on the rows scaled to unit length: rows of very different norms (a ν
-    whose inverse overshoots between the endpoints) would otherwise lose the small ones in the large ones'
-    rounding.
+    explained by those before (the first row first), and their coefficients are exactly the identity: a point
+    that is a basis row is evaluated as itself, and what was computed for a basis row (a leg's end, the next
+    leg's start) is what the evaluation can reuse. Points of full rank (a learned ν's path) are their own
+    basis. The factoring works on the Gram matrix of the rows scaled to unit length: rows of very different
+    norms (a ν whose inverse overshoots between the endpoints) would otherwise lose the small ones in the large
+    ones' rounding.
     """
     m = rows.double()
-    norms = m.norm(dim=1, keepdim=True).clamp_min(torch.finfo(m.dtype).tiny)
-    unit = m / norms
-    gram = unit @ unit.T
-    eigval = torch.linalg.eigvalsh(gram)
-    rank = int((eigval > tol * eigval[-1].clamp_min(torch.finfo(m.dtype).tiny)).sum())
-    if rank >= len(rows):
-        return torch.eye(len(rows), device=rows.device), rows.float()
+    raw = m @ m.T
+    norms = raw.diagonal().sqrt().clamp_min(torch.finfo(m.dtype).tiny)[:, None]
+    gram = raw / (norms * norms.T)
+    rank, top = numerical_rank(gram[lead:, lead:], tol)
+    if lead and numerical_rank(gram, tol)[0] > rank:  # the lead rows leave the points' span: no basis for them
+        return low_rank(rows[lead:], tol)
+    count = len(rows) - lead
+    if rank >= count:
+        return torch.eye(count, device=rows.device), rows[lead:].float()
     residual, picked = gram.clone(), []
     for _ in range(rank):  # pivoted Cholesky of the Gram: the row with the largest residual next
         pick = int(residual.diagonal().argmax()) if picked else 0
-        if residual[pick, pick] <= tol * eigval[-1]:  # what is left is rounding
+        if residual[pick, pick] <= tol * top:  # what is left is rounding
             break
         picked.append(pick)
         residual -= torch.outer(residual[:, pick], residual[pick]) / residual[pick, pick]
-    unit_coeffs = torch.linalg.solve(gram[picked][:, picked], gram[picked]).T  # unit (T, P) = coeffs @ unit[picked]
+    unit_coeffs = torch.linalg.solve(gram[picked][:, picked], gram[picked]).T  # unit rows = coeffs @ unit[picked]
     coeffs = norms * unit_coeffs / norms[picked].T
     coeffs[picked] = torch.eye(len(picked), dtype=coeffs.dtype, device=coeffs.device)
-    return coeffs.float(), rows[picked]
+    return coeffs[lead:].float(), rows[picked]
+
+
+def numerical_rank(gram: torch.Tensor, tol: float) -> tuple[int, float]:
+    """How many eigenvalues of a Gram matrix exceed tol times the largest, and the largest."""
+    eigval = torch.linalg.eigvalsh(gram)
+    top = float(eigval[-1].clamp_min(torch.finfo(gram.dtype).tiny))
+    return int((eigval > tol * top).sum()), top
 
 
 def flops_per_point(model: nn.Module, input_shape: Sequence[int]) -> float:
