@@ -69,7 +69,9 @@ class Kept:
         return (
             (self.cut, self.batch) == (cut, batch)
             and self.x is x
-            and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(self.tensors, tensors, strict=True))
+            and all(
+                a is b or (a.shape == b.shape and torch.equal(a, b)) for a, b in zip(self.tensors, tensors, strict=True)
+            )
         )
 
 
