@@ -117,8 +117,8 @@ class Evaluator:
     def stacked_points(
         self, stacked: Params, splits: Sequence[str], batch: int, ends: tuple[Params, Params] | None = None
     ) -> dict[str, Scores]:
-        """Scores of stacked points on every split, by the fastest strategy that takes any points (the layered
-        engine's basis the `ends` of their leg where they can be)."""
+        """Scores of stacked points on every split, by the fastest strategy that takes any points. `ends`: the
+        points' leg's ends, which the layered engine takes as the points' basis where they span them."""
         data = self.data
         if self.form is not None:
             factors = low_rank(self.form.first_layer(stacked))
