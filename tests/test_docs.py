@@ -170,3 +170,12 @@ def test_every_quoted_repository_path_exists():
             if REPO_PATH.fullmatch(snippet) and not (ROOT / snippet).exists():
                 missing.append(f"{page.relative_to(ROOT)}: {snippet}")
     assert missing == []
+
+
+def test_the_benchmarks_summary_is_what_the_results_give():
+    """docs/results.md's table of evaluation benchmarks is generated from benchmarks/RESULTS.md, never typed."""
+    from benchmarks.run import results_rows, summary_table
+
+    assert (ROOT / "benchmarks" / "summary.md").read_text() == summary_table(results_rows())
+    with pytest.raises(SystemExit, match="RESULTS.md has no row 'MNIST shapes: linear leg"):
+        summary_table({})
