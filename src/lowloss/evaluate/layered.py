@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 from torch import Tensor
@@ -32,7 +33,8 @@ from lowloss.paths.legs import interpolate
 @dataclass(frozen=True)
 class Plan:
     """How a chunk of T points is evaluated: the shared parameters, the first and last changing layer, the
-    first one's outputs as coefficients (T, r) over r basis parameter sets, and the other changing layers'
+    first one's outputs as coefficients (T, r) over r basis parameter sets (of that layer's tensors), and the other
+    changing layers'
     parameters stacked (T, …)."""
 
     shared: Params
@@ -63,7 +65,7 @@ class Kept:
 
     @property
     def bytes(self) -> int:
-        return sum(tensor.numel() * tensor.element_size() for tensor in (self.output, *self.tensors))
+        return nbytes([self.output, *self.tensors])
 
     def holds(self, cut: str, tensors: list[Tensor], x: Tensor, batch: int) -> bool:
         return (
@@ -91,7 +93,7 @@ class KeptOutputs:
                 self.entries.append(self.entries.pop(index))
                 return lambda start: entry.output[start : start + batch]
         head = compute(0)
-        size = head[0].numel() * head.element_size() * len(x) + sum(t.numel() * t.element_size() for t in tensors)
+        size = head[0].numel() * head.element_size() * len(x) + nbytes(tensors)
         if size > self.budget:
             return lambda start: head if start == 0 else compute(start)
         output = head.new_empty(len(x), *head.shape[1:])
@@ -105,12 +107,16 @@ class KeptOutputs:
         return lambda start: output[start : start + batch]
 
 
+def nbytes(tensors: list[Tensor]) -> int:
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+
+
 def layer_basis(
     layer: Layer, stacked: Params, ends: tuple[Params, Params] | None = None
-) -> tuple[Tensor, list[dict[str, Tensor]]]:
-    """Stacked points' parameters of one layer as coeffs (T, r) over r parameter sets of the layer (its module's
-    own names, for `functional_call`), rows of `low_rank`: the layer's outputs at the r sets mix into every
-    point's. The sets are the leg's `ends` where they span the points."""
+) -> tuple[Tensor, list[Params]]:
+    """Stacked points' parameters of one layer as coeffs (T, r) over r parameter sets of the layer, rows of
+    `low_rank`: the layer's outputs at the r sets mix into every point's. The sets are the leg's `ends` where
+    they span the points."""
     rows = torch.cat([stacked[key].flatten(1) for key in layer.keys], 1)
     ends = ends or ()
     lead = [torch.cat([end[key].flatten().to(rows) for key in layer.keys])[None] for end in ends]
@@ -118,7 +124,7 @@ def layer_basis(
     shapes = [stacked[key].shape[1:] for key in layer.keys]
     sizes = [shape.numel() for shape in shapes]
     basis = [
-        dict(zip(("weight", "bias"), (part.reshape(shape) for part, shape in zip(row.split(sizes), shapes))))
+        {key: part.reshape(shape) for key, part, shape in zip(layer.keys, row.split(sizes), shapes)}
         for row in basis_rows
     ]
     return coeffs, basis
@@ -131,8 +137,14 @@ class LayeredEngine:
         self.network, self.batched = network, batched
         self.kept = KeptOutputs()
 
-    def _output(self, layer: Layer, params: Params, x: Tensor, batch: int, compute: Batches) -> Batches:
-        """The output of `layer` (pre-activation) with `params`, kept across legs (`KeptOutputs`)."""
+    def _output(self, layer: Layer, params: Params, x: Tensor, batch: int, inputs: Callable[[], Batches]) -> Batches:
+        """The output of `layer` (pre-activation) with `params`, kept across legs (`KeptOutputs`); `inputs()` gives
+        the layer's input, asked for only where the output is not kept."""
+        own = layer.own(params)
+
+        def compute(start: int) -> Tensor:
+            return functional_call(layer.module, own, (inputs()(start),))
+
         keys = sorted(self.network.segment(INPUT, after(layer)).keys)
         return self.kept.get(after(layer), [params[key] for key in keys], x, batch, compute)
 
@@ -144,15 +156,7 @@ class LayeredEngine:
             prefix = self.network.segment(INPUT, before(first))
             return lambda start: prefix(shared, x[start : start + batch])
         previous = self.network.layers[index - 1]
-        params = {name: shared[key] for name, key in zip(("weight", "bias"), previous.keys)}
-        inputs: list[Batches] = []
-
-        def compute(start: int) -> Tensor:
-            if not inputs:  # only once the previous output is not kept
-                inputs.append(self._inputs(shared, previous, x, batch))
-            return functional_call(previous.module, params, (inputs[0](start),))
-
-        output = self._output(previous, shared, x, batch, compute)
+        output = self._output(previous, shared, x, batch, cache(lambda: self._inputs(shared, previous, x, batch)))
         tail = self.network.segment(after(previous), before(first))
         return lambda start: tail(shared, output(start))
 
@@ -170,7 +174,7 @@ class LayeredEngine:
         first, last = span
         t = torch.tensor(ts, dtype=torch.float64)
         coeffs = torch.stack([1 - t, t], 1).to(start[first.weight])
-        basis = [{name: ends[key] for name, key in zip(("weight", "bias"), first.keys)} for ends in (start, end)]
+        basis = [{key: ends[key] for key in first.keys} for ends in (start, end)]
         keys = self.network.segment(after(first), after(last)).keys
         middle = interpolate({key: start[key] for key in keys}, end, t)
         return Plan(start, len(ts), span, coeffs, basis, middle)
@@ -198,17 +202,8 @@ class LayeredEngine:
         first, last = plan.span
         middle = self.network.segment(after(first), after(last))
         suffix = self.network.segment(after(last), OUTPUT)
-        inputs = self._inputs(plan.shared, first, x, batch)
-        per_basis = [
-            self._output(
-                first,
-                {**plan.shared, **{key: params[name] for name, key in zip(("weight", "bias"), first.keys)}},
-                x,
-                batch,
-                lambda start, params=params: functional_call(first.module, params, (inputs(start),)),
-            )
-            for params in plan.basis
-        ]
+        inputs = cache(lambda: self._inputs(plan.shared, first, x, batch))  # once, if a basis output is not kept
+        per_basis = [self._output(first, {**plan.shared, **params}, x, batch, inputs) for params in plan.basis]
 
         def logits(start: int) -> Tensor:
             outputs = torch.stack([output(start) for output in per_basis])

@@ -98,7 +98,8 @@ def readers_inputs(network: Network, stage: Stage, points: list[Params]) -> Call
 
     def mixed(xb: Tensor) -> list[Tensor]:
         h = prefix(points[0], xb)
-        z = torch.tensordot(coeffs, torch.stack([functional_call(layer.module, b, (h,)) for b in basis]), dims=1)
+        outputs = torch.stack([functional_call(layer.module, layer.own(params), (h,)) for params in basis])
+        z = torch.tensordot(coeffs, outputs, dims=1)
         return [rest(point, z[i]) for i, point in enumerate(points)]
 
     return mixed

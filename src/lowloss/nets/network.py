@@ -60,6 +60,11 @@ class Layer:
     def keys(self) -> list[str]:
         return [self.weight] + ([self.bias] if self.bias else [])
 
+    def own(self, params: Params) -> dict[str, Tensor]:
+        """The layer's tensors of `params` under its module's own names (`weight`, `bias`): what
+        `functional_call(layer.module, …)` takes."""
+        return {key.rpartition(".")[2]: params[key] for key in self.keys}
+
     def rows(self, inputs: Tensor) -> Tensor:
         """The layer's input as least-squares rows (N', m): a dense layer's samples, or a conv layer's
         unfolded patches (one row per sample and output position, channel-major like the weight)."""
