@@ -245,9 +245,12 @@ def report_table(folder: Path) -> Path:
 
 def test_the_report_run_carries_every_table_value_and_the_markdown(store, tmp_path):
     out = report_table(tmp_path / "report")
+    (out / ".fig7.pdf.x1y2.tmp").write_text("another job's file, being written")  # the folder is shared
     args = namespace(store, None, command="report", out_dir=out, mlflow_tag=[("experiment", "exp-a")])
     run_id = tracking.log_command(args, {"files": [str(out / "table1.csv"), str(out / "table1.md")]}, time.time())
-    _, run = client_run(store, run_id)
+    client, run = client_run(store, run_id)
+    assert run.info.status == "FINISHED"
+    assert {Path(a.path).name for a in client.list_artifacts(run_id, "outputs")} == {"table1.csv", "table1.md"}
     table_metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("table/")}
     assert table_metrics == pytest.approx(  # in percent, as in the table; a single pair has no std
         {
@@ -271,6 +274,16 @@ def test_large_files_are_listed_by_uri_and_hash_not_copied(store, tmp_path, monk
     listed = json.loads(Path(client.download_artifacts(run_id, "outputs.json", str(tmp_path))).read_text())
     entry = next(f for f in listed["files"] if f["path"].endswith("big.safetensors"))
     assert entry["logged"] is False and entry["uri"] == weights.resolve().as_uri() and len(entry["sha256"]) == 64
+
+
+def test_a_folder_argument_is_walked_when_the_summary_lists_no_files(tmp_path):
+    """`connect --save-path` names a folder of its own breakpoints and lists none of them."""
+    folder = tmp_path / "path"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("path.json", "sub/breakpoint-0.safetensors"):
+        (folder / name).write_text("{}")
+    args = namespace("sqlite:///unused.db", None, command="connect", save_path=folder)
+    assert tracked_outputs.output_files(args, {}) == [folder / "path.json", folder / "sub/breakpoint-0.safetensors"]
 
 
 def test_a_failed_command_is_a_failed_run(store, tmp_path):
@@ -316,6 +329,22 @@ def test_a_tracking_failure_only_warns(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert tracking.log_command(args, {"x": 1}, time.time()) is None
     assert "MLflow tracking failed, results are unaffected" in caplog.text
+
+
+def test_a_run_that_could_not_be_logged_whole_is_failed_and_says_why(store, tmp_path, monkeypatch, caplog):
+    def vanished(client, run_id, path):
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+
+    monkeypatch.setattr(tracking, "_log_file", vanished)
+    weights = save_model(tmp_path / "gone.safetensors")
+    with caplog.at_level(logging.WARNING):
+        assert tracking.log_command(namespace(store, weights, mlflow_experiment="vanish"), {}, time.time()) is None
+    assert "MLflow tracking failed, results are unaffected (FileNotFoundError" in caplog.text
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("vanish").experiment_id])
+    assert run.info.status == "FAILED" and "gone.safetensors" in run.data.tags[tracking.TRACKING_ERROR_TAG]
 
 
 def test_tags_are_key_value():

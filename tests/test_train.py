@@ -4,7 +4,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lowloss.storage.checkpoints import checkpoint_path
+from lowloss.storage.checkpoints import checkpoint_path, discard_checkpoint
+from lowloss.storage.header import sidecar_path
 from lowloss.storage.weights import read_meta
 from lowloss.training.config import TrainConfig
 from lowloss.training.train import SCHEDULE, learning_rate, train_endpoint
@@ -78,6 +79,24 @@ def test_interrupted_run_resumes_to_the_same_weights(digits, tmp_path):
     a, b = load_file(whole), load_file(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not checkpoint_path(resumed).exists()
+
+
+def test_a_checkpoint_sidecar_left_without_its_weights_by_an_identical_run_is_removed(digits, tmp_path):
+    """Two identical runs: one may remove the checkpoint between the other's write of its weights and of its
+    sidecar. The sidecar left behind is this run's and goes with its checkpoint; another run's stays."""
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        _train(digits, out, interrupt_after=2)
+    side = sidecar_path(checkpoint_path(out))
+    orphan = side.read_text()
+    _train(digits, out)
+    assert not side.exists()
+    side.write_text(orphan)
+    discard_checkpoint(out)
+    assert not side.exists()
+    side.write_text(orphan.replace(read_meta(out)["config_hash"], "0" * 16))
+    discard_checkpoint(out)
+    assert side.exists()
 
 
 def test_a_stale_checkpoint_of_another_configuration_is_set_aside(digits, tmp_path, caplog):

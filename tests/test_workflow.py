@@ -236,7 +236,8 @@ def test_every_job_logged_one_mlflow_run_with_tags_metrics_and_files(workflow):
     jobs = [run for run in runs if run is not parent]
     assert Counter(run.data.tags["rule"] for run in jobs) == plan - Counter(all=1)
     assert {run.data.tags.get("mlflow.parentRunId") for run in jobs} == {parent.info.run_id}
-    assert {run.info.status for run in runs} == {"FINISHED"}
+    failed = [run.data.tags for run in runs if run.info.status != "FINISHED"]
+    assert not failed, failed  # their `error` or `tracking_error` tag says why
     assert len({run.data.tags["config_hash"] for run in runs}) == 1
     for run in jobs:
         tags = run.data.tags

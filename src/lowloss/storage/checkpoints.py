@@ -23,7 +23,7 @@ import torch
 from lowloss.errors import LowlossError
 from lowloss.storage.atomic import ArtifactError
 from lowloss.storage.file_kinds import CHECKPOINT, checkpoint_output, checkpoint_path, describe
-from lowloss.storage.header import read_consistent, read_header, read_meta
+from lowloss.storage.header import parse_json, read_consistent, read_header, read_meta
 from lowloss.storage.weights import Artifact, load_weights, sidecar_path
 
 __all__ = [
@@ -124,16 +124,42 @@ def _move_without_replacing(source: Path, target: Path) -> None:
 
 def discard_checkpoint(out: Path) -> None:
     """Remove the checkpoint of `out` (and its sidecar) once `out` itself is written, when it is the
-    checkpoint of the run that wrote `out` (its identity is `out`'s `config_hash`); anything else stays."""
-    path = checkpoint_path(out)
+    checkpoint of the run that wrote `out` (its identity is `out`'s `config_hash`); anything else stays.
+
+    An identical run may remove the checkpoint between this run's write of its weights and of its sidecar:
+    a sidecar left without its weights is removed too when it names the same run.
+    """
+    path, name = checkpoint_path(out), Path(out).name
     try:
-        header, _ = read_consistent(path, read_header)
         made_by = read_meta(out).get("config_hash")
     except ArtifactError:
         return
-    meta, name = header.meta, Path(out).name
-    if meta["kind"] == CHECKPOINT and meta["identity"] == made_by and meta.get("output", name) == name:
+    try:
+        meta = read_consistent(path, read_header)[0].meta
+    except ArtifactError:
+        if not os.path.lexists(path) and _names_run(_orphan_sidecar(path), made_by, name):
+            sidecar_path(path).unlink(missing_ok=True)
+        return
+    if _names_run(meta, made_by, name):
         path.unlink(missing_ok=True)
         sidecar_path(path).unlink(missing_ok=True)
     else:
         logger.warning("%s: not the checkpoint of this run of %s; left as it is", path, out)
+
+
+def _names_run(meta: object, identity: str | None, output: str) -> bool:
+    """Whether `meta` is a checkpoint's, of the run with `identity`, towards the file named `output`."""
+    return (
+        isinstance(meta, dict)
+        and meta.get("kind") == CHECKPOINT
+        and meta.get("identity") == identity
+        and meta.get("output", output) == output
+    )
+
+
+def _orphan_sidecar(path: Path) -> object:
+    """What the sidecar of a vanished checkpoint `path` holds (None when missing or not JSON)."""
+    try:
+        return parse_json(sidecar_path(path).read_bytes(), str(sidecar_path(path)))
+    except (OSError, ArtifactError):
+        return None

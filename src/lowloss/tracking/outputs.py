@@ -24,17 +24,19 @@ METRIC_UNSAFE = re.compile(r"[^\w./ :-]")  # what MLflow refuses in a metric nam
 
 
 def output_files(args: argparse.Namespace, summary: dict) -> list[Path]:
-    """The files a command wrote: `--out*` / `--save-path` arguments (folders walked, sidecars
-    included) and the summary's `files` list."""
+    """The files a command wrote: `--out*` / `--save-path` arguments (sidecars included) and the summary's
+    `files` list. A folder argument is walked only when the summary lists no files: a report folder is shared
+    with other jobs, which may be writing into it meanwhile."""
     candidates = [
         value
         for key, value in vars(args).items()
         if value is not None and (key == "out" or key.startswith("out_") or key == "save_path")
     ]
-    candidates += summary.get("files", [])
+    listed = summary.get("files", [])
+    candidates += listed
     files: dict[Path, None] = {}
     for candidate in map(Path, candidates):
-        if candidate.is_dir():
+        if candidate.is_dir() and not listed:
             files.update(dict.fromkeys(sorted(p for p in candidate.rglob("*") if p.is_file())))
         elif candidate.is_file():
             files[candidate] = None

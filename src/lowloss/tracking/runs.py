@@ -18,6 +18,7 @@ Nothing here imports torch, so `lowloss --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -35,6 +36,8 @@ ENV_EXPERIMENT = "LOWLOSS_MLFLOW_EXPERIMENT"
 ENV_MAX_ARTIFACT_MB = "LOWLOSS_MLFLOW_MAX_ARTIFACT_MB"
 DEFAULT_MAX_ARTIFACT_MB = 16.0
 PARAM_MAX_CHARS = 6000  # MLflow's limit on a param value
+TRACKING_ERROR_TAG = "tracking_error"
+"""Why a run whose command succeeded is FAILED: its files or metrics could not all be logged."""
 TAG_KEYS = ("experiment", "dataset", "arch", "method")
 """Argument or summary values promoted to tags, so runs can be filtered by them."""
 MODEL_SEED = "seed"
@@ -150,8 +153,10 @@ def _log_run(
                 client.log_figure(run_id, figure, f"figures/{name}")
             client.log_dict(run_id, summary, "summary.json")
             client.log_dict(run_id, {"files": [_log_file(client, run_id, path) for path in files]}, "outputs.json")
-        except Exception:
-            client.set_terminated(run_id, "FAILED")  # not left RUNNING; the caller warns
+        except Exception as exc:  # not left RUNNING, and the run says why; the caller warns
+            with contextlib.suppress(Exception):
+                client.set_tag(run_id, TRACKING_ERROR_TAG, f"{type(exc).__name__}: {exc}"[:PARAM_MAX_CHARS])
+            client.set_terminated(run_id, "FAILED")
             raise
         client.set_terminated(run_id, "FAILED" if error is not None else "FINISHED")
     return run_id
