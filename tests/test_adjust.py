@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from lowloss.errors import LowlossError
+from lowloss.evaluate.layered import LayerOutputs
 from lowloss.methods.adjust import LeastSquares, fit_layers, solve_rows
 from lowloss.methods.context import ALL, Options
-from lowloss.methods.layerwise import Route, readers_inputs
+from lowloss.methods.layerwise import Route, adjust_points, readers_inputs
 from lowloss.methods.registry import get_method
 from lowloss.nets.network import INPUT, after, before
 from lowloss.paths.legs import Leg
@@ -71,9 +72,7 @@ def test_conv_adjustment_equals_its_dense_equivalent_on_patches():
     gen = torch.Generator().manual_seed(0)
     inputs = torch.relu(torch.randn(40, 4, 5, 5, generator=gen))
     targets = torch.randn(40, 6, 5, 5, generator=gen)
-    (fitted,) = fit_layers(
-        [conv], inputs, lambda xb: [xb], lambda xb: [targets[: len(xb)] if len(xb) == 1 else targets]
-    )
+    (fitted,) = fit_layers([conv], inputs, lambda start: [inputs], lambda start: [targets], batch=len(inputs))
     # the dense equivalent: every 5x5 patch of the zero-padded input (padding 2) as one sample row
     padded = F.pad(inputs, (2, 2, 2, 2))
     patches = torch.stack([padded[:, :, i : i + 5, j : j + 5].flatten(1) for i in range(5) for j in range(5)], 1)
@@ -160,7 +159,7 @@ def test_readers_inputs_mix_the_stages_first_layer_from_its_basis(arch, digits):
     calls = []
     hook = layer.module.register_forward_hook(lambda *_: calls.append(1))
     try:
-        mixed = readers_inputs(network, stage, points)(digits.x_train[:32])
+        mixed = readers_inputs(network, stage, points, digits.x_train[:32], 32, LayerOutputs(network))(0)
     finally:
         hook.remove()
     assert len(calls) == 2
@@ -200,3 +199,23 @@ def test_first_layer_follows_its_method_and_the_output_layer_is_refitted(digits)
     expected = Leg(theta_a, theta_b).at([0.5])
     assert torch.equal(middle["fc1.weight"], expected["fc1.weight"][0])
     assert not torch.allclose(middle["fc2.weight"], expected["fc2.weight"][0])
+
+
+def test_a_routes_fits_run_each_first_layer_once_per_parameter_set(digits):
+    """Θ^A's outputs, which every fit reproduces, and a route point's features are kept across the route's fits:
+    fc1 runs on the fitting samples once for Θ^A, once for Θ^B and once for B' (Θ^B matched), whatever the number of
+    fits (two per stage). Every point is what fitting it alone gives."""
+    network = network_of("fc3")
+    theta_a, theta_b = random_params(0, arch="fc3"), random_params(1, arch="fc3")
+    ctx = context(network, digits, wa_samples=64, seed=5)
+    rows = []
+    hook = network.layer("fc1").module.register_forward_hook(lambda _, inputs, __: rows.append(len(inputs[0])))
+    try:
+        path = get_method("ot+wa").build(theta_a, theta_b, ctx)
+    finally:
+        hook.remove()
+    assert sum(count for count in rows if count > 1) == 3 * 64  # one-sample calls size the batches
+    route = Route("ot+wa", theta_a, theta_b, ctx)
+    (alone,) = adjust_points(network, network.stages[0], [theta_a], route.reference, route.x)  # nothing kept before
+    start = path.legs[0].end  # stage 1's first adjusted point: Θ^A's readers re-fitted at t = 0
+    assert all(torch.equal(start[key], alone[key]) for key in start)

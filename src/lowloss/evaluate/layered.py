@@ -130,17 +130,22 @@ def layer_basis(
     return coeffs, basis
 
 
-class LayeredEngine:
-    """Evaluation of points of a chain network (`Network.is_chain`)."""
+class LayerOutputs:
+    """A chain's layer outputs on whole sample sets, kept across calls (`KeptOutputs`): what the layered engine's legs
+    share, and what a route's least-squares fits share (Θ^A's outputs, which every fit reproduces; the features of
+    each route point)."""
 
-    def __init__(self, network: Network, batched: bool):
-        self.network, self.batched = network, batched
-        self.kept = KeptOutputs()
+    def __init__(self, network: Network, budget: int = KEPT_BYTES):
+        self.network = network
+        self.kept = KeptOutputs(budget)
 
-    def _output(self, layer: Layer, params: Params, x: Tensor, batch: int, inputs: Callable[[], Batches]) -> Batches:
-        """The output of `layer` (pre-activation) with `params`, kept across legs (`KeptOutputs`); `inputs()` gives
-        the layer's input, asked for only where the output is not kept."""
+    def output(
+        self, layer: Layer, params: Params, x: Tensor, batch: int, inputs: Callable[[], Batches] | None = None
+    ) -> Batches:
+        """The output of `layer` (pre-activation) with `params` on x; `inputs()` gives the layer's input (by default
+        `self.inputs`), asked for only where the output is not kept."""
         own = layer.own(params)
+        inputs = inputs or cache(lambda: self.inputs(params, layer, x, batch))
 
         def compute(start: int) -> Tensor:
             return functional_call(layer.module, own, (inputs()(start),))
@@ -148,17 +153,24 @@ class LayeredEngine:
         keys = sorted(self.network.segment(INPUT, after(layer)).keys)
         return self.kept.get(after(layer), [params[key] for key in keys], x, batch, compute)
 
-    def _inputs(self, shared: Params, first: Layer, x: Tensor, batch: int) -> Batches:
-        """The input of `first` with `shared`, from the previous layer's output, kept (`KeptOutputs`); that output,
-        where it is not kept, from the input of the previous layer, and so on."""
-        index = self.network.layers.index(first)
+    def inputs(self, params: Params, layer: Layer, x: Tensor, batch: int) -> Batches:
+        """The input of `layer` with `params`, from the previous layer's output (kept), and so on."""
+        index = self.network.layers.index(layer)
         if index == 0:
-            prefix = self.network.segment(INPUT, before(first))
-            return lambda start: prefix(shared, x[start : start + batch])
+            prefix = self.network.segment(INPUT, before(layer))
+            return lambda start: prefix(params, x[start : start + batch])
         previous = self.network.layers[index - 1]
-        output = self._output(previous, shared, x, batch, cache(lambda: self._inputs(shared, previous, x, batch)))
-        tail = self.network.segment(after(previous), before(first))
-        return lambda start: tail(shared, output(start))
+        output = self.output(previous, params, x, batch)
+        tail = self.network.segment(after(previous), before(layer))
+        return lambda start: tail(params, output(start))
+
+
+class LayeredEngine:
+    """Evaluation of points of a chain network (`Network.is_chain`)."""
+
+    def __init__(self, network: Network, batched: bool):
+        self.network, self.batched = network, batched
+        self.outputs = LayerOutputs(network)
 
     def _span(self, changing: set[str]) -> tuple[Layer, Layer] | None:
         hits = [layer for layer in self.network.layers if changing & set(layer.keys)]
@@ -202,8 +214,8 @@ class LayeredEngine:
         first, last = plan.span
         middle = self.network.segment(after(first), after(last))
         suffix = self.network.segment(after(last), OUTPUT)
-        inputs = cache(lambda: self._inputs(plan.shared, first, x, batch))  # once, if a basis output is not kept
-        per_basis = [self._output(first, {**plan.shared, **params}, x, batch, inputs) for params in plan.basis]
+        inputs = cache(lambda: self.outputs.inputs(plan.shared, first, x, batch))  # once, if a basis output is not kept
+        per_basis = [self.outputs.output(first, {**plan.shared, **params}, x, batch, inputs) for params in plan.basis]
 
         def logits(start: int) -> Tensor:
             outputs = torch.stack([output(start) for output in per_basis])

@@ -93,22 +93,22 @@ def solve_rows(
 def fit_layers(
     layers: Sequence[Layer],
     x: Tensor,
-    inputs: Callable[[Tensor], Sequence[Tensor]],
-    targets: Callable[[Tensor], Sequence[Tensor]],
+    inputs: Callable[[int], Sequence[Tensor]],
+    targets: Callable[[int], Sequence[Tensor]],
+    batch: int,
 ) -> list[dict[str, Tensor]]:
     """Least-squares weights of layers that read one tensor (a chain's next layer; a residual stage's next
-    convs, main and shortcut), for several points at once, in one pass over x.
+    convs, main and shortcut), for several points at once, in one pass over x in batches of `batch` samples
+    (`fit_batch`).
 
-    `targets(xb)` gives each layer's output to reproduce on a batch (the same for every point);
-    `inputs(xb)` the layers' input at each point. Returns, per point, every layer's weight (and bias)
-    shaped like the modules' own.
+    `targets(start)` gives each layer's output to reproduce on the batch that starts at sample `start` (the same
+    for every point); `inputs(start)` the layers' input at each point. Returns, per point, every layer's weight
+    (and bias) shaped like the modules' own.
     """
     problems: list[list[LeastSquares]] | None = None
-    batch = _batch_size(layers, x, inputs)
     for start in range(0, len(x), batch):
-        xb = x[start : start + batch]
-        outputs = [layer.output_rows(y) for layer, y in zip(layers, targets(xb))]
-        point_inputs = inputs(xb)
+        outputs = [layer.output_rows(y) for layer, y in zip(layers, targets(start))]
+        point_inputs = inputs(start)
         if problems is None:
             problems = [[LeastSquares(layer.bias is not None) for layer in layers] for _ in point_inputs]
         for point_problems, features in zip(problems, point_inputs):
@@ -134,7 +134,7 @@ def fit_layer_targets(
     features, §6). `targets(xb)` gives the K layer outputs on a batch; returns K weight (and bias) dicts.
     """
     problem, count = LeastSquares(layer.bias is not None), 0
-    batch = _batch_size([layer], x, lambda xb: [inputs(xb)])
+    batch = fit_batch([layer], inputs(x[:1]))
     for start in range(0, len(x), batch):
         xb = x[start : start + batch]
         outputs = [layer.output_rows(y) for y in targets(xb)]
@@ -143,12 +143,10 @@ def fit_layer_targets(
     return [layer_tensors(layer, part) for part in problem.solve().chunk(count, 1)]
 
 
-def _batch_size(layers: Sequence[Layer], x: Tensor, inputs: Callable[[Tensor], Sequence[Tensor]]) -> int:
-    """Samples per batch so that one point's rows stay within ROW_BUDGET (conv layers have many per sample)."""
-    probe = inputs(x[:1])
-    if not probe:
-        return BATCH
-    rows = max(layer.rows(probe[0]).numel() for layer in layers)
+def fit_batch(layers: Sequence[Layer], probe: Tensor) -> int:
+    """Samples per batch so that one point's rows stay within ROW_BUDGET (conv layers have many per sample), from
+    the layers' input on one sample."""
+    rows = max(layer.rows(probe).numel() for layer in layers)
     return max(1, min(BATCH, ROW_BUDGET // max(1, rows)))
 
 

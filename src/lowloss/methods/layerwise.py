@@ -27,15 +27,15 @@ For one hidden layer the route is Θ^A -> Θ_2^AB -> Θ^B: the `*+wa` methods of
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
 import torch
 from torch import Tensor
-from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from lowloss.errors import LowlossError
-from lowloss.evaluate.layered import layer_basis
-from lowloss.methods.adjust import fit_layers, fitting_samples, replace
+from lowloss.evaluate.layered import LayerOutputs, layer_basis
+from lowloss.methods.adjust import fit_batch, fit_layers, fitting_samples, replace
 from lowloss.methods.context import ALL, Context
 from lowloss.methods.interpolate import arc_leg
 from lowloss.methods.matching import load_matching, sequential_matching
@@ -57,52 +57,84 @@ def split_name(method: str) -> tuple[str, str]:
     return first, adjustment
 
 
-def adjust_points(network: Network, stage: Stage, points: list[Params], theta_a: Params, x: Tensor) -> list[Params]:
+def adjust_points(
+    network: Network,
+    stage: Stage,
+    points: list[Params],
+    theta_a: Params,
+    x: Tensor,
+    outputs: LayerOutputs | None = None,
+) -> list[Params]:
     """Each point with the layers that read `stage` re-fitted to reproduce Θ^A's outputs of those layers on x.
 
     The points must share everything before the stage's entry (true within a stage): that prefix runs once
-    per batch for all of them.
+    per batch for all of them. In a chain, `outputs` keeps layer outputs on x from call to call (Θ^A's, which
+    every fit reproduces, and the features of the route's points).
     """
     readers = stage.readers
-    targets = [network.segment(INPUT, after(reader)) for reader in readers]
+    batch = fit_batch(readers, network.segment(INPUT, before(readers[0]))(theta_a, x[:1]))
+    if network.is_chain:
+        outputs = outputs or LayerOutputs(network)
+        kept_targets = [outputs.output(reader, theta_a, x, batch) for reader in readers]
+
+        def targets(start: int) -> list[Tensor]:
+            return [output(start) for output in kept_targets]
+    else:
+        segments = [network.segment(INPUT, after(reader)) for reader in readers]
+
+        def targets(start: int) -> list[Tensor]:
+            return [segment(theta_a, x[start : start + batch]) for segment in segments]
+
     gram_entries = sum((reader.module.weight[0].numel() + 1) ** 2 for reader in readers)
     per_pass = max(1, GRAM_BUDGET // (8 * gram_entries))
     adjusted = []
     for begin in range(0, len(points), per_pass):
         chunk = points[begin : begin + per_pass]
-        inputs = readers_inputs(network, stage, chunk)
-        solutions = fit_layers(readers, x, inputs, lambda xb: [target(theta_a, xb) for target in targets])
+        inputs = readers_inputs(network, stage, chunk, x, batch, outputs)
+        solutions = fit_layers(readers, x, inputs, targets, batch)
         adjusted += [replace(point, solution) for point, solution in zip(chunk, solutions)]
     return adjusted
 
 
-def readers_inputs(network: Network, stage: Stage, points: list[Params]) -> Callable[[Tensor], list[Tensor]]:
-    """The input of the stage's readers at each point, on a batch. Where the stage enters through one layer of a
-    chain, that layer's outputs come from the low-rank basis of the points' parameters (`layer_basis`: two products
-    for the points of a straight leg, not one per point)."""
-    prefix = network.segment(INPUT, stage.entry)
-    middle = network.segment(stage.entry, before(stage.readers[0]))
+def readers_inputs(
+    network: Network,
+    stage: Stage,
+    points: list[Params],
+    x: Tensor,
+    batch: int,
+    outputs: LayerOutputs | None = None,
+) -> Callable[[int], list[Tensor]]:
+    """The input of the stage's readers at each point, on the batch of x that starts at a given sample. In a chain
+    (`outputs`) each point's layers come from the kept outputs; where the stage enters through one layer, that
+    layer's outputs come from the low-rank basis of the points' parameters (`layer_basis`: two products for the
+    points of a straight leg, not one per point)."""
+    reader = stage.readers[0]
+    if outputs is None:
+        prefix = network.segment(INPUT, stage.entry)
+        middle = network.segment(stage.entry, before(reader))
 
-    def every_point(xb: Tensor) -> list[Tensor]:
-        h = prefix(points[0], xb)
-        return [middle(point, h) for point in points]
+        def every_point(start: int) -> list[Tensor]:
+            h = prefix(points[0], x[start : start + batch])
+            return [middle(point, h) for point in points]
 
+        return every_point
     entering = [layer for layer in network.layers if before(layer) == stage.entry]
-    if not network.is_chain or len(entering) != 1 or len(points) < 3:  # two points are their own basis
-        return every_point
-    layer = entering[0]
-    coeffs, basis = layer_basis(layer, stack_params([{key: point[key] for key in layer.keys} for point in points]))
-    if len(basis) == len(points):
-        return every_point
-    rest = network.segment(after(layer), before(stage.readers[0]))
+    if len(entering) == 1 and len(points) >= 3:  # two points are their own basis
+        layer = entering[0]
+        stacked = stack_params([{key: point[key] for key in layer.keys} for point in points])
+        coeffs, basis = layer_basis(layer, stacked)
+        if len(basis) < len(points):
+            rest = network.segment(after(layer), before(reader))
+            inputs = cache(lambda: outputs.inputs(points[0], layer, x, batch))
+            per_basis = [outputs.output(layer, {**points[0], **params}, x, batch, inputs) for params in basis]
 
-    def mixed(xb: Tensor) -> list[Tensor]:
-        h = prefix(points[0], xb)
-        outputs = torch.stack([functional_call(layer.module, layer.own(params), (h,)) for params in basis])
-        z = torch.tensordot(coeffs, outputs, dims=1)
-        return [rest(point, z[i]) for i, point in enumerate(points)]
+            def mixed(start: int) -> list[Tensor]:
+                z = torch.tensordot(coeffs, torch.stack([output(start) for output in per_basis]), dims=1)
+                return [rest(point, z[i]) for i, point in enumerate(points)]
 
-    return mixed
+            return mixed
+    per_point = [outputs.inputs(point, reader, x, batch) for point in points]
+    return lambda start: [point_inputs(start) for point_inputs in per_point]
 
 
 class Route:
@@ -128,6 +160,7 @@ class Route:
             raise LowlossError(f"{method} fits weight adjustments on training data: pass --dataset")
         options = ctx.options
         self.x = fitting_samples(ctx.data.x_train, options.wa_samples, options.seed) if needs_data else None
+        self.outputs = LayerOutputs(self.network) if self.network.is_chain else None  # on x, for every fit
         self.refresh = (
             BatchNormRefresh(self.network.model, ctx.data.x_train, options.bn_batches, options.seed)
             if ctx.data is not None and options.bn_batches is not None
@@ -176,7 +209,7 @@ class Route:
 
     def adjusted(self, s: int, points: list[Params]) -> list[Params]:
         """`adjust_points` for stage s, on the points and Θ^A as the evaluation sees them."""
-        return adjust_points(self.network, self.stages[s], self.measured(points), self.reference, self.x)
+        return adjust_points(self.network, self.stages[s], self.measured(points), self.reference, self.x, self.outputs)
 
     def stage_units(self, s: int) -> Spec:
         """The spec whose units stage s moves: its tensors' rows (WA) or the butterflies (bfly)."""
