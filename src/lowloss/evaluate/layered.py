@@ -34,8 +34,7 @@ from lowloss.paths.legs import interpolate
 class Plan:
     """How a chunk of T points is evaluated: the shared parameters, the first and last changing layer, the
     first one's outputs as coefficients (T, r) over r basis parameter sets (of that layer's tensors), and the other
-    changing layers'
-    parameters stacked (T, …)."""
+    changing layers' parameters stacked (T, …)."""
 
     shared: Params
     count: int
