@@ -176,7 +176,8 @@ def test_a_change_of_the_readers_output_within_a_samples_radius_keeps_its_class(
         *_, cut = stage_of("fc3", group, seed=2)
         out = cut.read(cut.between(cut.own(cut.prefix(x))))
         logits = cut.suffix(out)
-        radius = MarginBound.of(cut).radii(logits)
+        bound = MarginBound.of(cut)
+        radius = bound.radii(bound.slack(logits))
         assert (radius > 0).float().mean() > 0.9  # near-ties have none
         direction = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
         moved = out + direction / direction.norm(dim=1, keepdim=True) * radius[:, None]
@@ -188,6 +189,33 @@ def test_a_change_of_the_readers_output_within_a_samples_radius_keeps_its_class(
     toward = F.one_hot(predicted[:, 1], 10) - F.one_hot(predicted[:, 0], 10)
     beyond = logits + toward / 2**0.5 * (1.01 * boundary)[:, None]
     assert (beyond.argmax(1) != predicted[:, 0]).all()
+
+
+@pytest.mark.parametrize("group", ["h1", "h2"])
+def test_the_finer_test_certifies_more_pairs_and_only_pairs_that_keep_their_class(group, few_digits):
+    """`MarginBound.keeps`, the second test of the pairs the radius leaves: every (leg, sample) pair it certifies keeps
+    its class when run exactly, it certifies a share of the pairs the radius leaves, and where the reader makes the
+    logits (h2: no ReLU after it, so the move is linear) it leaves only pairs within the spare of a class change."""
+    x, y = few_digits.x_train[:128], few_digits.y_train[:128]
+    *_, units, t, cut = stage_of("fc3", group, seed=2)
+    bound = MarginBound.of(cut)
+    assert bound.along is not None and (bound.spread is None) == (group == "h2")
+    ref = swaps.Reference.of(cut, cut.own(cut.prefix(x)), y, bound)
+    delta = ref.deltas(cut, units, t).flatten(2)  # (P, B, 2)
+    columns = cut.columns[units]
+    change = torch.einsum("pbk,pko->pbo", delta, columns)  # Δz of every pair, (P, B, out)
+    moved = change.square().sum(2)
+    leg, sample = (moved >= ref.radius.square()).nonzero(as_tuple=True)
+    kept = bound.keeps(ref.slack[sample], units[leg], delta[leg, sample], moved[leg, sample])
+    assert 0.1 < kept.float().mean() < 1
+    logits = cut.suffix(ref.out[sample] + change[leg, sample])
+    predicted = ref.slack[sample].argmax(1)
+    assert torch.equal(logits[kept].argmax(1), predicted[kept])
+    if group == "h2":
+        spare = 1e-4 * (1 + ref.out[sample].abs().max(1).values)
+        gap = logits.gather(1, predicted[:, None]) - logits
+        gap[torch.arange(len(gap)), predicted] = torch.inf
+        assert (gap[~kept].min(1).values < spare[~kept] * 1.001).all()
 
 
 def test_swap_legs_of_a_conv_reader_are_not_screened(few_digits):
@@ -365,6 +393,30 @@ def test_legs_that_share_their_first_layers_run_them_once(few_digits):
         hook.remove()
     samples = sum(count for count in rows if count > 1)  # not the one-sample probes that size the batches
     assert samples == 2 * (len(few_digits.y_train) + len(few_digits.y_test))
+    assert_same_tables(table, evaluate_path(network, path, few_digits, points=3, progress=False, fast=False))
+
+
+def test_permutation_stages_start_on_the_kept_outputs_of_the_matched_network(few_digits):
+    """An `ot` path on fc3: its permutation stages run the last group first, so each starts on a network whose
+    first layer is the matched Θ^B's, and they take the group's pre-activations (and h2's reader output) from the
+    outputs the straight leg kept: fc1 runs on each split only for that leg's two ends (and on the few samples of
+    each stage's exactness check). Every point as a full pass gives it."""
+    network = network_of("fc3")
+    theta_a, theta_b = random_params(0, arch="fc3"), random_params(1, arch="fc3")
+    path = get_method("ot").build(theta_a, theta_b, context(network))
+    path.method = "ot"
+    assert [leg.name.rsplit("-", 1)[0] for leg in path.legs[1:]] == sorted(
+        (leg.name.rsplit("-", 1)[0] for leg in path.legs[1:]), reverse=True
+    )  # swap-h2-… before swap-h1-…
+    rows = []
+    hook = network.model.fc1.register_forward_hook(lambda module, inputs, output: rows.append(len(output)))
+    try:
+        table = evaluate_path(network, path, few_digits, points=3, progress=False)
+    finally:
+        hook.remove()
+    samples = sum(count for count in rows if count > 1)  # not the one-sample probes that size the batches
+    checks = 2 * 2 * engine.SWAP_CHECK_SAMPLES  # per stage: the incremental and the full pass of one leg
+    assert samples == 2 * (len(few_digits.y_train) + len(few_digits.y_test)) + checks
     assert_same_tables(table, evaluate_path(network, path, few_digits, points=3, progress=False, fast=False))
 
 

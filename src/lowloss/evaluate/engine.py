@@ -25,11 +25,12 @@ from collections.abc import Sequence
 
 import pandas as pd
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from lowloss.evaluate.adaptive import AUTO, COARSE_POINTS, golden_search, search_steps
 from lowloss.evaluate.fixes import PointFix
-from lowloss.evaluate.layered import LayeredEngine
+from lowloss.evaluate.layered import Batches, LayeredEngine
 from lowloss.evaluate.onehidden import OneHiddenForm
 from lowloss.evaluate.scores import (
     CPU_BATCH_BYTES,
@@ -41,7 +42,7 @@ from lowloss.evaluate.scores import (
     low_rank,
 )
 from lowloss.evaluate.swaps import BLOCK_BYTES as SWAP_BLOCK_BYTES
-from lowloss.evaluate.swaps import GroupCut, swap_scores
+from lowloss.evaluate.swaps import GroupCut, StartOutputs, swap_scores
 from lowloss.nets.network import Network
 from lowloss.nets.params import Params, on_device, stack_params, unstack_params
 from lowloss.paths.legs import Leg, Path
@@ -151,7 +152,25 @@ class Evaluator:
         if self.layered is None or not self._layered_swaps_exact(legs[0], base):
             return None
         cut = self.group_cut(swaps, base)
-        return swap_scores(cut, units, t, x, y, self.batch, self.block_bytes, self.screen_swaps)
+        step = self.layered_batch
+        batch = max(1, self.batch // step) * step
+        start = self.start_outputs(swaps, cut, x, step, batch)
+        return swap_scores(cut, units, t, x, y, batch, self.block_bytes, self.screen_swaps, start)
+
+    def start_outputs(self, swaps: PermutationStage, cut: GroupCut, x: Tensor, step: int, batch: int) -> StartOutputs:
+        """The stage's start on x in batches of `batch`, from the layered engine's outputs in batches of `step` (a
+        divisor): kept where the legs before computed them, and kept for the stages after."""
+        start = on_device(swaps.params(0), self.device)
+        layer = self.network.computing(swaps.group)
+        pre, out = (self.layered.outputs.output(which, start, x, step) for which in (layer, cut.reader))
+        order = swaps.order(0).to(self.device)
+        positions = torch.empty_like(order)
+        positions[order] = torch.arange(len(order), device=self.device)
+
+        def rebatched(batches: Batches) -> Batches:
+            return lambda first: torch.cat([batches(s) for s in range(first, min(first + batch, len(x)), step)])
+
+        return StartOutputs(rebatched(pre), rebatched(out), positions)
 
     def group_cut(self, swaps: PermutationStage, base: Params) -> GroupCut:
         """The network cut around the stage's group with the stage's base (the last stage's is kept: its splits

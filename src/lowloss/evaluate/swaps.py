@@ -3,7 +3,8 @@
 A swap leg's point differs from the stage's base network in two units u, v of one group: two rows (or
 filters) of the layer computing the group, mixed, and the same two columns (or kernel slices) of the
 layer reading it. The layers up to the group's own run once per data batch for the base (on a block of
-samples every leg of the stage shares); the two changed units' pre-activations are mixes of the base's;
+samples every leg of the stage shares), or are read from the stage's start where the evaluation kept its
+outputs (`StartOutputs`); the two changed units' pre-activations are mixes of the base's;
 and since the reader's mixed columns are mixes of its base columns c_u, c_v, its output is the base's
 plus c_u·δ_u + c_v·δ_v, a rank-two update from the change δ of the two units' inputs to it, for dense
 and conv layers alike. Only the layers after the reader run per leg, and only on the samples whose δ is
@@ -26,7 +27,6 @@ CPU's pooling is many times faster.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import vmap
 
+from lowloss.evaluate.layered import Batches
 from lowloss.evaluate.scores import KEPT_BYTES, Scores
 from lowloss.nets.network import INPUT, OUTPUT, Layer, Network, after, before
 from lowloss.nets.params import Params
@@ -52,20 +53,13 @@ of the reader's output (about 16 numbers); the few rows that are not certified g
 SCREEN_TOLERANCE = 1e-4
 """How much of a sample's logit gap a certified change must leave, per unit of its largest logit (plus one): room
 for the rounding of a full evaluation, which then cannot flip a certified prediction either; near-ties (of
-networks whose dead units leave many samples with equal logits) are never certified."""
-LIPSCHITZ_OPS = (
-    torch.relu,
-    F.relu,
-    torch.flatten,
-    "relu",
-    "flatten",
-    "view",
-    "reshape",
-    nn.ReLU,
-    nn.Flatten,
-    nn.Identity,
-)
-"""Operations after the reader that move no output further than their input moves (Euclidean norm)."""
+networks whose dead units leave many samples with equal logits) are certified only where a leg widens them."""
+RECTIFIERS = (torch.relu, F.relu, "relu", nn.ReLU)
+"""Operations after the reader that move each entry by a fraction (0 to 1) of what its input moves."""
+RESHAPES = (torch.flatten, "flatten", "view", "reshape", nn.Flatten, nn.Identity)
+"""Operations after the reader that move nothing."""
+TABLE_BYTES = 1 << 28
+"""The most `MarginBound`'s per-unit tables may take (C² entries per unit, C classes): beyond, only the radius."""
 
 
 def apply_weight(layer: Layer, weight: Tensor, inputs: Tensor) -> Tensor:
@@ -132,14 +126,25 @@ class GroupCut:
 
 @dataclass(frozen=True)
 class MarginBound:
-    """How far the reader's output can move without changing a sample's predicted class, when the layers after it
-    are ReLUs and linear layers (`LIPSCHITZ_OPS`): a change Δz of the reader's output moves the logit gap
-    l_p − l_k by at most ‖W[p] − W[k]‖ · L · ‖Δz‖, W the last linear layer's weight (the identity when the
-    reader makes the logits) and L the product of the other linear layers' spectral norms. Written here: a
-    certificate for this chain is a few lines, and no library bounds a rank-two change of one layer's output."""
+    """How far a swap leg can move the reader's output without changing a sample's predicted class, when the layers
+    after it are ReLUs then linear layers (`RECTIFIERS`, `RESHAPES`), whose product M maps the ReLUs' output to the
+    logits (the identity when the reader makes them). Written here: a certificate for this chain is a few lines,
+    and no library bounds a rank-two change of one layer's output.
+
+    A change Δz of the reader's output moves the logit gap l_p − l_k by at most ‖w‖ · ‖Δz‖, w = M[p] − M[k] (ReLU
+    moves nothing further than its input): the radius every (leg, sample) pair is tested against, with ‖Δz‖ from
+    the 2×2 Gram matrix of the two units' columns. The pairs it leaves are tested again, finer, where the tables
+    fit `TABLE_BYTES`: Δz = c_u δ_u + c_v δ_v moves the gap by Σ_i w_i s_i Δz_i, s_i in [0, 1] the slope of the
+    ReLU's secant (1 without a ReLU), which is at least (w·Δz − Σ_i |w_i Δz_i|) / 2, w·Δz = δ_u w·c_u + δ_v w·c_v
+    from a table of every unit's w·c_u, and Σ_i |w_i Δz_i| at most both ‖w‖ ‖Δz‖ and |δ_u| |w|·|c_u| +
+    |δ_v| |w|·|c_v| (without a ReLU the move is w·Δz itself)."""
 
     gaps: Tensor
-    """(C, C): ‖W[p] − W[k]‖ · L."""
+    """(C, C): ‖M[p] − M[k]‖."""
+    along: Tensor | None = None
+    """(C, C, n): (M[p] − M[k]) · c_u for every unit u of the group."""
+    spread: Tensor | None = None
+    """(C, C, n): |M[p] − M[k]| · |c_u|; None without a ReLU."""
 
     @classmethod
     def of(cls, cut: GroupCut) -> MarginBound | None:
@@ -147,27 +152,53 @@ class MarginBound:
         feeds the reader more than one input (the change of its output is then not a cheap quadratic form)."""
         if not isinstance(cut.reader.module, nn.Linear) or cut.per_unit != 1:
             return None
-        weights = []
+        weights, rectified = [], False
         for node in cut.suffix.graph.nodes:
             if node.op in ("placeholder", "output"):
                 continue
             target = type(cut.suffix.get_submodule(node.target)) if node.op == "call_module" else node.target
             if target is nn.Linear:
-                weights.append(cut.suffix.get_submodule(node.target).weight)
-            elif target not in LIPSCHITZ_OPS or weights:  # nothing may follow the last linear layer
+                weights.append(cut.suffix.get_submodule(node.target).weight.detach())
+            elif target not in RECTIFIERS + RESHAPES or weights:  # only linear layers after the first
                 return None
-        last = weights[-1] if weights else torch.eye(cut.reader.module.out_features, device=cut.columns.device)
-        lipschitz = math.prod(float(torch.linalg.matrix_norm(weight, 2)) for weight in weights[:-1])
-        return cls(torch.cdist(last, last) * lipschitz)
+            rectified = rectified or target in RECTIFIERS
+        linear = torch.eye(cut.reader.module.out_features, device=cut.columns.device)
+        for weight in weights:
+            linear = weight @ linear
+        rows = linear[:, None] - linear[None]  # (C, C, out): w for every (p, k)
+        if rows[..., :1].numel() * (len(cut.columns) + rows.shape[-1]) * 4 * (1 + rectified) > TABLE_BYTES:
+            return cls(torch.cdist(linear, linear))
+        along = rows @ cut.columns.T
+        spread = rows.abs() @ cut.columns.abs().T if rectified else None
+        return cls(torch.cdist(linear, linear), along, spread)
 
-    def radii(self, logits: Tensor) -> Tensor:
-        """(B,): per sample, the largest change ‖Δz‖ of the reader's output that keeps its predicted class with
-        `SCREEN_TOLERANCE` to spare (0 for a near-tie)."""
+    def slack(self, logits: Tensor) -> Tensor:
+        """(B, C): how far each class's logit may gain on the predicted class's, `SCREEN_TOLERANCE` kept to spare
+        (+inf at the predicted class)."""
         top, predicted = logits.max(1)
         spare = SCREEN_TOLERANCE * (1 + logits.abs().max(1, keepdim=True).values)
-        ratio = (top[:, None] - logits - spare) / self.gaps[predicted]
-        ratio[torch.arange(len(logits)), predicted] = torch.inf
+        slack = top[:, None] - logits - spare
+        slack[torch.arange(len(logits)), predicted] = torch.inf
+        return slack
+
+    def radii(self, slack: Tensor) -> Tensor:
+        """(B,): per sample, the largest change ‖Δz‖ of the reader's output that keeps its predicted class (0 for a
+        near-tie), from `slack`."""
+        ratio = slack / self.gaps[slack.argmax(1)]
         return ratio.nan_to_num(0.0, posinf=torch.inf, neginf=0.0).min(1).values.clamp_min(0)
+
+    def keeps(self, slack: Tensor, units: Tensor, delta: Tensor, moved: Tensor) -> Tensor:
+        """(N,): whether the finer test certifies each of N (leg, sample) pairs: the sample's `slack` (N, C), the
+        leg's `units` (N, 2), the change `delta` (N, 2) of their inputs to the reader and its move ‖Δz‖² (N,)."""
+        if self.along is None:
+            return torch.zeros(len(slack), dtype=torch.bool, device=slack.device)
+        predicted, (u, v), (d_u, d_v) = slack.argmax(1), units.T, delta.T[..., None]
+        move = d_u * self.along[predicted, :, u] + d_v * self.along[predicted, :, v]  # (N, C): w·Δz
+        if self.spread is not None:
+            spread = d_u.abs() * self.spread[predicted, :, u] + d_v.abs() * self.spread[predicted, :, v]
+            spread = torch.minimum(spread, self.gaps[predicted] * moved.clamp_min(0).sqrt()[:, None])
+            move = (move - spread) / 2
+        return (slack + move > 0).all(1)
 
 
 @contextmanager
@@ -196,6 +227,7 @@ def swap_scores(
     batch: int,
     block_bytes: int = BLOCK_BYTES,
     screen: bool = False,
+    start: StartOutputs | None = None,
 ) -> Scores:
     """Mean loss and accuracy at P swap-leg points of a chain network: the base's units units[p] = (u, v) of the
     cut's group trade places a fraction t[p] of the way. Assumes the operations between the group's layer and its
@@ -203,24 +235,47 @@ def swap_scores(
     `MarginBound` applies: every leg's accuracy, the loss of the legs of the lowest accuracy only (NaN elsewhere)."""
     bound = MarginBound.of(cut) if screen else None
     if bound is None:
-        loss_sum, correct = changes(cut, units, t, references(cut, x, y, batch), block_bytes, None)
+        loss_sum, correct = changes(cut, units, t, references(cut, x, y, batch, None, start), block_bytes, None)
         return loss_sum / len(y), correct / len(y)
     kept = len(x) * 4 * (2 * len(cut.columns) + cut.columns.shape[1]) <= KEPT_BYTES  # pre, inputs, the reader's out
-    refs = list(references(cut, x, y, batch, bound)) if kept else None
-    _, correct = changes(cut, units, t, refs or references(cut, x, y, batch, bound), block_bytes, bound)
+    refs = list(references(cut, x, y, batch, bound, start)) if kept else None
+    _, correct = changes(cut, units, t, refs or references(cut, x, y, batch, bound, start), block_bytes, bound)
     lowest = (correct == correct.min()).nonzero()[:, 0]
     loss = torch.full_like(correct, torch.nan)
-    loss[lowest] = changes(cut, units[lowest], t[lowest], refs or references(cut, x, y, batch), block_bytes, None)[0]
+    again = refs or references(cut, x, y, batch, None, start)
+    loss[lowest] = changes(cut, units[lowest], t[lowest], again, block_bytes, None)[0]
     loss[lowest] /= len(y)
     return loss, correct / len(y)
 
 
+@dataclass(frozen=True)
+class StartOutputs:
+    """A permutation stage's start on the samples, batch by batch: the group's pre-activations and the reader's
+    output. The start is the base with the group's units reordered (`positions[u]`: where it holds the base's unit
+    u), so it computes the base's function: the same pre-activations, the reader's output up to the rounding of
+    its sum taken in another order. The evaluation has often kept them already (`permutation_legs`)."""
+
+    pre: Batches
+    out: Batches
+    positions: Tensor
+
+
 def references(
-    cut: GroupCut, x: Tensor, y: Tensor, batch: int, bound: MarginBound | None = None
+    cut: GroupCut,
+    x: Tensor,
+    y: Tensor,
+    batch: int,
+    bound: MarginBound | None = None,
+    start: StartOutputs | None = None,
 ) -> Iterator[Reference]:
-    """The base network on every batch of the samples, computed as they are read."""
-    for start in range(0, len(x), batch):
-        yield Reference.of(cut, x[start : start + batch], y[start : start + batch], bound)
+    """The base network on every batch of the samples, computed as they are read (from the stage's `start`'s
+    outputs where given)."""
+    for first in range(0, len(x), batch):
+        rows = slice(first, first + batch)
+        if start is None:
+            yield Reference.of(cut, cut.own(cut.prefix(x[rows])), y[rows], bound)
+        else:
+            yield Reference.of(cut, start.pre(first), y[rows], bound, start.out(first), start.positions)
 
 
 def changes(
@@ -252,7 +307,9 @@ def changes(
         def change(block: tuple[slice, slice], ref: Reference = ref) -> tuple[Tensor, Tensor]:
             rows, chosen = block
             part = ref.rows(rows)
-            return (part.change if bound is None else part.screened_change)(cut, units[chosen], t[chosen])
+            if bound is None:
+                return part.change(cut, units[chosen], t[chosen])
+            return part.screened_change(cut, bound, units[chosen], t[chosen])
 
         with one_thread_each(min(workers, len(blocks))) as pool:
             deltas = pool.map(change, blocks) if pool else map(change, blocks)
@@ -266,7 +323,7 @@ def changes(
 class Reference:
     """The base network on a batch: the group's pre-activations and the reader's input, units first (n, B, …), so
     that a unit's values lie together; the reader's output; each sample's label, loss and correctness; and, when
-    legs are screened, each sample's radius (`MarginBound.radii`)."""
+    legs are screened, each sample's slack and radius (`MarginBound`)."""
 
     pre: Tensor
     inputs: Tensor
@@ -274,21 +331,36 @@ class Reference:
     y: Tensor
     loss: Tensor
     correct: Tensor
+    slack: Tensor | None = None
     radius: Tensor | None = None
 
     @classmethod
-    def of(cls, cut: GroupCut, x: Tensor, y: Tensor, bound: MarginBound | None = None) -> Reference:
-        pre = cut.own(cut.prefix(x))
+    def of(
+        cls,
+        cut: GroupCut,
+        pre: Tensor,
+        y: Tensor,
+        bound: MarginBound | None = None,
+        out: Tensor | None = None,
+        positions: Tensor | None = None,
+    ) -> Reference:
+        """From the group's pre-activations `pre` of a batch: the base's, or with `positions` a reordering's whose
+        reader's output `out` is given (`StartOutputs`)."""
         inputs = cut.between(pre)
-        out = cut.read(inputs)
+        out = cut.read(inputs) if out is None else out
         n = len(cut.columns)
-        by_unit = (values.unflatten(1, (n, -1)).movedim(1, 0).contiguous() for values in (pre, inputs))
+        by_unit = [values.unflatten(1, (n, -1)).movedim(1, 0) for values in (pre, inputs)]
+        by_unit = [part.contiguous() if positions is None else part.index_select(0, positions) for part in by_unit]
         logits = cut.suffix(channels_last(out))
-        return cls(*by_unit, out, y, *per_sample(logits, y), None if bound is None else bound.radii(logits))
+        if bound is None:
+            return cls(*by_unit, out, y, *per_sample(logits, y))
+        slack = bound.slack(logits)
+        return cls(*by_unit, out, y, *per_sample(logits, y), slack, bound.radii(slack))
 
     def rows(self, rows: slice) -> Reference:
         return Reference(self.pre[:, rows], self.inputs[:, rows], self.out[rows], *(
-            None if values is None else values[rows] for values in (self.y, self.loss, self.correct, self.radius)
+            None if values is None else values[rows]
+            for values in (self.y, self.loss, self.correct, self.slack, self.radius)
         ))  # fmt: skip
 
     def deltas(self, cut: GroupCut, units: Tensor, t: Tensor) -> Tensor:
@@ -346,18 +418,21 @@ class Reference:
         d_correct = ((correct.double() - gathered(self.correct).double()) * valid).sum(1)
         return d_loss, d_correct
 
-    def screened_change(self, cut: GroupCut, units: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    def screened_change(self, cut: GroupCut, bound: MarginBound, units: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Each leg's correct count minus the base's on these samples, (P,), and zeros for the loss: a dense reader
         fed one input per unit moves its output by ‖c_u δ_u + c_v δ_v‖, a quadratic form in (δ_u, δ_v) with the
-        Gram matrix of the base's columns c_u, c_v; a sample moved less than its radius keeps its class, and only
-        the other (leg, sample) pairs run through the layers after the reader, flat, without padding."""
+        Gram matrix of the base's columns c_u, c_v; a sample moved less than its radius keeps its class, so does
+        one the bound's finer test keeps, and only the other (leg, sample) pairs run through the layers after the
+        reader, flat, without padding."""
         count = len(units)
         delta = self.deltas(cut, units, t).flatten(2)  # (P, B, 2)
         columns = cut.columns[units]  # (P, 2, out)
         gram = columns @ columns.transpose(1, 2)
         d_u, d_v = delta.unbind(2)
         moved = d_u.square() * gram[:, :1, 0] + 2 * d_u * d_v * gram[:, :1, 1] + d_v.square() * gram[:, 1:, 1]
-        leg, sample = (moved >= self.radius.square()).nonzero(as_tuple=True)  # δ = 0 moves nothing: never chosen
+        leg, sample = (moved >= self.radius.square()).nonzero(as_tuple=True)
+        kept = bound.keeps(self.slack[sample], units[leg], delta[leg, sample], moved[leg, sample])
+        leg, sample = leg[~kept], sample[~kept]
         d_correct = torch.zeros(count, dtype=torch.float64, device=self.y.device)
         rows = max(1, BLOCK_BYTES // (4 * ROW_COPIES * self.out[0].numel()))
         for first in range(0, len(leg), rows):

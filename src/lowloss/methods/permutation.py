@@ -1,7 +1,7 @@
 """The permutation stage of §3.4 and the `ot` method: a straight leg to the matched Θ^B, then one leg per swap.
 
 After the OT leg the network is Θ^B with its units in A's order; the permutation stage restores B's
-order by swap legs (`lowloss.paths.swaps`), one group after the other.
+order by swap legs (`lowloss.paths.swaps`), one group after the other, the last group first.
 """
 
 from __future__ import annotations
@@ -17,16 +17,18 @@ from lowloss.paths.swaps import permutation_stage
 
 
 def permutation_legs(theta_b: Params, spec: Spec, perms: dict[str, Tensor]) -> list[Leg]:
-    """Swap legs from `permute(theta_b, spec, perms)` to Θ^B, one group after the other.
+    """Swap legs from `permute(theta_b, spec, perms)` to Θ^B, one group after the other, the last group first.
 
-    Groups on different axes commute, so the stage of group k works on Θ^B with only the later
-    groups still permuted; the last stage ends at Θ^B itself.
+    Groups on different axes commute, so the stage of a group works on Θ^B with only the groups before it still
+    permuted; the last stage ends at Θ^B itself. Last group first: each stage then starts on a network whose layers
+    up to its group are the matched Θ^B's, whose outputs the evaluation of the legs before has kept
+    (`evaluate.swaps`).
     """
     groups = list(perms)
     legs: list[Leg] = []
-    for k, group in enumerate(groups):
-        base = permute(theta_b, spec, {g: perms[g] for g in groups[k + 1 :]})
-        legs += permutation_stage(base, spec, group, perms[group]).legs()
+    for k in reversed(range(len(groups))):
+        base = permute(theta_b, spec, {g: perms[g] for g in groups[:k]})
+        legs += permutation_stage(base, spec, groups[k], perms[groups[k]]).legs()
     return legs
 
 
