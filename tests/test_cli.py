@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 
 import pytest
 
@@ -104,3 +105,19 @@ def test_an_os_error_anywhere_is_one_line_naming_the_file(monkeypatch, tmp_path,
     monkeypatch.setattr(info, "run", loop)
     result = run_main(capsys, "info", tmp_path / "x.safetensors")
     assert_one_line_error(result, f"lowloss: error: {tmp_path / 'x.safetensors'}: Too many levels of symbolic links")
+
+
+def test_every_command_keeps_large_freed_blocks_in_the_heap(monkeypatch, capsys):
+    """A command runs with glibc's mmap threshold raised and its heap untrimmed (`lowloss.cli.allocator`): asked for
+    once, after the command's checks, and taken by glibc where the process runs on it."""
+    from lowloss.cli import allocator
+    from lowloss.cli import main as cli_main
+
+    asked = []
+    monkeypatch.setattr(cli_main, "keep_large_blocks", lambda: asked.append(True))
+    assert run_main(capsys, "methods").returncode == 0
+    assert asked == [True]
+    assert run_main(capsys, "connect", "missing-a.safetensors", "missing-b.safetensors").returncode == 2
+    assert asked == [True]  # refused by its checks first
+    on_glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert allocator.keep_large_blocks() is on_glibc

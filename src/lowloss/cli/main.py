@@ -4,7 +4,8 @@ A subcommand's `check(args)`, where it has one, runs first: every check that nee
 outputs, options a method does not read), before torch or the data are loaded, so such a mistake is
 refused at once. Its `run(args)` returns a summary dict (or None); it is printed as the LAST line of stdout,
 one JSON object, which scripts and the workflow read. Every error reaches the user as one line,
-`lowloss: error: …`, and exit status 2; set LOWLOSS_DEBUG=1 to see the traceback instead.
+`lowloss: error: …`, and exit status 2; set LOWLOSS_DEBUG=1 to see the traceback instead. Large freed blocks
+stay in the process's heap (`lowloss.cli.allocator`).
 With `--mlflow-experiment` (or $LOWLOSS_MLFLOW_EXPERIMENT) every command is logged as one MLflow run
 (`lowloss.tracking.runs`). On success a one-line summary for people goes to stderr. Nothing imported here
 imports torch (commands import it when they run), so `--help` answers at once.
@@ -20,6 +21,7 @@ import sys
 import time
 
 from lowloss import __version__
+from lowloss.cli.allocator import keep_large_blocks
 from lowloss.cli.commands import (
     connect,
     ensemble,
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         check = getattr(COMMANDS_BY_NAME[args.command], "check", None)
         if check is not None:
             check(args)
+        keep_large_blocks()
         summary = args.run(args)
         tracking.log_command(args, summary, start)
         if summary is not None:
