@@ -385,15 +385,21 @@ def test_legs_that_share_their_first_layers_run_them_once(few_digits):
     later = {**middle, "fc2.weight": theta_b["fc2.weight"]}
     path = Path([Leg(theta_a, middle, "fc1"), Leg(later, theta_b, "fc3")])
     path.legs.insert(1, Leg(middle, later, "fc2", fn=lambda t: interpolate(middle, later, t)))  # a stacked plan
+    table, samples = evaluated_with_fc1_samples(network, path, few_digits)
+    assert samples == 2 * (len(few_digits.y_train) + len(few_digits.y_test))
+    assert_same_tables(table, evaluate_path(network, path, few_digits, points=3, progress=False, fast=False))
+
+
+def evaluated_with_fc1_samples(network, path, data):
+    """The path's table at 3 points per leg, and how many samples fc1 ran on (not the one-sample probes that size
+    the batches)."""
     rows = []
     hook = network.model.fc1.register_forward_hook(lambda module, inputs, output: rows.append(len(output)))
     try:
-        table = evaluate_path(network, path, few_digits, points=3, progress=False)
+        table = evaluate_path(network, path, data, points=3, progress=False)
     finally:
         hook.remove()
-    samples = sum(count for count in rows if count > 1)  # not the one-sample probes that size the batches
-    assert samples == 2 * (len(few_digits.y_train) + len(few_digits.y_test))
-    assert_same_tables(table, evaluate_path(network, path, few_digits, points=3, progress=False, fast=False))
+    return table, sum(count for count in rows if count > 1)
 
 
 def test_permutation_stages_start_on_the_kept_outputs_of_the_matched_network(few_digits):
@@ -408,13 +414,7 @@ def test_permutation_stages_start_on_the_kept_outputs_of_the_matched_network(few
     assert [leg.name.rsplit("-", 1)[0] for leg in path.legs[1:]] == sorted(
         (leg.name.rsplit("-", 1)[0] for leg in path.legs[1:]), reverse=True
     )  # swap-h2-… before swap-h1-…
-    rows = []
-    hook = network.model.fc1.register_forward_hook(lambda module, inputs, output: rows.append(len(output)))
-    try:
-        table = evaluate_path(network, path, few_digits, points=3, progress=False)
-    finally:
-        hook.remove()
-    samples = sum(count for count in rows if count > 1)  # not the one-sample probes that size the batches
+    table, samples = evaluated_with_fc1_samples(network, path, few_digits)
     checks = 2 * 2 * engine.SWAP_CHECK_SAMPLES  # per stage: the incremental and the full pass of one leg
     assert samples == 2 * (len(few_digits.y_train) + len(few_digits.y_test)) + checks
     assert_same_tables(table, evaluate_path(network, path, few_digits, points=3, progress=False, fast=False))

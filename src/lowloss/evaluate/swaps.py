@@ -165,12 +165,13 @@ class MarginBound:
         linear = torch.eye(cut.reader.module.out_features, device=cut.columns.device)
         for weight in weights:
             linear = weight @ linear
+        gaps = torch.cdist(linear, linear)
+        classes, width = linear.shape
+        if classes**2 * (width + len(cut.columns)) * 4 * (1 + rectified) > TABLE_BYTES:  # the rows w and the tables
+            return cls(gaps)
         rows = linear[:, None] - linear[None]  # (C, C, out): w for every (p, k)
-        if rows[..., :1].numel() * (len(cut.columns) + rows.shape[-1]) * 4 * (1 + rectified) > TABLE_BYTES:
-            return cls(torch.cdist(linear, linear))
-        along = rows @ cut.columns.T
         spread = rows.abs() @ cut.columns.abs().T if rectified else None
-        return cls(torch.cdist(linear, linear), along, spread)
+        return cls(gaps, rows @ cut.columns.T, spread)
 
     def slack(self, logits: Tensor) -> Tensor:
         """(B, C): how far each class's logit may gain on the predicted class's, `SCREEN_TOLERANCE` kept to spare
